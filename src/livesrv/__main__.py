@@ -1,0 +1,5 @@
+import sys
+
+from livesrv.cli import main
+
+sys.exit(main())

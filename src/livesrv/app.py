@@ -1,0 +1,53 @@
+"""Composition root: builds the hub and the servers from a Config, starts and stops them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from livesrv.config import Config, listen_addresses
+from livesrv.hub.hub import Hub
+from livesrv.servers.api import handle_api
+from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
+from livesrv.servers.rtmp import RTMPServer
+from livesrv.servers.static import serve_file
+
+log = logging.getLogger("livesrv.app")
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hub = Hub()
+        self.rtmp = RTMPServer(config, self.hub)
+        self.http = HTTPServer(self._handle_http, "http")
+        self.api = HTTPServer(self._handle_api, "api")
+        self.addresses: dict[str, list[tuple[str, int]]] = {}
+
+    async def start(self) -> dict[str, list[tuple[str, int]]]:
+        cfg = self.config
+        self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
+        if cfg.http_server.enabled:
+            self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
+        if cfg.http_api.enabled:
+            self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen))
+        log.info(
+            "event=ready %s",
+            " ".join(f"{name}={','.join(f'{h}:{p}' for h, p in addrs)}" for name, addrs in self.addresses.items()),
+        )
+        return self.addresses
+
+    async def stop(self) -> None:
+        await self.rtmp.close()
+        await self.http.close()
+        await self.api.close()
+        log.info("event=stopped")
+
+    def port(self, name: str) -> int:
+        return self.addresses[name][0][1]
+
+    async def _handle_http(self, req: Request, conn: HTTPConnection) -> Response | None:
+        return await serve_file(Path(self.config.http_server.dir), req)
+
+    async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:
+        return await handle_api(req)

@@ -1,0 +1,126 @@
+"""Loading: file (or built-in defaults) -> environment overrides -> typed Config."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .env import apply_env
+from .mapping import build_config, rewrite_legacy
+from .model import Config
+from .parser import Directive, parse_file, parse_tree
+
+__all__ = [
+    "DEFAULT_CONF_TEXT",
+    "DEFAULT_CONF_NAME",
+    "ENV_ONLY_DEFAULTS",
+    "LoadResult",
+    "load_config",
+    "parse_text",
+    "default_config",
+]
+
+log = logging.getLogger("livesrv.config")
+
+DEFAULT_CONF_NAME = "<defaults>"
+
+#: The configuration used when no file is given: SRS's shipped ``conf/srs.conf``
+#: minus WebRTC (``rtc_server``, ``vhost.rtc``), which livesrv does not implement,
+#: and with HLS left off for now (SRS's file has ``hls { enabled on; }``;
+#: ``conf/srs-minimal.conf`` keeps it on).
+DEFAULT_CONF_TEXT = """\
+listen              1935;
+max_connections     1000;
+daemon              on;
+http_api {
+    enabled         on;
+    listen          1985;
+}
+http_server {
+    enabled         on;
+    listen          8080;
+    dir             ./objs/nginx/html;
+}
+vhost __defaultVhost__ {
+    hls {
+        enabled         off;
+    }
+    http_remux {
+        enabled     on;
+        mount       [vhost]/[app]/[stream].flv;
+    }
+    play {
+        gop_cache_max_frames 2500;
+    }
+}
+"""
+
+#: What ``-e`` (env only) sets before the environment, as SRS does: no daemon,
+#: log to the console (unless the environment says otherwise).
+ENV_ONLY_DEFAULTS: dict[str, str] = {"SRS_DAEMON": "off", "SRS_SRS_LOG_TANK": "console"}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """A loaded configuration, the warnings met on the way, and which
+    ``SRS_*`` variables were applied."""
+
+    config: Config
+    warnings: list[str] = field(default_factory=list)
+    env_applied: list[str] = field(default_factory=list)
+
+
+def _finish(tree: list[Directive], environ: Mapping[str, str], source: str) -> LoadResult:
+    tree = rewrite_legacy(tree)
+    tree, applied = apply_env(tree, environ)
+    config, warnings = build_config(tree, source=source)
+    for w in warnings:
+        log.warning("%s", w)
+    return LoadResult(config, warnings, applied)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_only: bool = False,
+) -> LoadResult:
+    """Load the configuration.
+
+    * ``path``: an SRS-style config file; ``None`` uses :data:`DEFAULT_CONF_TEXT`.
+    * ``environ``: where ``SRS_*`` overrides come from (default ``os.environ``);
+      the environment beats the file.
+    * ``env_only``: ``livesrv -e``: ignore ``path``, start from the defaults
+      (plus :data:`ENV_ONLY_DEFAULTS`), apply the environment.
+
+    Raises :class:`ConfigError` (``FILE:LINE: what is wrong``).
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if env_only or path is None:
+        tree = parse_tree(DEFAULT_CONF_TEXT, DEFAULT_CONF_NAME)
+        if env_only:
+            tree, _ = apply_env(tree, ENV_ONLY_DEFAULTS)
+        return _finish(tree, env, DEFAULT_CONF_NAME)
+    path = os.fspath(path)
+    return _finish(parse_file(path), env, path)
+
+
+def parse_text(
+    text: str,
+    filename: str = "<string>",
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> LoadResult:
+    """Like :func:`load_config`, for configuration text (tests, tools).
+
+    ``filename`` is used in messages and to resolve relative includes.
+    ``environ`` defaults to *no* environment here, so results are reproducible.
+    """
+    return _finish(parse_tree(text, filename), environ or {}, filename)
+
+
+def default_config() -> Config:
+    """The built-in defaults (:data:`DEFAULT_CONF_TEXT`), without any environment."""
+    return load_config(None, environ={}).config

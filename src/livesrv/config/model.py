@@ -1,0 +1,444 @@
+"""Typed configuration model (pydantic v2, frozen).
+
+Field names are SRS directive names, defaults are SRS defaults: a directive
+that is absent from the file means what it means in SRS.  Note that SRS's own
+defaults for ``http_api.enabled``, ``http_server.enabled`` and
+``http_remux.enabled`` are *off*; the shipped default configuration
+(:data:`livesrv.config.loader.DEFAULT_CONF_TEXT`, used when no file is given)
+turns them on, exactly as SRS's ``conf/srs.conf`` does.
+
+livesrv extensions are marked as such (``rtmp_limits``).
+
+Times follow SRS units: ``*_timeout`` in ``publish`` and ``mw_latency`` are in
+milliseconds; ``queue_length``, ``hls_*`` durations, ``dvr_duration`` and all of
+``rtmp_limits`` are in seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+__all__ = [
+    "DEFAULT_VHOST",
+    "ANY_HOST",
+    "Endpoint",
+    "parse_bool",
+    "parse_endpoint",
+    "listen_addresses",
+    "RawApiConfig",
+    "HttpApiAuthConfig",
+    "HttpApiConfig",
+    "HttpServerConfig",
+    "ExporterConfig",
+    "RtmpLimitsConfig",
+    "PlayConfig",
+    "PublishConfig",
+    "HttpRemuxConfig",
+    "HlsConfig",
+    "HttpHooksConfig",
+    "SecurityRule",
+    "SecurityConfig",
+    "DvrConfig",
+    "VhostConfig",
+    "Config",
+]
+
+DEFAULT_VHOST = "__defaultVhost__"
+#: Host used for a bare port (``listen 1935;``): all IPv4 interfaces, as SRS.
+ANY_HOST = "0.0.0.0"
+
+# --------------------------------------------------------------------------- scalar types
+
+_TRUE = frozenset({"on", "true", "yes", "1"})
+_FALSE = frozenset({"off", "false", "no", "0"})
+
+
+def parse_bool(value: Any) -> bool:
+    """``on/off``, ``true/false``, ``yes/no``, ``1/0`` (any case) to bool."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    raise ValueError("expected on/off (or true/false, yes/no, 1/0)")
+
+
+class Endpoint(NamedTuple):
+    """A listen address: ``(host, port)``; IPv6 hosts are kept without brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.\-]*[A-Za-z0-9_])?")
+
+
+def _port(text: str) -> int:
+    if not _PORT_RE.fullmatch(text) or int(text) > 65535:
+        raise ValueError("port must be a number from 0 to 65535")
+    return int(text)
+
+
+def parse_endpoint(value: Any) -> Endpoint:
+    """``1935``, ``0.0.0.0:1935``, ``host:1935`` or ``[::]:1935`` to an :class:`Endpoint`."""
+    if isinstance(value, Endpoint):
+        return value
+    if isinstance(value, tuple) and len(value) == 2:
+        host, port = value
+        return parse_endpoint(f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("expected PORT, IP:PORT or [IPV6]:PORT")
+    s = value.strip()
+    if s.startswith("["):
+        close = s.find("]")
+        if close < 0 or s[close + 1 : close + 2] != ":":
+            raise ValueError("expected [IPV6]:PORT")
+        host = s[1:close]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {host!r}") from None
+        return Endpoint(host, _port(s[close + 2 :]))
+    if ":" not in s:
+        if not _PORT_RE.fullmatch(s):
+            raise ValueError("expected PORT, IP:PORT or [IPV6]:PORT")
+        return Endpoint(ANY_HOST, _port(s))
+    host, _, port = s.rpartition(":")
+    if ":" in host:
+        raise ValueError("an IPv6 address must be written in brackets: [IPV6]:PORT")
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"invalid IPv4 address {host!r}") from None
+    elif not _HOSTNAME_RE.fullmatch(host):
+        raise ValueError(f"invalid host {host!r}")
+    return Endpoint(host, _port(port))
+
+
+def listen_addresses(listen: Endpoint | tuple[Endpoint, ...] | list[Endpoint]) -> list[tuple[str, int]]:
+    """``(host, port)`` pairs of a ``listen`` value, single (``cfg.http_api.listen``)
+    or multiple (``cfg.listen``)."""
+    if isinstance(listen, Endpoint):
+        return [(listen.host, listen.port)]
+    return [(ep.host, ep.port) for ep in listen]
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _check_hook_url(value: str) -> str:
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValueError("a hook must be an http:// or https:// URL")
+    return value
+
+
+SrsBool = Annotated[bool, BeforeValidator(parse_bool)]
+ListenAddr = Annotated[Endpoint, BeforeValidator(parse_endpoint)]
+HookUrl = Annotated[str, AfterValidator(_check_hook_url)]
+ChunkSize = Annotated[int, Field(ge=128, le=65536)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PosSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Millis = Annotated[int, Field(ge=0)]
+
+
+def _ep(port: int) -> Endpoint:
+    return Endpoint(ANY_HOST, port)
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- global blocks
+
+
+class RawApiConfig(_Block):
+    """``http_api { raw_api { ... } }``."""
+
+    enabled: SrsBool = False
+    allow_reload: SrsBool = False
+
+
+class HttpApiAuthConfig(_Block):
+    """``http_api { auth { ... } }``: HTTP basic auth for the API."""
+
+    enabled: SrsBool = False
+    username: str = ""
+    password: str = ""
+
+
+class HttpApiConfig(_Block):
+    """``http_api { ... }``. SRS default: disabled (``conf/srs.conf`` enables it)."""
+
+    enabled: SrsBool = False
+    listen: ListenAddr = _ep(1985)
+    crossdomain: SrsBool = True
+    raw_api: RawApiConfig = RawApiConfig()
+    auth: HttpApiAuthConfig = HttpApiAuthConfig()
+
+
+class HttpServerConfig(_Block):
+    """``http_server { ... }``. SRS default: disabled (``conf/srs.conf`` enables it)."""
+
+    enabled: SrsBool = False
+    listen: ListenAddr = _ep(8080)
+    dir: str = "./objs/nginx/html"
+    crossdomain: SrsBool = True
+
+
+class ExporterConfig(_Block):
+    """``exporter { ... }``: Prometheus exporter."""
+
+    enabled: SrsBool = False
+    listen: ListenAddr = _ep(9972)
+    label: str = ""
+    tag: str = ""
+
+
+class RtmpLimitsConfig(_Block):
+    """``rtmp_limits { ... }`` -- a **livesrv extension** (SRS has no such block).
+
+    * ``max_message_size``: largest RTMP message accepted, bytes.
+    * ``handshake_timeout``: seconds to complete the RTMP handshake.
+    * ``idle_timeout``: seconds a connection may neither publish nor play, or a
+      viewer not read, before it is closed.
+    * ``max_write_buffer``: bytes queued to a viewer before it skips to the next keyframe.
+    """
+
+    max_message_size: Annotated[int, Field(ge=1)] = 16 * 1024 * 1024
+    handshake_timeout: PosSeconds = 10.0
+    idle_timeout: PosSeconds = 30.0
+    max_write_buffer: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- vhost blocks
+
+
+class PlayConfig(_Block):
+    """``vhost { play { ... } }``."""
+
+    gop_cache: SrsBool = True
+    gop_cache_max_frames: Annotated[int, Field(ge=0)] = 2500
+    queue_length: Seconds = 30.0
+    time_jitter: Annotated[Literal["full", "zero", "off"], BeforeValidator(_lower)] = "full"
+    atc: SrsBool = False
+    mix_correct: SrsBool = False
+    mw_latency: Millis = 350
+    mw_msgs: Annotated[int, Field(ge=0)] = 8
+
+
+class PublishConfig(_Block):
+    """``vhost { publish { ... } }``; timeouts in milliseconds."""
+
+    firstpkt_timeout: Millis = 20000
+    normal_timeout: Millis = 5000
+
+
+class HttpRemuxConfig(_Block):
+    """``vhost { http_remux { ... } }``: HTTP-FLV. SRS default: disabled."""
+
+    enabled: SrsBool = False
+    mount: str = "[vhost]/[app]/[stream].flv"
+
+
+class HlsConfig(_Block):
+    """``vhost { hls { ... } }``.
+
+    ``enabled`` defaults to off, as SRS's built-in default; SRS's shipped
+    ``conf/srs.conf`` turns it on (see ``conf/srs-minimal.conf``).
+    """
+
+    enabled: SrsBool = False
+    hls_fragment: PosSeconds = 10.0
+    hls_window: PosSeconds = 60.0
+    hls_td_ratio: PosSeconds = 1.5
+    hls_cleanup: SrsBool = True
+    hls_dispose: Seconds = 120.0
+    hls_wait_keyframe: SrsBool = True
+    hls_path: str = "./objs/nginx/html"
+    hls_m3u8_file: str = "[app]/[stream].m3u8"
+    hls_ts_file: str = "[app]/[stream]-[seq].ts"
+
+
+class HttpHooksConfig(_Block):
+    """``vhost { http_hooks { ... } }``: each hook is a list of URLs."""
+
+    enabled: SrsBool = False
+    on_connect: tuple[HookUrl, ...] = ()
+    on_close: tuple[HookUrl, ...] = ()
+    on_publish: tuple[HookUrl, ...] = ()
+    on_unpublish: tuple[HookUrl, ...] = ()
+    on_play: tuple[HookUrl, ...] = ()
+    on_stop: tuple[HookUrl, ...] = ()
+    on_dvr: tuple[HookUrl, ...] = ()
+    on_hls: tuple[HookUrl, ...] = ()
+
+
+class SecurityRule(_Block):
+    """One ``allow|deny publish|play all|IP|CIDR;`` line."""
+
+    action: Annotated[Literal["allow", "deny"], BeforeValidator(_lower)]
+    method: Annotated[Literal["publish", "play"], BeforeValidator(_lower)]
+    target: str
+
+    @model_validator(mode="after")
+    def _check_target(self) -> "SecurityRule":
+        if self.target.lower() != "all":
+            try:
+                ipaddress.ip_network(self.target, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"security target must be 'all', an IP or a CIDR, not {self.target!r}"
+                ) from None
+        return self
+
+    def matches(self, method: str, ip: str) -> bool:
+        """Does this rule apply to ``method`` (publish|play) from ``ip``?"""
+        if method != self.method:
+            return False
+        if self.target.lower() == "all":
+            return True
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])
+            net = ipaddress.ip_network(self.target, strict=False)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped and net.version == 4:
+            addr = addr.ipv4_mapped
+        return addr.version == net.version and addr in net
+
+
+class SecurityConfig(_Block):
+    """``vhost { security { ... } }``; ``rules`` keeps the file order."""
+
+    enabled: SrsBool = False
+    rules: tuple[SecurityRule, ...] = ()
+
+    def allows(self, method: str, ip: str) -> bool:
+        """SRS semantics: everything if disabled; otherwise denied unless some
+        ``allow`` rule matches and no ``deny`` rule matches."""
+        if not self.enabled:
+            return True
+        relevant = [r for r in self.rules if r.matches(method, ip)]
+        if any(r.action == "deny" for r in relevant):
+            return False
+        return any(r.action == "allow" for r in relevant)
+
+
+class DvrConfig(_Block):
+    """``vhost { dvr { ... } }`` (minimal)."""
+
+    enabled: SrsBool = False
+    dvr_apply: tuple[str, ...] = ("all",)
+    dvr_plan: Annotated[Literal["session", "segment"], BeforeValidator(_lower)] = "session"
+    dvr_path: str = "./objs/nginx/html/[app]/[stream].[timestamp].flv"
+    dvr_duration: PosSeconds = 30.0
+    dvr_wait_keyframe: SrsBool = True
+
+
+class VhostConfig(_Block):
+    """``vhost NAME { ... }``."""
+
+    name: str = DEFAULT_VHOST
+    enabled: SrsBool = True
+    min_latency: SrsBool = False
+    tcp_nodelay: SrsBool = False
+    #: None: use the global ``chunk_size`` (see :meth:`Config.vhost_chunk_size`).
+    chunk_size: ChunkSize | None = None
+    play: PlayConfig = PlayConfig()
+    publish: PublishConfig = PublishConfig()
+    http_remux: HttpRemuxConfig = HttpRemuxConfig()
+    hls: HlsConfig = HlsConfig()
+    http_hooks: HttpHooksConfig = HttpHooksConfig()
+    security: SecurityConfig = SecurityConfig()
+    dvr: DvrConfig = DvrConfig()
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Config(_Block):
+    """The whole configuration.  ``vhosts`` always holds ``__defaultVhost__``."""
+
+    listen: tuple[ListenAddr, ...] = Field(default=(_ep(1935),), min_length=1)
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+    daemon: SrsBool = True  # accepted for SRS compatibility, ignored by livesrv
+    pid: str = "./objs/srs.pid"
+    chunk_size: ChunkSize = 60000
+    # SRS defaults to file (console in docker); livesrv never daemonizes: console.
+    srs_log_tank: Annotated[Literal["console", "file"], BeforeValidator(_lower)] = "console"
+    srs_log_level: Annotated[
+        Literal["verbose", "trace", "debug", "info", "warn", "error"], BeforeValidator(_lower)
+    ] = "trace"
+    srs_log_file: str = "./objs/srs.log"
+    ff_log_dir: str = "./objs"
+    server_id: str | None = None
+    http_server: HttpServerConfig = HttpServerConfig()
+    http_api: HttpApiConfig = HttpApiConfig()
+    exporter: ExporterConfig = ExporterConfig()
+    rtmp_limits: RtmpLimitsConfig = RtmpLimitsConfig()
+    vhosts: dict[str, VhostConfig] = Field(
+        default_factory=lambda: {DEFAULT_VHOST: VhostConfig(name=DEFAULT_VHOST)}
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _add_default_vhost(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "vhosts" in data:
+            vhosts = dict(data["vhosts"] or {})
+            if DEFAULT_VHOST not in vhosts:
+                vhosts[DEFAULT_VHOST] = {"name": DEFAULT_VHOST}
+            data = {**data, "vhosts": vhosts}
+        return data
+
+    @model_validator(mode="after")
+    def _check_vhost_names(self) -> "Config":
+        for key, vhost in self.vhosts.items():
+            if key != vhost.name:
+                raise ValueError(f"vhost stored as {key!r} is named {vhost.name!r}")
+        return self
+
+    def vhost(self, name: str | None) -> VhostConfig:
+        """The vhost called ``name``, else ``__defaultVhost__`` (as SRS)."""
+        if name and name in self.vhosts:
+            return self.vhosts[name]
+        return self.vhosts[DEFAULT_VHOST]
+
+    def has_vhost(self, name: str) -> bool:
+        """True if ``name`` is configured explicitly (or is ``__defaultVhost__``)."""
+        return name in self.vhosts
+
+    def listen_endpoints(self) -> list[tuple[str, int]]:
+        """RTMP listen addresses as ``(host, port)`` pairs."""
+        return listen_addresses(self.listen)
+
+    def vhost_chunk_size(self, name: str | None) -> int:
+        """The vhost's ``chunk_size``, falling back to the global one."""
+        size = self.vhost(name).chunk_size
+        return self.chunk_size if size is None else size

@@ -1,0 +1,91 @@
+"""Shared fixtures: an in-process livesrv on OS-chosen ports, real client tools, a sample FLV file.
+
+Every process a test starts is killed in teardown; every wait is on a condition with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from livesrv.app import App
+from livesrv.config import parse_text
+from tests.helpers import FFMPEG, Procs, require_tool
+
+def server_config(extra: str = "", vhost: str = ""):  # -> Config
+    text = f"""
+    listen 127.0.0.1:0;
+    max_connections 100;
+    srs_log_level trace;
+    http_server {{ enabled on; listen 127.0.0.1:0; dir ./objs/nginx/html; }}
+    http_api {{ enabled on; listen 127.0.0.1:0; }}
+    {extra}
+    vhost __defaultVhost__ {{
+        {vhost}
+    }}
+    """
+    result = parse_text(text, "<test>")
+    assert not result.warnings, result.warnings
+    return result.config
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[Callable[..., object]]:
+    apps: list[App] = []
+
+    async def start(extra: str = "", vhost: str = "") -> App:
+        app = App(server_config(extra, vhost))
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop()
+
+
+@pytest.fixture
+async def server(make_server) -> App:  # type: ignore[no-untyped-def]
+    return await make_server()
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[Procs]:
+    p = Procs()
+    yield p
+    await p.close()
+
+
+def _make_sample(path: Path, vcodec: list[str], seconds: int = 6) -> None:
+    subprocess.run(
+        [
+            require_tool(FFMPEG), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-t", str(seconds), *vcodec,
+            "-c:a", "aac", "-b:a", "64k", "-ac", "2", "-f", "flv", str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s of H.264 (320x240, 25 fps, 1 s GOP) + AAC 44.1 kHz stereo in FLV, made once per test session."""
+    path = tmp_path_factory.mktemp("media") / "sample.flv"
+    _make_sample(path, ["-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-b:v", "300k"])
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _objs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run each test in its own directory so relative paths (./objs/...) never touch the repo."""
+    monkeypatch.chdir(tmp_path)
+    yield
