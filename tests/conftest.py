@@ -35,6 +35,13 @@ def server_config(extra: str = "", vhost: str = ""):  # -> Config
     return result.config
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """Tests run on uvloop, as the server does in production."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
+
+
 @pytest.fixture
 async def make_server() -> AsyncIterator[Callable[..., object]]:
     apps: list[App] = []

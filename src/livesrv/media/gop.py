@@ -57,11 +57,14 @@ class GopCache:
 
     def start_packets(self) -> list[MediaPacket]:
         """Metadata, sequence headers, then the cached GOP: the burst a new viewer gets first."""
-        # Headers are stamped with the GOP's first timestamp so that a viewer sees time only move forward,
-        # even when a header was (re)sent by the publisher after the GOP began.
+        # Sequence headers are stamped with the GOP's first timestamp so that a viewer sees time only move
+        # forward, even when a header was (re)sent after the GOP began. Metadata keeps timestamp 0 (see
+        # servers.rtmp): FFmpeg's FLV demuxer turns onMetaData at any other time into a subtitle stream.
         start = self.gop[0].timestamp if self.gop else None
         out: list[MediaPacket] = []
-        for pkt in (self.metadata, self.video_header, self.audio_header):
+        if self.metadata is not None:
+            out.append(self.metadata)
+        for pkt in (self.video_header, self.audio_header):
             if pkt is None:
                 continue
             if start is not None and pkt.timestamp != start:

@@ -81,8 +81,7 @@ class RTMPConnection(asyncio.Protocol):
     # ------------------------------------------------------------------------------- asyncio protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "?"
         sock = transport.get_extra_info("socket")
@@ -173,7 +172,8 @@ class RTMPConnection(asyncio.Protocol):
                 stream.feed(self.cid, self.pub_generation, MediaPacket.from_payload(msg.type_id, msg.timestamp, msg.payload))
         elif isinstance(ev, s.MetadataReceived):
             if self.pub_stream is not None:
-                pkt = MediaPacket(DATA, ev.timestamp, ev.payload)
+                # Always at time 0: FFmpeg reads onMetaData stamped later as a subtitle stream.
+                pkt = MediaPacket(DATA, 0, ev.payload)
                 self.pub_stream.set_metadata(self.cid, self.pub_generation, ev.metadata, pkt)
         elif isinstance(ev, s.ConnectRequest):
             self._on_connect(ev)

@@ -248,9 +248,10 @@ class ServerSession:
             pass  # applied by the decoder, or informational
         elif t == m.AGGREGATE:
             self._handle_aggregate(msg, events)
+        elif t in (m.SHARED_OBJECT_AMF0, m.SHARED_OBJECT_AMF3):
+            pass  # shared objects: a Flash-era feature livesrv does not serve; harmless to skip
         else:
-            # Shared objects and unknown types: nothing livesrv serves; skip rather than drop the client.
-            pass
+            raise RTMPCommandError(f"unknown message type {t}")
 
     def _handle_aggregate(self, msg: m.Message, events: list[Event]) -> None:
         """Split an aggregate message into its FLV-tag-shaped sub-messages (type, size, ts, body, backptr)."""
@@ -448,8 +449,9 @@ class ServerSession:
         if request.reset:
             self._on_status(sid, "status", "NetStream.Play.Reset", f"Playing and resetting {request.name}.")
         self._on_status(sid, "status", "NetStream.Play.Start", f"Started playing {request.name}.")
+        # |RtmpSampleAccess as SRS and nginx-rtmp send it. No "onStatus NetStream.Data.Start" data message:
+        # FFmpeg's FLV demuxer turns any unknown script tag into an extra data stream that never ends.
         self._send(m.Message(m.DATA_AMF0, sid, 0, amf0.encode("|RtmpSampleAccess", True, True)), CSID_STREAM)
-        self._send(m.Message(m.DATA_AMF0, sid, 0, amf0.encode("onStatus", {"code": "NetStream.Data.Start"})), CSID_STREAM)
 
     def reject_play(self, request: PlayRequest, description: str, code: str = "NetStream.Play.StreamNotFound") -> None:
         self._on_status(request.stream_id, "error", code, description)
