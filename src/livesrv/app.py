@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from livesrv.config import Config, listen_addresses
 from livesrv.hub.hub import Hub
 from livesrv.servers.api import handle_api
+from livesrv.servers.flv import serve_flv
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
@@ -20,9 +22,10 @@ class App:
         self.config = config
         self.hub = Hub()
         self.rtmp = RTMPServer(config, self.hub)
-        self.http = HTTPServer(self._handle_http, "http")
+        self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = HTTPServer(self._handle_api, "api")
         self.addresses: dict[str, list[tuple[str, int]]] = {}
+        self._housekeeper: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, list[tuple[str, int]]]:
         cfg = self.config
@@ -31,22 +34,40 @@ class App:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
         if cfg.http_api.enabled:
             self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen))
+        self._housekeeper = asyncio.create_task(self._housekeeping(), name="hub-housekeeping")
         log.info(
             "event=ready %s",
             " ".join(f"{name}={','.join(f'{h}:{p}' for h, p in addrs)}" for name, addrs in self.addresses.items()),
         )
         return self.addresses
 
+    async def _housekeeping(self) -> None:
+        """One task for all streams: viewers past their wait/grace period or stalled are closed."""
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                self.hub.sweep()
+            except Exception:  # a bug here must not stop housekeeping for every other stream
+                log.exception("event=housekeeping-error")
+
     async def stop(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            await asyncio.gather(self._housekeeper, return_exceptions=True)
+            self._housekeeper = None
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
+        await self.hub.close()
         log.info("event=stopped")
 
     def port(self, name: str) -> int:
         return self.addresses[name][0][1]
 
     async def _handle_http(self, req: Request, conn: HTTPConnection) -> Response | None:
+        # Routes are fixed; a live URL is looked up in the hub when the request arrives (never "mounted").
+        if req.path.endswith(".flv"):
+            return await serve_flv(self.config, self.hub, req, conn)
         return await serve_file(Path(self.config.http_server.dir), req)
 
     async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:

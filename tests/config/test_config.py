@@ -651,8 +651,9 @@ def test_defaults_match_srs_minimal_default():
     assert v.play.model_dump() == {
         "gop_cache": True, "gop_cache_max_frames": 2500, "queue_length": 30, "time_jitter": "full",
         "atc": False, "mix_correct": False, "mw_latency": 350, "mw_msgs": 8,
+        "republish_grace": 30, "wait_timeout": 30,  # livesrv's own
     }
-    assert (v.publish.firstpkt_timeout, v.publish.normal_timeout) == (20000, 5000)
+    assert (v.publish.firstpkt_timeout, v.publish.normal_timeout, v.publish.takeover) == (20000, 5000, True)
     assert v.hls.model_dump() == {
         "enabled": False, "hls_fragment": 10, "hls_window": 60, "hls_td_ratio": 1.5,
         "hls_cleanup": True, "hls_dispose": 120, "hls_wait_keyframe": True,

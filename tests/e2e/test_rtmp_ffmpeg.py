@@ -97,12 +97,27 @@ async def test_rtmpdump_plays(server, procs, sample_flv, tmp_path) -> None:  # t
     assert {s["codec_name"] for s in json.loads(out)["streams"]} == {"h264", "aac"}
 
 
-async def test_second_publisher_is_refused_with_a_reason(server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+async def test_second_publisher_is_refused_when_takeover_is_off(make_server, procs, sample_flv, caplog) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server(vhost="publish { takeover off; }")
     await start_publisher(procs, server, sample_flv)
+    first = next(iter(server.hub.streams.values())).publisher
     code, _, err = await procs.run(*ffmpeg_publish_args(sample_flv, url(server), loop=False), timeout=30)
     assert code != 0
     stream = next(iter(server.hub.streams.values()))
-    assert stream.live  # the first publisher is untouched
+    assert stream.live and stream.publisher is first  # the first publisher is untouched
+    assert "Stream already exists or busy" in caplog.text
+
+
+async def test_second_publisher_takes_over_by_default(server, procs, sample_flv, caplog) -> None:  # type: ignore[no-untyped-def]
+    first = await start_publisher(procs, server, sample_flv)
+    stream = next(iter(server.hub.streams.values()))
+    old = stream.publisher
+    second = await procs.start(*ffmpeg_publish_args(sample_flv, url(server)))
+    await wait_until(lambda: stream.publisher is not None and stream.publisher is not old and stream.live, 20,
+                     "the second publisher to take over")
+    assert "taken over by client" in caplog.text
+    assert second.returncode is None
+    await asyncio.wait_for(first.wait(), 20)  # the stale publisher was closed
 
 
 HEVC_PUBLISHER = r"""
@@ -145,7 +160,7 @@ async def test_hevc_over_enhanced_rtmp_passes_through(server, procs, tmp_path) -
     play_script = tmp_path / "play.py"
     play_script.write_text(HEVC_PLAYER)
     player = await procs.start(sys.executable, str(play_script), url(server, "live/hevc"), stdout=-1)
-    await wait_until(lambda: any(s.subscribers for s in server.hub.streams.values()), 20, "the player to attach")
+    await wait_until(lambda: any(s.viewers for s in server.hub.streams.values()), 20, "the player to attach")
     publisher = await procs.start(sys.executable, str(pub_script), url(server, "live/hevc"))
     out, err = await asyncio.wait_for(player.communicate(), 60)
     assert player.returncode == 0, err.decode()

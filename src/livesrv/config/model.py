@@ -251,6 +251,10 @@ class PlayConfig(_Block):
     mix_correct: SrsBool = False
     mw_latency: Millis = 350
     mw_msgs: Annotated[int, Field(ge=0)] = 8
+    # livesrv: seconds a viewer stays attached after its publisher left, waiting for a republish.
+    republish_grace: Seconds = 30.0
+    # livesrv: seconds a viewer that arrives before any publisher waits for one.
+    wait_timeout: Seconds = 30.0
 
 
 class PublishConfig(_Block):
@@ -258,6 +262,9 @@ class PublishConfig(_Block):
 
     firstpkt_timeout: Millis = 20000
     normal_timeout: Millis = 5000
+    # livesrv: a publisher arriving on a published stream takes it over (the old one is closed). Off: SRS's
+    # behaviour, the newcomer is refused with "stream busy".
+    takeover: SrsBool = True
 
 
 class HttpRemuxConfig(_Block):

@@ -1,141 +1,274 @@
-"""The registry of live streams: the single owner of every stream, its publisher and its viewers.
+"""The registry of streams: the single owner of every stream, its publisher and its viewers.
 
-Every method here is a plain ``def``: checking a stream's state and changing it happen in one synchronous
-step, so no other task can run in between (the hazard behind SRS's "stream busy forever" bugs is an await
-between the two). Protocol servers only call these methods and implement :class:`Subscriber`.
+Every method that changes a stream is a plain ``def`` that checks and commits in one synchronous step
+(:func:`livesrv.hub.states.transition`), so no other task can run in between. Slow work runs in drain tasks
+while the stream sits in DRAINING; only :meth:`Hub._drained` carrying the same generation returns it to
+IDLE. A new publisher never waits for an old one's teardown and never touches it: it gets a new generation,
+and every completion of the old one is then stale and ignored.
+
+The lifecycle hazards this rules out are listed in the project's design notes (SRS #4140 and its family):
+a stream is removed only when it is IDLE with no viewer registered — and viewers register *before* their
+first await (on_play hook) — so nothing can be freed under a client that is still on its way in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from livesrv.hub.keys import StreamKey
-from livesrv.media.gop import GopCache
-from livesrv.media.packet import MediaPacket
+from livesrv.hub.states import PUBLISHED, Event, State, transition
+from livesrv.hub.stream import Publisher, Stream, StreamSettings
+from livesrv.hub.viewer import PENDING, Viewer
 
 log = logging.getLogger("livesrv.hub")
 
 
 class StreamBusy(Exception):
-    """Another publisher holds the stream."""
+    """Another publisher holds the stream and this vhost refuses takeovers (SRS's behaviour)."""
 
 
-class Subscriber(Protocol):
-    """A viewer as the hub sees it; protocol servers implement it."""
+class PublishToken:
+    """A publisher's claim on one generation of a stream. ``release`` is idempotent and safe when stale."""
 
-    cid: str
+    __slots__ = ("hub", "stream", "generation", "publisher", "released")
 
-    def send_packets(self, packets: Sequence[MediaPacket]) -> None:
-        """Queue packets for the viewer. Must not block; a slow viewer drops or is closed by its own server."""
+    def __init__(self, hub: Hub, stream: Stream, generation: int, publisher: Publisher) -> None:
+        self.hub = hub
+        self.stream = stream
+        self.generation = generation
+        self.publisher = publisher
+        self.released = False
 
-    def publisher_left(self, stream: Stream) -> None:
-        """The stream lost its publisher; the viewer stays attached and may see a new one."""
-
-    def publisher_arrived(self, stream: Stream) -> None:
-        """A publisher started (or restarted) the stream."""
-
-
-class Stream:
-    """One (vhost, app, stream) with its current publisher, viewers and GOP cache."""
-
-    __slots__ = ("key", "publisher", "generation", "gop", "subscribers", "metadata", "param")
-
-    def __init__(self, key: StreamKey, gop_cache: bool = True, gop_max_frames: int = 2500) -> None:
-        self.key = key
-        self.publisher: str | None = None  # client id of the accepted publisher
-        self.generation = 0  # bumped on each accepted publish; stale work carries an older number
-        self.gop = GopCache(gop_cache, gop_max_frames)
-        self.subscribers: dict[str, Subscriber] = {}
-        self.metadata: dict[str, object] = {}
-        self.param = ""
+    @property
+    def current(self) -> bool:
+        s = self.stream
+        return not self.released and s.generation == self.generation and s.state in PUBLISHED
 
     @property
     def live(self) -> bool:
-        return self.publisher is not None
+        return self.current and self.stream.state is State.LIVE
 
-    def feed(self, publisher: str, generation: int, pkt: MediaPacket) -> bool:
-        """Fan one packet out to every viewer. Returns False if ``publisher`` is no longer this stream's."""
-        if publisher != self.publisher or generation != self.generation:
-            return False
-        self.gop.add(pkt)
-        if self.subscribers:
-            one = (pkt,)
-            for sub in tuple(self.subscribers.values()):
-                sub.send_packets(one)
-        return True
+    def ready(self) -> bool:
+        return self.hub.publish_ready(self)
 
-    def set_metadata(self, publisher: str, generation: int, metadata: dict[str, object], pkt: MediaPacket) -> bool:
-        if publisher != self.publisher or generation != self.generation:
-            return False
-        self.metadata = metadata
-        self.gop.set_metadata(pkt)
-        if self.subscribers:
-            one = (pkt,)
-            for sub in tuple(self.subscribers.values()):
-                sub.send_packets(one)
-        return True
+    def release(self, reason: str = "") -> None:
+        self.hub.release_publish(self, reason)
+
+
+#: Slow work of a generation that ended (on_unpublish hooks, finishing HLS), awaited while DRAINING.
+DrainHandler = Callable[[Stream, int, Publisher], Awaitable[None]]
 
 
 class Hub:
-    """All streams of the process, keyed by :class:`StreamKey`."""
-
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        schedule: Callable[[float, Callable[[], None]], Any] | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
         self.streams: dict[StreamKey, Stream] = {}
+        self.clock = clock
+        self._schedule = schedule
+        self.drain_timeout = drain_timeout
+        self.drain_handlers: list[DrainHandler] = []
+        self.live_handlers: list[Callable[[Stream], None]] = []  # called on READY (sync)
+        self.removed_handlers: list[Callable[[Stream], None]] = []  # called when a stream is collected
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------------------------ lookup
 
     def get(self, key: StreamKey) -> Stream | None:
         return self.streams.get(key)
 
-    def _stream(self, key: StreamKey, gop_cache: bool, gop_max_frames: int) -> Stream:
+    def viewers(self) -> Iterator[Viewer]:
+        for stream in self.streams.values():
+            yield from stream.viewers.values()
+
+    def _stream(self, key: StreamKey, settings: StreamSettings) -> Stream:
         stream = self.streams.get(key)
         if stream is None:
-            stream = self.streams[key] = Stream(key, gop_cache, gop_max_frames)
+            schedule = self._schedule
+            if schedule is None and settings.flush_interval > 0:
+                schedule = _loop_schedule
+            stream = self.streams[key] = Stream(key, settings, schedule)
         return stream
 
-    def acquire_publish(
-        self, key: StreamKey, cid: str, param: str = "", *, gop_cache: bool = True, gop_max_frames: int = 2500
-    ) -> tuple[Stream, int]:
-        """Make ``cid`` the stream's publisher, or raise :class:`StreamBusy`. Returns the stream and generation."""
-        stream = self._stream(key, gop_cache, gop_max_frames)
-        if stream.publisher is not None:
-            raise StreamBusy(f"stream {key} is already published by client {stream.publisher}")
-        stream.publisher = cid
-        stream.generation += 1
-        stream.param = param
-        stream.gop = GopCache(gop_cache, gop_max_frames)
-        stream.metadata = {}
-        for sub in tuple(stream.subscribers.values()):
-            sub.publisher_arrived(stream)
-        return stream, stream.generation
+    # --------------------------------------------------------------------------------- publishing
 
-    def release_publish(self, stream: Stream, cid: str, generation: int) -> bool:
-        """End ``cid``'s publish. A stale call (another publisher or generation since) changes nothing."""
-        if stream.publisher != cid or stream.generation != generation:
+    def begin_publish(
+        self, key: StreamKey, publisher: Publisher, settings: StreamSettings, param: str = ""
+    ) -> PublishToken:
+        """Claim the stream for ``publisher`` (STARTING). Takes it over from a current publisher when the vhost
+        allows, else raises :class:`StreamBusy`. A stream still DRAINING is taken at once."""
+        stream = self._stream(key, settings)
+        old = stream.publisher if stream.state in PUBLISHED else None
+        if old is not None and not settings.takeover:
+            raise StreamBusy(f"stream {key} is already published by client {old.cid}")
+        was_live = stream.state is State.LIVE
+        old_generation = stream.generation
+        stream.state = transition(stream.state, Event.PUBLISH)  # checked and committed in this one step
+        stream.generation += 1
+        stream.publisher = publisher
+        stream.param = param
+        stream.new_generation()
+        token = PublishToken(self, stream, stream.generation, publisher)
+        if old is not None:
+            reason = f"taken over by client {publisher.cid}"
+            if was_live:
+                self._start_drain(stream, old_generation, old)
+            old.kick(reason)  # its own release is stale now: it cannot touch the new generation
+        return token
+
+    def publish_ready(self, token: PublishToken) -> bool:
+        """The publisher's hooks accepted: media flows. False when the claim went stale meanwhile."""
+        if not token.current or token.stream.state is not State.STARTING:
             return False
-        stream.publisher = None
-        stream.gop.clear()
-        for sub in tuple(stream.subscribers.values()):
-            sub.publisher_left(stream)
-        self._collect(stream)
+        stream = token.stream
+        stream.state = transition(stream.state, Event.READY)
+        stream.live_since = time.time()
+        for v in list(stream.viewers.values()):
+            v.wait_deadline = None
+            v.owner.publisher_arrived(stream)
+        for cb in self.live_handlers:
+            cb(stream)
         return True
 
-    def subscribe(self, key: StreamKey, sub: Subscriber, *, gop_cache: bool = True, gop_max_frames: int = 2500) -> Stream:
-        """Attach a viewer; it gets the start burst at once when the stream is live, else waits for a publisher."""
-        stream = self._stream(key, gop_cache, gop_max_frames)
-        stream.subscribers[sub.cid] = sub
-        if stream.live:
-            start = stream.gop.start_packets()
-            if start:
-                sub.send_packets(start)
-        return stream
+    def release_publish(self, token: PublishToken, reason: str = "") -> None:
+        """End the publisher's claim: ABORT before READY, UNPUBLISH after. Idempotent; stale calls do nothing."""
+        if token.released:
+            return
+        token.released = True
+        stream = token.stream
+        if stream.generation != token.generation or stream.state not in PUBLISHED:
+            return  # taken over (or already ended): the new generation is not ours to touch
+        now = self.clock()
+        grace = stream.settings.republish_grace
+        if stream.state is State.STARTING:
+            stream.state = transition(stream.state, Event.ABORT)
+            stream.publisher = None
+            for v in stream.viewers.values():
+                if v.wait_deadline is None and v.cursor != PENDING:
+                    v.wait_deadline = now + grace
+            self._collect(stream)
+            return
+        stream.state = transition(stream.state, Event.UNPUBLISH)
+        publisher, stream.publisher = stream.publisher, None
+        stream.flush()  # viewers get the tail of the last batch
+        for v in list(stream.viewers.values()):
+            v.wait_deadline = now + grace
+            v.owner.publisher_left(stream)
+        assert publisher is not None
+        self._start_drain(stream, token.generation, publisher)
 
-    def unsubscribe(self, stream: Stream, sub: Subscriber) -> None:
-        if stream.subscribers.get(sub.cid) is sub:
-            del stream.subscribers[sub.cid]
+    def _start_drain(self, stream: Stream, generation: int, publisher: Publisher) -> None:
+        if not self.drain_handlers:
+            self._drained(stream, generation)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._drain(stream, generation, publisher), name=f"drain {stream.key} gen={generation}"
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _drain(self, stream: Stream, generation: int, publisher: Publisher) -> None:
+        try:
+            for handler in list(self.drain_handlers):
+                try:
+                    await asyncio.wait_for(handler(stream, generation, publisher), self.drain_timeout)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # one failing step must not keep the stream draining
+                    log.warning("event=drain-error stream=%s generation=%d reason=%r", stream.key, generation, exc)
+        finally:
+            self._drained(stream, generation)
+
+    def _drained(self, stream: Stream, generation: int) -> None:
+        if stream.generation != generation or stream.state is not State.DRAINING:
+            return  # a new publisher arrived meanwhile: this drain's completion is stale
+        stream.state = transition(stream.state, Event.DRAINED)
         self._collect(stream)
 
+    # ------------------------------------------------------------------------------------ viewers
+
+    def attach(self, key: StreamKey, viewer: Viewer, settings: StreamSettings) -> Stream:
+        """Register a viewer (it now holds the stream) before any await; it gets media after :meth:`admit`."""
+        stream = self._stream(key, settings)
+        viewer.stream = stream
+        viewer.created = self.clock()
+        old = stream.viewers.get(viewer.cid)
+        if old is not None and old is not viewer:
+            raise ValueError(f"client id {viewer.cid} already attached to {key}")
+        stream.viewers[viewer.cid] = viewer
+        return stream
+
+    def admit(self, viewer: Viewer) -> bool:
+        """Start sending to a registered viewer (its hooks accepted). False if it was detached meanwhile."""
+        stream = viewer.stream
+        if viewer.detached or stream is None or stream.viewers.get(viewer.cid) is not viewer:
+            return False
+        stream.admit(viewer)
+        if not stream.live:
+            viewer.wait_deadline = self.clock() + stream.settings.wait_timeout
+        return True
+
+    def detach(self, viewer: Viewer) -> None:
+        """Unregister a viewer. Idempotent."""
+        if viewer.detached:
+            return
+        viewer.detached = True
+        stream = viewer.stream
+        if stream is not None and stream.viewers.get(viewer.cid) is viewer:
+            del stream.viewers[viewer.cid]
+            self._collect(stream)
+
+    # ------------------------------------------------------------------------------ housekeeping
+
     def _collect(self, stream: Stream) -> None:
-        """Forget a stream nobody holds: no publisher and no viewer."""
-        if stream.publisher is None and not stream.subscribers and self.streams.get(stream.key) is stream:
+        """Forget a stream nobody holds: IDLE (no publisher, no drain running) and no viewer registered."""
+        if stream.state is State.IDLE and not stream.viewers and self.streams.get(stream.key) is stream:
+            stream.cancel_timers()
             del self.streams[stream.key]
+            for cb in self.removed_handlers:
+                cb(stream)
+
+    def sweep(self, now: float | None = None) -> None:
+        """Close viewers whose wait or grace period ran out, or that stopped reading. Called periodically."""
+        if now is None:
+            now = self.clock()
+        for stream in list(self.streams.values()):
+            if not stream.viewers:
+                continue
+            settings = stream.settings
+            live = stream.live
+            for v in list(stream.viewers.values()):
+                if not live and v.wait_deadline is not None and now >= v.wait_deadline:
+                    v.owner.close_viewer("no publisher: wait or republish grace period over")
+                elif v.stalled_since is not None and now - v.stalled_since > settings.stall_timeout:
+                    v.owner.close_viewer(f"viewer stopped reading for {settings.stall_timeout:g}s")
+
+    def end_stream(self, key: StreamKey, reason: str) -> bool:
+        """Operator action: kick the publisher and close every viewer. The stream is then collected."""
+        stream = self.streams.get(key)
+        if stream is None:
+            return False
+        if stream.publisher is not None:
+            stream.publisher.kick(reason)
+        for v in list(stream.viewers.values()):
+            v.owner.close_viewer(reason)
+        return True
+
+    async def close(self) -> None:
+        """Cancel running drains (server shutdown)."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _loop_schedule(delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(delay, fn)

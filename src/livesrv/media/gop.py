@@ -57,10 +57,17 @@ class GopCache:
 
     def start_packets(self) -> list[MediaPacket]:
         """Metadata, sequence headers, then the cached GOP: the burst a new viewer gets first."""
-        # Sequence headers are stamped with the GOP's first timestamp so that a viewer sees time only move
-        # forward, even when a header was (re)sent after the GOP began. Metadata keeps timestamp 0 (see
-        # servers.rtmp): FFmpeg's FLV demuxer turns onMetaData at any other time into a subtitle stream.
-        start = self.gop[0].timestamp if self.gop else None
+        out = self.header_packets(self.gop[0].timestamp if self.gop else None)
+        out.extend(self.gop)
+        return out
+
+    def header_packets(self, start: int | None) -> list[MediaPacket]:
+        """Metadata and the current sequence headers, for a viewer that (re)starts at a keyframe at ``start``.
+
+        Sequence headers are stamped with ``start`` so that a viewer sees time only move forward, even when a
+        header was (re)sent after the GOP began. Metadata keeps timestamp 0 (see servers.rtmp): FFmpeg's FLV
+        demuxer turns onMetaData at any other time into a subtitle stream.
+        """
         out: list[MediaPacket] = []
         if self.metadata is not None:
             out.append(self.metadata)
@@ -70,7 +77,6 @@ class GopCache:
             if start is not None and pkt.timestamp != start:
                 pkt = MediaPacket(pkt.kind, start, pkt.payload, pkt.keyframe, pkt.sequence_header)
             out.append(pkt)
-        out.extend(self.gop)
         return out
 
     def clear(self) -> None:

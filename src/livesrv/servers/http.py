@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from http import HTTPStatus
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from typing import Any
 
 import h11
 
@@ -62,6 +66,9 @@ class HTTPConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.streaming = False  # the handler owns the body (live stream)
+        self.write_paused = False
+        self.viewer: Any = None  # the hub Viewer of a live body, told about back-pressure
+        self.viewer_owner: Any = None  # gets the bytes a live viewer sends (WebSocket frames)
         self.on_close: list[Callable[[], None]] = []
         self._pending_req: h11.Request | None = None
         self._body: list[bytes] = []
@@ -70,11 +77,15 @@ class HTTPConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "?"
+        # A live viewer whose buffer passes this stops getting batches until it drains (see hub.stream).
+        transport.set_write_buffer_limits(high=self.server.max_write_buffer)
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.streaming:
-            return  # a live viewer has nothing more to say; ignore rather than buffer
+            if self.viewer_owner is not None:
+                self.viewer_owner.data_received(data)
+            return  # an HTTP-FLV viewer has nothing more to say; ignore rather than buffer
         try:
             self.conn.receive_data(data)
         except h11.RemoteProtocolError as exc:
@@ -153,7 +164,7 @@ class HTTPConnection(asyncio.Protocol):
     def respond(self, resp: Response, *, head: bool = False) -> None:
         headers = [("Server", "livesrv"), ("Content-Type", resp.content_type), *resp.headers]
         headers.append(("Content-Length", str(len(resp.body))))
-        out = self.conn.send(h11.Response(status_code=resp.status, headers=headers))
+        out = self.conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
         if resp.body and not head:
             out += self.conn.send(h11.Data(data=resp.body))
         out += self.conn.send(h11.EndOfMessage())
@@ -162,12 +173,33 @@ class HTTPConnection(asyncio.Protocol):
     def start_stream(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         """Send the head of a live response whose body runs until the connection closes.
 
-        No Content-Length and ``Connection: close``: the body is then raw bytes with no per-write framing, so
-        the same bytes object can be written to every viewer.
+        Written by hand, not through h11: h11 would frame an HTTP/1.1 body of unknown length as chunked, and
+        then every write would need its own chunk header. With no length and ``Connection: close`` the body is
+        raw bytes, so the same bytes object can be written to every viewer.
         """
-        hdrs = [("Server", "livesrv"), *headers, ("Connection", "close")]
-        self.write(self.conn.send(h11.Response(status_code=status, headers=hdrs)))
+        lines = [f"HTTP/1.1 {status} {_reason(status)}", "Server: livesrv", *(f"{k}: {v}" for k, v in headers),
+                 "Connection: close", "", ""]
         self.streaming = True
+        self.write("\r\n".join(lines).encode("latin-1"))
+
+    def take_over(self, head: bytes) -> None:
+        """Leave HTTP for another protocol (WebSocket): ``head`` is the 101 response, built by its library."""
+        self.streaming = True
+        self.write(head)
+
+    def attach_viewer(self, viewer: Any, owner: Any) -> None:
+        self.viewer = viewer
+        self.viewer_owner = owner
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.viewer is not None:
+            self.viewer.pause(time.monotonic())
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.viewer is not None:
+            self.viewer.resume()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed and data:
@@ -205,10 +237,18 @@ class HTTPConnection(asyncio.Protocol):
         self.close()
 
 
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 class HTTPServer:
-    def __init__(self, handler: Handler, name: str = "http") -> None:
+    def __init__(self, handler: Handler, name: str = "http", max_write_buffer: int = 4 * 1024 * 1024) -> None:
         self.handler = handler
         self.name = name
+        self.max_write_buffer = max_write_buffer
         self.connections: set[HTTPConnection] = set()
         self._servers: list[asyncio.base_events.Server] = []
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Sequence
@@ -20,19 +19,16 @@ from livesrv import __version__
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.rtmp import session as s
 from livesrv.config import Config
-from livesrv.hub.hub import Hub, Stream, StreamBusy
-from livesrv.hub.keys import StreamKey, parse_rtmp_request
+from livesrv.hub.hub import Hub, PublishToken, StreamBusy
+from livesrv.hub.keys import StreamKey, StreamRequest, parse_rtmp_request
+from livesrv.hub.stream import Stream
+from livesrv.hub.viewer import NEED_KEYFRAME, Viewer
 from livesrv.log import client_event
-from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
+from livesrv.media.formats import rtmp_format
+from livesrv.media.packet import DATA, MediaPacket
+from livesrv.servers.common import new_client_id, stream_settings
 
 log = logging.getLogger("livesrv.rtmp")
-
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def new_client_id() -> str:
-    """An 8-character id like SRS's, unique enough to name a client in logs and the API."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
 @dataclass(slots=True)
@@ -65,15 +61,14 @@ class RTMPConnection(asyncio.Protocol):
         self.key: StreamKey | None = None
         self.param = ""
         # publisher state
-        self.pub_stream: Stream | None = None
-        self.pub_generation = 0
+        self.pub_token: PublishToken | None = None
         self.pub_stream_id = 0
         self.got_media = False
         # player state
-        self.play_stream: Stream | None = None
+        self.viewer: Viewer | None = None
         self.play_stream_id = 0
         self.play_paused = False
-        self.dropping = False
+        self.write_paused = False
         self.stalled_since: float | None = None
         self.recv_bytes = 0
         self.send_bytes = 0
@@ -117,10 +112,17 @@ class RTMPConnection(asyncio.Protocol):
         self._flush()
 
     def pause_writing(self) -> None:
-        self.stalled_since = time.monotonic()
+        now = time.monotonic()
+        self.write_paused = True
+        self.stalled_since = now
+        if self.viewer is not None:
+            self.viewer.pause(now)
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         self.stalled_since = None
+        if self.viewer is not None and not self.play_paused:
+            self.viewer.resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
@@ -153,28 +155,28 @@ class RTMPConnection(asyncio.Protocol):
                 self.transport.close()
 
     def _release(self) -> None:
-        hub = self.server.hub
-        if self.pub_stream is not None:
-            stream, self.pub_stream = self.pub_stream, None
-            hub.release_publish(stream, self.cid, self.pub_generation)
-        if self.play_stream is not None:
-            stream, self.play_stream = self.play_stream, None
-            hub.unsubscribe(stream, self)
+        if self.pub_token is not None:
+            token, self.pub_token = self.pub_token, None
+            token.release("publisher closed")
+        if self.viewer is not None:
+            viewer, self.viewer = self.viewer, None
+            self.server.hub.detach(viewer)
 
     # ----------------------------------------------------------------------------------------- events
 
     def _handle(self, ev: s.Event) -> None:
         if isinstance(ev, s.MediaReceived):
-            stream = self.pub_stream
-            if stream is not None:
+            token = self.pub_token
+            if token is not None:
                 msg = ev.message
                 self.got_media = True
-                stream.feed(self.cid, self.pub_generation, MediaPacket.from_payload(msg.type_id, msg.timestamp, msg.payload))
+                token.stream.ingest(token.generation, MediaPacket.from_payload(msg.type_id, msg.timestamp, msg.payload))
         elif isinstance(ev, s.MetadataReceived):
-            if self.pub_stream is not None:
+            token = self.pub_token
+            if token is not None:
                 # Always at time 0: FFmpeg reads onMetaData stamped later as a subtitle stream.
                 pkt = MediaPacket(DATA, 0, ev.payload)
-                self.pub_stream.set_metadata(self.cid, self.pub_generation, ev.metadata, pkt)
+                token.stream.set_metadata(token.generation, ev.metadata, pkt)
         elif isinstance(ev, s.ConnectRequest):
             self._on_connect(ev)
         elif isinstance(ev, s.PublishRequest):
@@ -182,19 +184,23 @@ class RTMPConnection(asyncio.Protocol):
         elif isinstance(ev, s.PlayRequest):
             self._on_play(ev)
         elif isinstance(ev, s.UnpublishRequest):
-            if self.pub_stream is not None and ev.stream_id == self.pub_stream_id:
-                stream, self.pub_stream = self.pub_stream, None
-                self.server.hub.release_publish(stream, self.cid, self.pub_generation)
+            if self.pub_token is not None and ev.stream_id == self.pub_stream_id:
+                token, self.pub_token = self.pub_token, None
+                token.release(ev.reason)
                 client_event(log, "unpublish", self.cid, self.ip, self.key or "", ev.reason)
         elif isinstance(ev, s.StopPlayRequest):
-            if self.play_stream is not None and ev.stream_id == self.play_stream_id:
-                stream, self.play_stream = self.play_stream, None
-                self.server.hub.unsubscribe(stream, self)
+            if self.viewer is not None and ev.stream_id == self.play_stream_id:
+                viewer, self.viewer = self.viewer, None
+                self.server.hub.detach(viewer)
                 client_event(log, "stop", self.cid, self.ip, self.key or "", ev.reason)
         elif isinstance(ev, s.PauseRequest):
             self.play_paused = ev.paused
-            # Resuming starts at the next keyframe: what was skipped while paused is gone, as in a live stream.
-            self.dropping = ev.paused
+            viewer = self.viewer
+            if viewer is not None:
+                # Resuming starts at the next keyframe: what was skipped while paused is gone, as in live TV.
+                viewer.blocked = ev.paused or self.write_paused
+                if ev.paused and viewer.cursor >= 0:
+                    viewer.cursor = NEED_KEYFRAME
         elif isinstance(ev, s.HandshakeDone):
             client_event(log, "handshake", self.cid, self.ip, level=logging.DEBUG, complex=ev.complex)
         elif isinstance(ev, s.UnknownCommand):
@@ -204,33 +210,37 @@ class RTMPConnection(asyncio.Protocol):
         client_event(log, "connect", self.cid, self.ip, tcUrl=ev.tc_url, app=ev.app.split("?", 1)[0])
         self.session.accept_connect(ev)
 
-    def _request(self, name: str):  # -> StreamRequest
+    def _request(self, name: str) -> StreamRequest:
         return parse_rtmp_request(self.session.tc_url, self.session.app, name, self.server.config.vhosts.keys())
 
     def _on_publish(self, ev: s.PublishRequest) -> None:
         req = self._request(ev.name)
         self.key, self.param = req.key, req.param
-        if self.pub_stream is not None or self.play_stream is not None:
+        if self.pub_token is not None or self.viewer is not None:
             self._refuse_publish(ev, "this connection already publishes or plays a stream")
             return
         if not req.key.app or not req.key.stream:
             self._refuse_publish(ev, f"invalid stream name {ev.name!r}: want rtmp://host/app/stream")
             return
-        vhost = self.server.config.vhost(req.key.vhost)
-        if not vhost.enabled:
+        config = self.server.config
+        if not config.vhost(req.key.vhost).enabled:
             self._refuse_publish(ev, f"vhost {req.key.vhost} is disabled")
             return
         try:
-            stream, gen = self.server.hub.acquire_publish(
-                req.key, self.cid, req.param,
-                gop_cache=vhost.play.gop_cache, gop_max_frames=vhost.play.gop_cache_max_frames,
-            )
+            token = self.server.hub.begin_publish(req.key, self, stream_settings(config, req.key.vhost), req.param)
         except StreamBusy as exc:
             self._refuse_publish(ev, f"Stream already exists or busy: {exc}", "NetStream.Publish.BadName")
             return
-        self.pub_stream, self.pub_generation, self.pub_stream_id = stream, gen, ev.stream_id
+        self.pub_token, self.pub_stream_id = token, ev.stream_id
+        if not token.ready():  # cannot fail without hooks; kept so that a stale claim is never served
+            self._refuse_publish(ev, "publish claim went stale")
+            return
         self.session.accept_publish(ev)
         client_event(log, "publish", self.cid, self.ip, req.key, param=req.masked_param(), type=ev.publish_type)
+
+    def kick(self, reason: str) -> None:
+        """The hub (takeover, operator) ends this publisher."""
+        self.close(reason, level=logging.WARNING)
 
     def _refuse_publish(self, ev: s.PublishRequest, reason: str, code: str = "NetStream.Publish.BadName") -> None:
         self.session.reject_publish(ev, reason, code)
@@ -241,7 +251,7 @@ class RTMPConnection(asyncio.Protocol):
         req = self._request(ev.name)
         self.key, self.param = req.key, req.param
         reason = ""
-        if self.pub_stream is not None or self.play_stream is not None:
+        if self.pub_token is not None or self.viewer is not None:
             reason = "this connection already publishes or plays a stream"
         elif not req.key.app or not req.key.stream:
             reason = f"invalid stream name {ev.name!r}: want rtmp://host/app/stream"
@@ -252,49 +262,36 @@ class RTMPConnection(asyncio.Protocol):
             client_event(log, "play-rejected", self.cid, self.ip, req.key, reason, logging.WARNING)
             self.close(f"play rejected: {reason}")
             return
-        vhost = self.server.config.vhost(req.key.vhost)
         self.session.accept_play(ev)
         self._flush()  # onStatus must reach the player before the first media bytes
         self.play_stream_id = ev.stream_id
         client_event(log, "play", self.cid, self.ip, req.key, param=req.masked_param())
-        self.play_stream = self.server.hub.subscribe(
-            req.key, self, gop_cache=vhost.play.gop_cache, gop_max_frames=vhost.play.gop_cache_max_frames
-        )
+        fmt = rtmp_format(self.session.out_chunk_size, ev.stream_id)
+        viewer = self.viewer = Viewer(self.cid, self.ip, "rtmp", fmt, self.transport, self, req.param)
+        hub = self.server.hub
+        hub.attach(req.key, viewer, stream_settings(self.server.config, req.key.vhost))
+        if self.write_paused:
+            viewer.pause(time.monotonic())
+        hub.admit(viewer)
 
-    # ------------------------------------------------------------------------------------- subscriber
-
-    def send_packets(self, packets: Sequence[MediaPacket]) -> None:
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        chunk_size = self.session.out_chunk_size
-        sid = self.play_stream_id
-        over = transport.get_write_buffer_size() > self.server.limits.max_write_buffer
-        for pkt in packets:
-            if self.dropping or over:
-                # Skip to the next keyframe: a decoder never sees a broken GOP, and memory stays bounded.
-                if pkt.kind == VIDEO and pkt.keyframe and not over and not self.play_paused:
-                    self.dropping = False
-                elif pkt.kind == DATA or pkt.sequence_header:
-                    pass  # headers and metadata always go through: the next GOP needs them
-                else:
-                    self.dropping = True
-                    continue
-            data = pkt.rtmp_bytes(chunk_size, sid)
-            self.send_bytes += len(data)
-            transport.write(data)
+    # ------------------------------------------------------------------------------------- viewer owner
 
     def publisher_left(self, stream: Stream) -> None:
-        if self.closed:
-            return
-        self.session.unpublish_notify(self.play_stream_id, stream.key.stream)
-        self._flush()
+        """Nothing is said during the grace period: FFmpeg ends playback at UnpublishNotify, and a publisher
+        that returns within the grace period should go unnoticed."""
+
 
     def publisher_arrived(self, stream: Stream) -> None:
         if self.closed:
             return
         self.session.publish_notify(self.play_stream_id, stream.key.stream)
         self._flush()
+
+    def close_viewer(self, reason: str) -> None:
+        viewer = self.viewer
+        if viewer is not None and viewer.stream is not None and not viewer.stream.live and not self.closed:
+            self.session.unpublish_notify(self.play_stream_id, viewer.stream.key.stream)
+        self.close(reason)
 
     # ----------------------------------------------------------------------------------------- timers
 
@@ -307,12 +304,12 @@ class RTMPConnection(asyncio.Protocol):
         if self.stalled_since is not None and now - self.stalled_since > lim.idle_timeout:
             self.close(f"client stopped reading for {lim.idle_timeout:g}s", abort=True, level=logging.WARNING)
             return
-        if self.pub_stream is not None:
-            vhost = self.server.config.vhost(self.pub_stream.key.vhost)
+        if self.pub_token is not None:
+            vhost = self.server.config.vhost(self.pub_token.stream.key.vhost)
             ms = vhost.publish.normal_timeout if self.got_media else vhost.publish.firstpkt_timeout
             if now - self.last_recv > ms / 1000:
                 self.close(f"publisher sent nothing for {ms}ms", abort=True, level=logging.WARNING)
-        elif self.play_stream is None and now - self.last_recv > lim.idle_timeout:
+        elif self.viewer is None and now - self.last_recv > lim.idle_timeout:
             self.close(f"idle for {lim.idle_timeout:g}s without publishing or playing", abort=True)
 
 

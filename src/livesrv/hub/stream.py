@@ -1,0 +1,269 @@
+"""One stream: its state, its generation, its viewers, and the fan-out of its media.
+
+The fan-out is the server's hot path. Incoming packets are appended to a pending batch; every ``mw_latency``
+(SRS's merged-write interval; 0 for per-message delivery) the batch is flushed: for each output format the
+batch is serialized and joined ONCE, and every viewer that is in step writes that same bytes object. A viewer
+that is not in step (it just joined, it fell behind, a new publisher started) catches up on its own once —
+from the batch tail, or at the next keyframe with fresh headers — and then shares the batches again. Its
+backlog is its transport's buffer, bounded by the high-water mark that sets ``blocked``: a blocked viewer
+skips batches and rejoins at a keyframe, so memory never grows without bound and the decoder never sees a
+broken GOP.
+
+State changes are made only by :class:`livesrv.hub.hub.Hub` through :func:`livesrv.hub.states.transition`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from livesrv.hub.keys import StreamKey
+from livesrv.hub.states import State
+from livesrv.hub.viewer import NEED_KEYFRAME, PENDING, Viewer
+from livesrv.media.formats import Format
+from livesrv.media.gop import GopCache
+from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
+
+#: Gap left between the last timestamp of one publisher and the first of the next, in ms, so that players
+#: see time move forward across a republish.
+REPUBLISH_GAP_MS = 40
+
+
+class Publisher(Protocol):
+    """The connection that publishes a stream, as the hub sees it."""
+
+    cid: str
+    ip: str
+
+    def kick(self, reason: str) -> None:
+        """Close the publishing connection (takeover, operator kick, stream deleted). Must not block."""
+
+
+class Sink(Protocol):
+    """A per-stream consumer of every packet (HLS segmenter, DVR): one per stream, not per viewer."""
+
+    def on_packet(self, pkt: MediaPacket) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """What a stream needs from its vhost's config, fixed when the stream is created."""
+
+    gop_cache: bool = True
+    gop_max_frames: int = 2500
+    flush_interval: float = 0.35  # seconds between merged writes (SRS mw_latency); 0: per message
+    takeover: bool = True  # a new publisher replaces the current one (off: refused, "stream busy")
+    republish_grace: float = 30.0  # seconds viewers stay attached after the publisher left
+    wait_timeout: float = 30.0  # seconds a viewer waits for a first publisher
+    stall_timeout: float = 30.0  # seconds a viewer may not read before it is closed
+
+
+class Stream:
+    __slots__ = ("settings", 
+        "key", "state", "generation", "publisher", "param", "viewers", "gop", "metadata", "pending",
+        "flushed_seq", "next_seq", "flush_interval", "_flush_handle", "_schedule", "_ts_offset", "last_ts",
+        "has_video", "sinks", "created", "live_since", "stats", "extra",
+    )
+
+    def __init__(
+        self,
+        key: StreamKey,
+        settings: StreamSettings,
+        schedule: Callable[[float, Callable[[], None]], Any] | None = None,
+    ) -> None:
+        self.key = key
+        self.settings = settings
+        self.state = State.IDLE
+        self.generation = 0  # bumped on each PUBLISH; stale completions carry an older number
+        self.publisher: Publisher | None = None
+        self.param = ""
+        self.viewers: dict[str, Viewer] = {}
+        self.gop = GopCache(settings.gop_cache, settings.gop_max_frames)
+        self.metadata: dict[str, object] = {}
+        self.pending: list[MediaPacket] = []
+        self.flushed_seq = 0  # sequence number of the first packet of the pending batch
+        self.next_seq = 0  # sequence number the next ingested packet gets
+        self.flush_interval = settings.flush_interval
+        self._flush_handle: Any = None
+        self._schedule = schedule
+        self._ts_offset: int | None = None  # out = in + offset for the current generation
+        self.last_ts = -1  # last timestamp sent out (across generations)
+        self.has_video = False
+        self.sinks: list[Sink] = []
+        self.created = time.time()
+        self.live_since = 0.0
+        self.stats = StreamStats()
+        self.extra: dict[str, Any] = {}  # per-stream state of other subsystems, keyed by their name
+
+    # ----------------------------------------------------------------------------------- queries
+
+    @property
+    def live(self) -> bool:
+        return self.state is State.LIVE
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.key} {self.state.value} gen={self.generation} viewers={len(self.viewers)}>"
+
+    # ---------------------------------------------------------------------------------- ingest
+
+    def ingest(self, generation: int, pkt: MediaPacket) -> bool:
+        """Take one packet from the publisher of ``generation``. False (and dropped) if that is not the live one."""
+        if generation != self.generation or self.state is not State.LIVE:
+            return False
+        offset = self._ts_offset
+        if offset is None:
+            base = self.last_ts + REPUBLISH_GAP_MS if self.last_ts >= 0 else 0
+            offset = self._ts_offset = base - pkt.timestamp
+        ts = pkt.timestamp + offset
+        if ts < 0:
+            ts = 0
+        if ts != pkt.timestamp:
+            pkt = MediaPacket(pkt.kind, ts, pkt.payload, pkt.keyframe, pkt.sequence_header)
+        if ts > self.last_ts:
+            self.last_ts = ts
+        if pkt.kind == VIDEO:
+            self.has_video = True
+        self.stats.count(pkt)
+        self._append(pkt)
+        return True
+
+    def set_metadata(self, generation: int, metadata: dict[str, object], pkt: MediaPacket) -> bool:
+        """``@setDataFrame onMetaData``: kept for new viewers and sent to current ones (at time 0, see rtmp)."""
+        if generation != self.generation or self.state is not State.LIVE:
+            return False
+        self.metadata = metadata
+        self.gop.set_metadata(pkt)
+        self._append(pkt)
+        return True
+
+    def _append(self, pkt: MediaPacket) -> None:
+        if pkt.kind != DATA:
+            self.gop.add(pkt)
+        for sink in self.sinks:
+            sink.on_packet(pkt)
+        self.pending.append(pkt)
+        self.next_seq += 1
+        if self.flush_interval <= 0 or self._schedule is None:
+            self.flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._schedule(self.flush_interval, self._timer_flush)
+
+    def _timer_flush(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    # --------------------------------------------------------------------------------- fan-out
+
+    def flush(self) -> None:
+        """Send the pending batch to every viewer: the shared bytes to those in step, catch-up to the others."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pkts = self.pending
+        if not pkts:
+            return
+        self.pending = []
+        start = self.flushed_seq
+        end = self.flushed_seq = start + len(pkts)
+        if not self.viewers:
+            return
+        shared: dict[Format, bytes] = {}
+        for v in list(self.viewers.values()):
+            if v.cursor == start:
+                if v.blocked:
+                    v.cursor = NEED_KEYFRAME
+                    v.dropped += len(pkts)
+                    continue
+                data = shared.get(v.fmt)
+                if data is None:
+                    data = shared[v.fmt] = v.fmt.encode(pkts)
+                v.send_bytes += len(data)
+                v.transport.write(data)
+                v.cursor = end
+            else:
+                self._catch_up(v, pkts, start, end)
+
+    def _catch_up(self, v: Viewer, pkts: list[MediaPacket], start: int, end: int) -> None:
+        cursor = v.cursor
+        if cursor == PENDING:
+            return
+        if v.blocked:
+            if cursor != NEED_KEYFRAME:
+                v.cursor = NEED_KEYFRAME
+            v.dropped += len(pkts)
+            return
+        if start < cursor <= end:  # joined during this batch: it already has the head from the GOP cache
+            tail = pkts[cursor - start :]
+            if tail:
+                v.write(v.fmt.encode(tail))
+            v.cursor = end
+            return
+        k = self._first_random_access(pkts)
+        if k is None:
+            v.dropped += len(pkts)
+            v.cursor = NEED_KEYFRAME
+            return
+        out = self.gop.header_packets(pkts[k].timestamp)
+        out.extend(pkts[k:])
+        v.dropped += k
+        v.write(v.fmt.encode(out))
+        v.cursor = end
+
+    def _first_random_access(self, pkts: list[MediaPacket]) -> int | None:
+        if self.has_video:
+            for i, p in enumerate(pkts):
+                if p.keyframe and not p.sequence_header and p.kind == VIDEO:
+                    return i
+            return None
+        for i, p in enumerate(pkts):
+            if p.kind == AUDIO and not p.sequence_header:
+                return i
+        return None
+
+    # -------------------------------------------------------------------------------- viewers
+
+    def admit(self, v: Viewer) -> None:
+        """Start a registered viewer: the GOP burst at once when live, else it waits for a keyframe."""
+        if self.state is State.LIVE and self.gop.gop:
+            start = self.gop.start_packets()
+            v.write(v.fmt.encode(start))
+            v.cursor = self.next_seq
+        else:
+            v.cursor = NEED_KEYFRAME
+
+    def new_generation(self) -> None:
+        """Reset per-publisher state (called by the hub inside the PUBLISH transition)."""
+        self.flush()
+        self.gop.clear()
+        self.metadata = {}
+        self._ts_offset = None
+        self.has_video = False
+        for v in self.viewers.values():
+            if v.cursor >= 0:
+                v.cursor = NEED_KEYFRAME  # rejoin at the new publisher's first keyframe, with its headers
+
+    def cancel_timers(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
+
+class StreamStats:
+    """Counters the API and metrics read; updated once per packet, never per viewer."""
+
+    __slots__ = ("recv_bytes", "video_frames", "audio_frames", "samples")
+
+    def __init__(self) -> None:
+        self.recv_bytes = 0
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.samples: list[tuple[float, int]] = []  # (monotonic second, recv_bytes) for kbps over 30 s
+
+    def count(self, pkt: MediaPacket) -> None:
+        self.recv_bytes += len(pkt.payload)
+        if pkt.kind == VIDEO:
+            self.video_frames += 1
+        elif pkt.kind == AUDIO:
+            self.audio_frames += 1

@@ -1,0 +1,84 @@
+"""Output formats: how a batch of MediaPackets becomes the bytes a viewer's socket receives.
+
+A format object is interned (one per distinct parameter set) and hashed by identity, so the fan-out can key
+its per-batch cache of joined bytes on it for the price of a pointer compare. Every viewer that shares a
+format and is in step writes the *same* bytes object.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from livesrv.media.packet import MediaPacket
+
+
+class Format:
+    """Serializes packets for one output protocol. Subclasses are interned; never compare by value."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
+        raise NotImplementedError
+
+
+class FlvFormat(Format):
+    """FLV tags (with their previous-tag-size trailers), as HTTP-FLV sends them."""
+
+    __slots__ = ()
+
+    def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
+        return b"".join([p.flv_bytes() for p in pkts])
+
+
+def ws_binary_frame_header(length: int) -> bytes:
+    """An unmasked, final, binary WebSocket frame header (RFC 6455 5.2).
+
+    Written by hand rather than through wsproto's send path: the header is built once per batch and the
+    frame shared by every WebSocket viewer, where a per-connection library call would copy per viewer.
+    """
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x82, 126, length)
+    return struct.pack("!BBQ", 0x82, 127, length)
+
+
+class WsFlvFormat(Format):
+    """FLV tags carried in one binary WebSocket frame per batch (mpegts.js reads it as a byte stream)."""
+
+    __slots__ = ()
+
+    def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
+        body = b"".join([p.flv_bytes() for p in pkts])
+        return ws_binary_frame_header(len(body)) + body
+
+
+class RtmpFormat(Format):
+    """RTMP chunks at a given chunk size on a given message stream id (each message self-contained)."""
+
+    __slots__ = ("chunk_size", "stream_id")
+
+    def __init__(self, chunk_size: int, stream_id: int) -> None:
+        super().__init__(f"rtmp/{chunk_size}/{stream_id}")
+        self.chunk_size = chunk_size
+        self.stream_id = stream_id
+
+    def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
+        cs, sid = self.chunk_size, self.stream_id
+        return b"".join([p.rtmp_bytes(cs, sid) for p in pkts])
+
+
+FLV = FlvFormat("flv")
+WS_FLV = WsFlvFormat("ws-flv")
+_RTMP: dict[tuple[int, int], RtmpFormat] = {}
+
+
+def rtmp_format(chunk_size: int, stream_id: int) -> RtmpFormat:
+    fmt = _RTMP.get((chunk_size, stream_id))
+    if fmt is None:
+        fmt = _RTMP[(chunk_size, stream_id)] = RtmpFormat(chunk_size, stream_id)
+    return fmt
