@@ -1,0 +1,262 @@
+"""An asyncio RTMP test client: livesrv's sans-IO :class:`ClientSession` over a real socket.
+
+Tests use it to publish synthetic FLV-shaped media and to play it back byte-exactly, without ffmpeg, and to
+act as a viewer that stops reading. :class:`RawConn` is its counterpart for speaking deliberately wrong RTMP.
+Every wait is on a condition with a timeout; nothing here sleeps blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from livesrv.codec.rtmp import messages as m
+from livesrv.codec.rtmp.client import (
+    ClientEvent,
+    ClientSession,
+    CommandReply,
+    HandshakeComplete,
+    MediaEvent,
+    StatusEvent,
+)
+from livesrv.codec.rtmp.handshake import ClientHandshake
+from tests.helpers import wait_until
+
+HOST = "127.0.0.1"
+
+# Synthetic FLV tag bodies: enough structure for the server to classify them (keyframe, sequence header),
+# with a counter inside so every frame is distinct and order can be checked byte for byte.
+AVC_SEQUENCE_HEADER = b"\x17\x00\x00\x00\x00" + bytes.fromhex("0164001effe1001b6764001eacd940a02ff9610000030001000003003c8f162d96010005")
+AAC_SEQUENCE_HEADER = b"\xaf\x00\x12\x10"
+
+
+def keyframe(n: int, size: int = 64) -> bytes:
+    return b"\x17\x01\x00\x00\x00" + struct.pack(">I", n) + bytes(size)
+
+
+def inter_frame(n: int, size: int = 32) -> bytes:
+    return b"\x27\x01\x00\x00\x00" + struct.pack(">I", n) + bytes(size)
+
+
+def aac_frame(n: int, size: int = 16) -> bytes:
+    return b"\xaf\x01" + struct.pack(">I", n) + bytes(size)
+
+
+async def connect_socket(port: int, *, rcvbuf: int | None = None) -> socket.socket:
+    """A non-blocking TCP socket connected to the server; ``rcvbuf`` shrinks its kernel receive buffer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connecting, to limit the window
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10) -> None:
+    """Discard what the server sends until it closes the connection (EOF or reset); fail on timeout."""
+
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+
+    try:
+        await asyncio.wait_for(drain(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"the server did not close the connection within {timeout}s") from None
+
+
+class RTMPClient:
+    """One RTMP connection driven by :class:`ClientSession`; a background task reads and answers the server.
+
+    It reads straight from a non-blocking socket (no stream buffer in between), so once :meth:`stop_reading`
+    is called every byte the server sent is accounted for: ``received_bytes`` read by us, the rest in the
+    kernel or still in the server.
+    """
+
+    def __init__(self, sock: socket.socket, session: ClientSession) -> None:
+        self.sock = sock
+        self.session = session
+        self.events: list[ClientEvent] = []
+        #: Audio, video and data messages received, in order.
+        self.media: list[m.Message] = []
+        self.received_bytes = 0
+        self.eof = False  # the server closed the connection (EOF or reset)
+        self.stream_id = 0
+        self._loop = asyncio.get_running_loop()
+        self._send_lock = asyncio.Lock()  # the reader task's answers and our own sends must not interleave
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, port: int, *, complex_handshake: bool = False, chunk_size: int = 4096, rcvbuf: int | None = None
+    ) -> RTMPClient:
+        sock = await connect_socket(port, rcvbuf=rcvbuf)
+        client = cls(sock, ClientSession(complex_handshake=complex_handshake, out_chunk_size=chunk_size))
+        await client.drain()
+        client._task = asyncio.create_task(client._read_loop(), name="rtmp-test-client")
+        return client
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._loop.sock_recv(self.sock, 65536)
+                if not data:
+                    break
+                self.received_bytes += len(data)
+                for ev in self.session.receive_data(data):
+                    self.events.append(ev)
+                    if isinstance(ev, MediaEvent):
+                        self.media.append(ev.message)
+                await self.drain()
+        except (ConnectionError, OSError):
+            pass
+        self.eof = True
+
+    async def drain(self) -> None:
+        """Send everything the session has queued."""
+        async with self._send_lock:
+            out = self.session.data_to_send()
+            if out:
+                await self._loop.sock_sendall(self.sock, out)
+
+    async def wait_event(self, pred: Callable[[ClientEvent], bool], what: str, timeout: float = 10) -> ClientEvent:
+        found: list[ClientEvent] = []
+
+        def check() -> bool:
+            for ev in self.events:
+                if pred(ev):
+                    found.append(ev)
+                    return True
+            if self.eof:
+                raise AssertionError(f"connection closed while waiting for {what}; events: {self.events}")
+            return False
+
+        await wait_until(check, timeout, what)
+        return found[0]
+
+    # -------------------------------------------------------------------------------- RTMP commands
+
+    async def handshake(self) -> HandshakeComplete:
+        ev = await self.wait_event(lambda e: isinstance(e, HandshakeComplete), "the handshake")
+        assert isinstance(ev, HandshakeComplete)
+        return ev
+
+    async def connect(self, app: str = "live", port: int | None = None) -> CommandReply:
+        await self.handshake()
+        txn = self.session.connect(app, f"rtmp://{HOST}:{port or 1935}/{app}")
+        return await self._call(txn, "connect")
+
+    async def _call(self, txn: float, what: str) -> CommandReply:
+        await self.drain()
+        reply = await self.wait_event(
+            lambda e: isinstance(e, CommandReply) and e.transaction_id == txn, f"the {what} reply"
+        )
+        assert isinstance(reply, CommandReply) and reply.name == "_result", reply
+        return reply
+
+    async def create_stream(self) -> int:
+        reply = await self._call(self.session.create_stream(), "createStream")
+        self.stream_id = int(reply.values[1])
+        return self.stream_id
+
+    async def barrier(self) -> None:
+        """A command round trip: the server has processed everything we sent before it."""
+        await self._call(self.session.call("getStreamLength", "x"), "getStreamLength")
+
+    async def _status(self, code: str) -> StatusEvent:
+        ev = await self.wait_event(
+            lambda e: isinstance(e, StatusEvent) and (e.code == code or e.level == "error"), code
+        )
+        assert isinstance(ev, StatusEvent) and ev.code == code, ev
+        return ev
+
+    async def publish(self, name: str, app: str = "live", port: int | None = None) -> None:
+        """connect, createStream, publish; returns once the server said NetStream.Publish.Start."""
+        await self.connect(app, port)
+        sid = await self.create_stream()
+        self.session.publish(sid, name)
+        await self.drain()
+        await self._status("NetStream.Publish.Start")
+
+    async def play(self, name: str, app: str = "live", port: int | None = None) -> None:
+        """connect, createStream, play; returns once the server said NetStream.Play.Start."""
+        await self.connect(app, port)
+        sid = await self.create_stream()
+        self.session.play(sid, name)
+        await self.drain()
+        await self._status("NetStream.Play.Start")
+
+    def send_metadata(self, metadata: dict[str, Any]) -> None:
+        """Queued; :meth:`drain` sends it."""
+        self.session.send_metadata(self.stream_id, metadata)
+
+    def send_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        """Queued; :meth:`drain` sends it."""
+        self.session.send_media(self.stream_id, type_id, timestamp, payload)
+
+    # ----------------------------------------------------------------------------------------- state
+
+    def av(self) -> list[m.Message]:
+        """Audio and video messages received so far."""
+        return [msg for msg in self.media if msg.type_id in (m.AUDIO, m.VIDEO)]
+
+    async def stop_reading(self) -> None:
+        """Behave like a stuck viewer: never read again, so the kernel buffers fill and TCP stops the server."""
+        await self._stop_task()
+
+    async def _stop_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def close(self) -> None:
+        await self._stop_task()
+        self.sock.close()
+
+
+class RawConn:
+    """A bare socket for sending bytes no well-behaved client would; :meth:`handshake` does a correct one."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> RawConn:
+        return cls(*await asyncio.open_connection(sock=await connect_socket(port)))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+
+    async def handshake(self, complex_handshake: bool = False) -> None:
+        hs = ClientHandshake(complex=complex_handshake)
+        await self.send(hs.initiate())
+        while not hs.done:
+            data = await asyncio.wait_for(self.reader.read(65536), 10)
+            assert data, "the server closed the connection during a valid handshake"
+            hs.receive_data(data)
+            out = hs.data_to_send()
+            if out:
+                await self.send(out)
+        assert not hs.leftover
+
+    async def wait_closed(self, timeout: float = 10) -> None:
+        await read_until_closed(self.reader, timeout)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
