@@ -1,0 +1,249 @@
+"""Fan-out benchmark runner: one server, one published stream, N viewers; the server's CPU and memory.
+
+    .venv/bin/python bench/run.py --viewers 1000 --proto flv --duration 20
+    .venv/bin/python bench/run.py --server livesrv,nginx-rtmp,nms --proto rtmp,flv --viewers 1000,2000 --json
+
+For every (server, protocol, viewers) row it starts a fresh server, publishes the cached source file with
+``ffmpeg -re -stream_loop -1 -c copy``, waits until a probe viewer gets a keyframe, runs the load generator
+(:mod:`bench.loadgen`) and, over the load generator's measuring window, samples the server process's CPU
+seconds (utime+stime from /proc/<pid>/stat) and RSS. Everything it starts runs in its own process group and
+is killed on every way out (normal end, error, Ctrl-C, SIGTERM). See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import loadgen
+from bench.media import DEFAULT_CACHE, PROFILES, publish_args, source_file
+from bench.procs import popen, spawn, stop_group
+from bench.servers import SERVERS, Server, ServerUnavailable, start_server
+
+APP, STREAM = "live", "bench"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------- sampling
+
+
+def proc_sample(pid: int) -> tuple[float, int]:
+    """(CPU seconds used so far, RSS bytes) of one process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat.rpartition(b")")[2].split()  # fields[0] is field 3 (state) of proc(5)
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK, int(fields[21]) * _PAGE
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+# ------------------------------------------------------------------------------------------ one row
+
+
+def wait_live(server: Server, publisher: subprocess.Popen[bytes], url: str, timeout: float) -> None:
+    """Until a probe viewer of ``url`` receives a keyframe (the server knows the stream and its codecs)."""
+    deadline = time.monotonic() + timeout
+    why = ""
+    while time.monotonic() < deadline:
+        if publisher.poll() is not None:
+            raise BenchError(f"publisher ffmpeg exited with {publisher.returncode}")
+        if not server.alive():
+            raise BenchError(f"{server.name} exited:\n{server.log_tail()}")
+        why = loadgen.probe(url, min(5.0, max(0.5, deadline - time.monotonic())))
+        if not why:
+            return
+        time.sleep(0.3)
+    raise BenchError(f"stream never went live at {url}: {why}\n{server.log_tail()}")
+
+
+def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace, src: Path) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{server_name}-"))
+    started: list[subprocess.Popen[bytes]] = []
+    row: dict[str, Any] = {"server": server_name, "proto": proto, "viewers": viewers}
+    try:
+        server = start_server(server_name, workdir, args.cache_dir, args.vhost_extra)
+        started.append(server.proc)
+        url = server.play_url(proto, APP, STREAM)
+        publisher = spawn(publish_args(src, server.publish_url(APP, STREAM)), workdir / "publisher.log", workdir)
+        started.append(publisher)
+        wait_live(server, publisher, url, args.live_timeout)
+
+        start_at = time.monotonic() + 1.0  # time for the load generator's processes to start
+        window_start = start_at + viewers / args.connect_rate + args.settle
+        window_end = window_start + args.duration
+        cmd = [
+            sys.executable, str(Path(loadgen.__file__).resolve()), url,
+            "--viewers", str(viewers), "--duration", str(args.duration), "--procs", str(args.procs),
+            "--connect-rate", str(args.connect_rate), "--stall", str(args.stall), "--max-gap", str(args.max_gap),
+            "--start-at", repr(start_at), "--window-start", repr(window_start),
+        ]
+        with open(workdir / "loadgen.log", "ab") as err:
+            gen = popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        started.append(gen)
+
+        _sleep_until(window_start)
+        cpu0, rss = proc_sample(server.pid)
+        rss_max = rss
+        t0 = time.monotonic()
+        while time.monotonic() < window_end:
+            _sleep_until(min(window_end, time.monotonic() + 0.5))
+            if not server.alive():
+                raise BenchError(f"{server_name} died during the run:\n{server.log_tail()}")
+            _, rss = proc_sample(server.pid)
+            rss_max = max(rss_max, rss)
+        cpu1, rss = proc_sample(server.pid)
+        elapsed = time.monotonic() - t0
+        if publisher.poll() is not None:
+            raise BenchError(f"publisher ffmpeg exited with {publisher.returncode} during the run")
+
+        out, _ = gen.communicate(timeout=args.duration + viewers / args.connect_rate + 120)
+        if gen.returncode != 0:
+            tail = (workdir / "loadgen.log").read_text(errors="replace")[-2000:]
+            raise BenchError(f"load generator exited with {gen.returncode}:\n{tail}")
+        load = json.loads(out)
+        row.update({
+            "cpu_percent": 100.0 * (cpu1 - cpu0) / elapsed,
+            "rss_mib": rss_max / 2**20,
+            "rss_end_mib": rss / 2**20,
+            "load": load,
+        })
+        return row
+    except (ServerUnavailable, BenchError) as exc:
+        row["error"] = str(exc)
+        return row
+    finally:
+        for proc in reversed(started):
+            stop_group(proc)
+        if args.keep_workdir:
+            print(f"bench: kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
+
+
+COLUMNS = ("server", "proto", "viewers", "CPU %", "RSS MiB", "Mbit/s", "keeping up", "stalled",
+           "first frame p50", "p90", "malformed")
+
+
+def table_row(row: dict[str, Any]) -> list[str]:
+    head = [row["server"], row["proto"], str(row["viewers"])]
+    if "error" in row:
+        return head + ["error (below)"] + [""] * (len(COLUMNS) - 4)
+    load = row["load"]
+    return head + [
+        f"{row['cpu_percent']:.1f}",
+        f"{row['rss_mib']:.0f}",
+        f"{load['delivered_mbps']:.0f}",
+        f"{100.0 * load['keeping_up_share']:.1f}%",
+        str(load["stalled"]),
+        _ms(load["first_frame_p50_s"]),
+        _ms(load["first_frame_p90_s"]),
+        str(load["malformed"]),
+    ]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    cells = [list(COLUMNS)] + [table_row(r) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    lines = ["| " + " | ".join(c[i].ljust(widths[i]) for i in range(len(COLUMNS))) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    notes = []
+    for r in rows:
+        if "error" in r:
+            notes.append(f"{r['server']}/{r['proto']}/{r['viewers']}: {r['error']}")
+        load = r.get("load")
+        if load and (load["errors"] or load["malformed"]):
+            notes.append(f"{r['server']}/{r['proto']}/{r['viewers']}: errors {load['error_samples']} "
+                         f"problems {load['problem_samples']}")
+    return "\n".join(lines + notes)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _csv(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> list[Any]:
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        if choices is not None:
+            bad = [v for v in values if v not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(f"{bad}: choose from {', '.join(choices)}")
+        return values
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Measure a server's fan-out of one live stream to N viewers.")
+    p.add_argument("--server", type=_csv(str, SERVERS), default=["livesrv"],
+                   help="comma list of livesrv, nginx-rtmp, nms (the last two only where installed)")
+    p.add_argument("--proto", type=_csv(str, ("rtmp", "flv")), default=["flv"], help="comma list: rtmp, flv")
+    p.add_argument("--viewers", type=_csv(int), default=[1000], help="comma list of viewer counts")
+    p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
+    p.add_argument("--settle", type=float, default=2.0, help="seconds after the last viewer attached")
+    p.add_argument("--connect-rate", type=float, default=500.0, help="viewers attached per second")
+    p.add_argument("--procs", type=int, default=0, help="load generator processes (0: one per 500 viewers)")
+    p.add_argument("--stall", type=float, default=1.0, help="seconds without media that count as a stall")
+    p.add_argument("--max-gap", type=int, default=1000, help="ms between frames of a track that count as a gap")
+    p.add_argument("--source", choices=sorted(PROFILES), default="720p", help="source stream profile")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the source file is kept")
+    p.add_argument("--vhost-extra", default="", help="livesrv only: directives added to the vhost block, "
+                                                      "e.g. 'play { mw_latency 100; }'")
+    p.add_argument("--live-timeout", type=float, default=30.0, help="seconds to wait for the stream to go live")
+    p.add_argument("--keep-workdir", action="store_true", help="keep configs and logs of each row")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
+    return p
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so every ``finally`` runs and kills what was started
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    loadgen.raise_fd_limit()  # the server inherits it
+    src = source_file(PROFILES[args.source], args.cache_dir)
+    rows = []
+    for server in args.server:
+        for proto in args.proto:
+            for n in args.viewers:
+                print(f"bench: {server} {proto} {n} viewers, {args.duration:g} s ...", file=sys.stderr, flush=True)
+                rows.append(run_row(server, proto, n, args, src))
+    if args.json:
+        json.dump({"source": PROFILES[args.source].filename, "duration_s": args.duration, "rows": rows},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(rows))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The servers the bench can measure: livesrv, and as optional peers nginx-rtmp and Node-Media-Server 4.
+
+Each runs as one process in its own process group (so killing the group leaves nothing behind), with a
+config written to a temporary directory, on loopback ports that nothing else uses. The process whose CPU is
+sampled is the one that serves viewers: livesrv's Python process, nginx with ``master_process off``, node.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import spawn, stop_group
+
+REPO = Path(__file__).resolve().parent.parent
+NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")  # Debian's libnginx-mod-rtmp
+NMS_DIR_NAME = "nms"  # npm prefix under the cache dir: <cache>/nms/node_modules/node-media-server
+
+SERVERS = ("livesrv", "nginx-rtmp", "nms")
+
+
+class ServerUnavailable(RuntimeError):
+    """The server is not installed here (the optional peers), or it did not start."""
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    rtmp_port: int
+    http_port: int | None  # None: the server has no HTTP-FLV
+    log_path: Path
+    protos: tuple[str, ...] = field(default=("rtmp",))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def publish_url(self, app: str, stream: str) -> str:
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/{app}/{stream}"
+
+    def play_url(self, proto: str, app: str, stream: str) -> str:
+        if proto == "rtmp":
+            return self.publish_url(app, stream)
+        if proto not in self.protos or self.http_port is None:
+            raise ServerUnavailable(f"{self.name} does not serve {proto}")
+        return f"http://127.0.0.1:{self.http_port}/{app}/{stream}.flv"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = 20) -> str:
+        return _tail(self.log_path, n)
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+
+
+def free_port() -> int:
+    """A loopback port free right now (for servers that cannot report the port they bound to)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ServerUnavailable(f"exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServerUnavailable(f"port {port} not open after {timeout:g}s:\n{_tail(log_path)}")
+        time.sleep(0.05)
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------------------------------- livesrv
+
+_READY = re.compile(r"event=ready (.*)")
+
+
+def livesrv_command() -> list[str]:
+    exe = REPO / ".venv" / "bin" / "livesrv"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "livesrv"]
+
+
+def livesrv_config(vhost_extra: str = "", global_extra: str = "") -> str:
+    return f"""# written by bench/run.py
+listen              127.0.0.1:0;
+max_connections     100000;
+srs_log_tank        console;
+srs_log_level       trace;
+http_server {{
+    enabled on;
+    listen  127.0.0.1:0;
+    dir     ./html;
+}}
+{global_extra}
+vhost __defaultVhost__ {{
+    http_remux {{
+        enabled on;
+        mount   [vhost]/[app]/[stream].flv;
+    }}
+    {vhost_extra}
+}}
+"""
+
+
+def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", timeout: float = 20.0) -> Server:
+    """Start ``livesrv -c <config>`` on ports 0 and read the ports it bound from its ``event=ready`` line."""
+    conf = workdir / "livesrv.conf"
+    conf.write_text(livesrv_config(vhost_extra, global_extra))
+    (workdir / "html").mkdir(exist_ok=True)
+    log_path = workdir / "livesrv.log"
+    proc = spawn([*livesrv_command(), "-c", str(conf)], log_path, workdir)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            match = _READY.search(log_path.read_text(errors="replace"))
+            if match:
+                ports = {k: int(v.split(",")[0].rsplit(":", 1)[1])
+                         for k, v in (kv.split("=", 1) for kv in match.group(1).split())}
+                return Server("livesrv", proc, ports["rtmp"], ports.get("http"), log_path, ("rtmp", "flv"))
+            if proc.poll() is not None:
+                raise ServerUnavailable(f"livesrv exited with {proc.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(f"livesrv not ready after {timeout:g}s:\n{_tail(log_path)}")
+            time.sleep(0.05)
+    except BaseException:
+        stop_group(proc)
+        raise
+
+
+# ---------------------------------------------------------------------------------------- nginx-rtmp
+
+
+def nginx_config(workdir: Path, rtmp_port: int) -> str:
+    load = f"load_module {NGINX_RTMP_MODULE};\n" if NGINX_RTMP_MODULE.exists() else ""
+    return f"""# written by bench/run.py: one process serves everything, as measured in the targets
+{load}daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 100000;
+error_log {workdir}/nginx-error.log warn;
+pid {workdir}/nginx.pid;
+events {{
+    worker_connections 100000;
+}}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{rtmp_port};
+        application live {{
+            live on;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx_rtmp(workdir: Path, timeout: float = 20.0) -> Server:
+    """nginx with libnginx-mod-rtmp (``apt-get install -y nginx libnginx-mod-rtmp``); RTMP only."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        raise ServerUnavailable("nginx is not installed: apt-get install -y nginx libnginx-mod-rtmp")
+    if not NGINX_RTMP_MODULE.exists():
+        raise ServerUnavailable(f"{NGINX_RTMP_MODULE} missing: apt-get install -y libnginx-mod-rtmp")
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(nginx_config(workdir, port))
+    log_path = workdir / "nginx.log"
+    proc = spawn([nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)],
+                 log_path, workdir)
+    try:
+        wait_port(proc, port, timeout, log_path)
+    except BaseException:
+        stop_group(proc)
+        raise
+    return Server("nginx-rtmp", proc, port, None, log_path, ("rtmp",))
+
+
+# ----------------------------------------------------------------------------------------------- NMS
+
+_NMS_SCRIPT = """// written by bench/run.py
+const NodeMediaServer = require(process.argv[2]);
+const nms = new NodeMediaServer({
+  bind: "127.0.0.1",
+  rtmp: { port: Number(process.argv[3]) },
+  http: { port: Number(process.argv[4]) },
+  auth: { play: false, publish: false },
+  notify: { url: "" },
+});
+nms.run();
+"""
+
+
+def nms_module(cache_dir: Path) -> Path:
+    return cache_dir / NMS_DIR_NAME / "node_modules" / "node-media-server"
+
+
+def start_nms(workdir: Path, cache_dir: Path, timeout: float = 20.0) -> Server:
+    """Node-Media-Server 4 (``npm install --prefix bench/.cache/nms node-media-server@4``); RTMP and HTTP-FLV."""
+    node = shutil.which("node")
+    module = nms_module(cache_dir)
+    if node is None:
+        raise ServerUnavailable("node is not installed: apt-get install -y nodejs npm")
+    if not module.exists():
+        raise ServerUnavailable(f"node-media-server not found at {module}: "
+                                f"npm install --prefix {cache_dir / NMS_DIR_NAME} node-media-server@4")
+    rtmp_port, http_port = free_port(), free_port()
+    script = workdir / "nms.js"
+    script.write_text(_NMS_SCRIPT)
+    log_path = workdir / "nms.log"
+    proc = spawn([node, str(script), str(module), str(rtmp_port), str(http_port)], log_path, workdir)
+    try:
+        wait_port(proc, rtmp_port, timeout, log_path)
+        wait_port(proc, http_port, timeout, log_path)
+    except BaseException:
+        stop_group(proc)
+        raise
+    return Server("nms", proc, rtmp_port, http_port, log_path, ("rtmp", "flv"))
+
+
+def start_server(name: str, workdir: Path, cache_dir: Path, vhost_extra: str = "") -> Server:
+    if name == "livesrv":
+        return start_livesrv(workdir, vhost_extra)
+    if name == "nginx-rtmp":
+        return start_nginx_rtmp(workdir)
+    if name == "nms":
+        return start_nms(workdir, cache_dir)
+    raise ValueError(f"unknown server {name!r}: one of {', '.join(SERVERS)}")

@@ -1,0 +1,49 @@
+"""The bench runner end to end, in a short mode: real livesrv, real ffmpeg publisher, RTMP and HTTP-FLV viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Procs, require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small source is made once for the session, never in the repository's own cache."""
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+@pytest.mark.parametrize("proto", ["rtmp", "flv"])
+async def test_runner_short_mode_all_viewers_keep_up(proto: str, procs: Procs, bench_cache: Path) -> None:
+    require_tool("ffmpeg")
+    runner = await procs.start(
+        sys.executable, str(REPO / "bench" / "run.py"), "--server", "livesrv", "--proto", proto,
+        "--viewers", "5", "--duration", "3", "--settle", "1", "--source", "small",
+        "--cache-dir", str(bench_cache), "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(runner.communicate(), 60)
+    finally:
+        if runner.returncode is None:  # SIGTERM lets the runner stop the server and publisher it started
+            runner.terminate()
+            await asyncio.wait_for(runner.wait(), 15)
+    assert runner.returncode == 0, err.decode()[-3000:]
+    (row,) = json.loads(out)["rows"]
+    assert "error" not in row, row["error"]
+    load = row["load"]
+    assert (row["server"], row["proto"], load["viewers"]) == ("livesrv", proto, 5)
+    assert load["errors"] == 0, load["error_samples"]
+    assert load["keeping_up"] == 5 and load["malformed"] == 0, load
+    assert load["no_first_frame"] == 0 and load["first_frame_p90_s"] < 1.0, load
+    # The small source is ~370 kbit/s: five viewers get about 1.8 Mbit/s between them.
+    assert 1.0 < load["delivered_mbps"] < 3.0, load
+    assert 0 <= row["cpu_percent"] < 100 and 10 < row["rss_mib"] < 1000, row
