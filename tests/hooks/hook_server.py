@@ -144,8 +144,9 @@ class HookServer:
         self._release.set()
 
     def rearm(self) -> None:
-        """Hold again: requests with a ``hold`` answer wait for the next :meth:`release`."""
-        self._release = asyncio.Event()
+        """Hold again: later requests with a ``hold`` answer wait for the next :meth:`release`."""
+        if self._release.is_set():  # else requests are held already
+            self._release = asyncio.Event()
 
     def _choose(self, path_answer: str | None, hook: str, stream: str | None) -> Answer:
         if path_answer is not None:

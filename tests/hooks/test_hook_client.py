@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from livesrv.config.model import HttpHooksConfig
 from livesrv.hooks import HookClient, hook_urls, judge_response, mask_url
+from tests.helpers import wait_until
 from tests.hooks.hook_server import (
-    HANG,
+    REJECT_CODE1,
+    STATUS_500,
     HookServer,
     hook_server,  # noqa: F401 (fixture)
     unused_port,
@@ -197,8 +199,6 @@ async def test_unknown_hook_is_a_bug(client: HookClient) -> None:
 
 
 async def test_answer_chosen_per_stream(client: HookClient, hook_server: HookServer) -> None:
-    from tests.hooks.hook_server import REJECT_CODE1, STATUS_500
-
     hook_server.set_answer(REJECT_CODE1, stream="secret")
     hook_server.set_answer(STATUS_500, stream="secret", hook="on_play")
     url_pub, url_play = hook_server.url("on_publish"), hook_server.url("on_play")
@@ -308,6 +308,17 @@ async def test_closed_client_rejects(hook_server: HookServer) -> None:
     assert len(hook_server.calls) == 1
 
 
+async def test_hook_server_hold_release_rearm(client: HookClient, hook_server: HookServer) -> None:
+    url = hook_server.url("on_play", "held")
+    first = asyncio.create_task(client.call("on_play", [url], PAYLOAD))
+    await hook_server.wait_in_flight(1)
+    hook_server.release()
+    assert (await first).accepted
+    hook_server.rearm()
+    second = asyncio.create_task(client.call("on_play", [url], PAYLOAD))
+    assert (await second).reason.endswith("timeout after 0.3s")  # held again, past the client's timeout
+
+
 def test_bad_settings() -> None:
     with pytest.raises(ValueError):
         HookClient(timeout=0)
@@ -316,8 +327,6 @@ def test_bad_settings() -> None:
 
 
 async def _wait(cond: Any) -> None:
-    from tests.helpers import wait_until
-
     await wait_until(cond, 5)
 
 
