@@ -247,8 +247,8 @@ class HookClient:
             return f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
         except aiohttp.ClientError as exc:
             return f"{type(exc).__name__}: {_client_error_text(exc)}"
-        except ValueError as exc:  # a malformed URL that slipped past config validation
-            return f"invalid URL: {exc}"
+        except ValueError:  # a malformed URL that slipped past config validation (its text may hold a token)
+            return "invalid URL"
         finally:
             self._in_flight -= 1
             self._slots.release()
