@@ -65,6 +65,12 @@ def message(csid: int, type_id: int, payload: bytes, sid: int = 0) -> bytes:
     return h0(csid, len(payload), type_id, sid=sid) + payload
 
 
+def chunked(csid: int, type_id: int, payload: bytes, sid: int = 0) -> bytes:
+    """One message split into 128-byte chunks: a fmt 0 header, then fmt 3 headers."""
+    parts = [payload[i : i + 128] for i in range(0, len(payload), 128)]
+    return h0(csid, len(payload), type_id, sid=sid) + bytes([0xC0 | csid]).join(parts)
+
+
 def connect_command() -> bytes:
     return message(3, m.COMMAND_AMF0, amf0.encode("connect", 1.0, {"app": "live", "tcUrl": "rtmp://127.0.0.1/live"}))
 
@@ -221,6 +227,16 @@ def aggregate_overrun() -> bytes:
     return message(4, m.AGGREGATE, sub, sid=1)
 
 
+def nested_aggregate(depth: int) -> bytes:
+    def sub(type_id: int, body: bytes) -> bytes:
+        return bytes([type_id]) + u24(len(body)) + bytes(7) + body + struct.pack(">I", 11 + len(body))
+
+    inner = sub(m.AUDIO, aac_frame(0))
+    for _ in range(depth):
+        inner = sub(m.AGGREGATE, inner)
+    return chunked(4, m.AGGREGATE, inner, sid=1)
+
+
 def many_chunk_streams() -> bytes:
     # Each chunk stream carries one harmless Window Acknowledgement Size; the decoder must cap how many it tracks.
     return b"".join(message(csid, m.WINDOW_ACK_SIZE, struct.pack(">I", 2_500_000)) for csid in range(3, 64))
@@ -251,6 +267,7 @@ BAD_CLIENTS: dict[str, tuple[BadClient, str]] = {
         r"length changed from 300 to 200",
     ),
     "aggregate-overrun": (sends(connect_command() + aggregate_overrun()), r"overruns"),
+    "nested-aggregate": (sends(connect_command() + nested_aggregate(2000)), r"aggregate message nested"),
     "amf-string-overrun": (sends(message(3, m.COMMAND_AMF0, b"\x02\x10\x00connect")), r"truncated AMF0"),
     "short-set-chunk-size": (sends(message(2, m.SET_CHUNK_SIZE, b"\x00\x10")), r"set chunk size message of 2 bytes"),
     "set-chunk-size-0": (sends(message(2, m.SET_CHUNK_SIZE, bytes(4))), r"set chunk size 0\b"),

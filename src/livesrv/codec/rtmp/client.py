@@ -118,7 +118,10 @@ class ClientSession:
             values = amf0.decode_all(msg.payload)
             name = values[0] if values and isinstance(values[0], str) else ""
             if name in ("_result", "_error"):
-                events.append(CommandReply(name, float(values[1]), values[2:]))
+                # A reply whose transaction id is missing or not a number answers nothing we sent: 0 matches
+                # no command of ours (they count from 1), and a peer's odd bytes never raise anything else.
+                txn = values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
+                events.append(CommandReply(name, txn, values[2:]))
             elif name in ("onStatus", "onFCPublish", "onFCUnpublish"):
                 info = values[3] if len(values) > 3 and isinstance(values[3], dict) else {}
                 events.append(

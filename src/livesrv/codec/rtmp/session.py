@@ -265,6 +265,9 @@ class ServerSession:
             body_end = pos + 11 + size
             if body_end + 4 > len(data):
                 raise RTMPCommandError("aggregate message sub-message overruns its length")
+            if tag_type == m.AGGREGATE:
+                # Encoders never nest them; following the nesting would recurse once per 15 bytes of payload.
+                raise RTMPCommandError("aggregate message nested in an aggregate message")
             if base is None:
                 base = ts
             sub = m.Message(tag_type, msg.stream_id, (msg.timestamp + ts - base) & 0xFFFFFFFF, data[pos + 11 : body_end])
