@@ -1,0 +1,545 @@
+"""MPEG-TS muxer fed with FLV-level packets: for HLS segments and for a continuous HTTP-TS stream.
+
+Input is what RTMP and FLV carry (tag type, millisecond timestamp, tag body); output is whole 188-byte
+transport packets. One program: PAT on PID 0, PMT on ``pmt_pid``, video (H.264, H.265) and audio (AAC as
+ADTS, MP3 as is) on their own PIDs, PCR on the video PID or, for pure audio, on the audio PID.
+
+Timing: DTS = FLV timestamp, PTS = timestamp + composition time (the FLV CTS), both at 90 kHz and wrapped at
+33 bits; PCR equals the DTS of the PES it rides on, as SRS and most live muxers do. Each video access unit
+becomes one PES that starts with an access unit delimiter, with the parameter sets from the sequence header
+put in front of every IDR/IRAP picture so any segment decodes on its own. Audio frames are gathered into one
+PES for at most ``audio_max_delay_ms`` (and always written before the next video frame), because a PES per
+20 ms AAC frame would double the audio bitrate with headers and stuffing.
+
+The PMT lists the tracks whose sequence header (or, for MP3, first frame) has been seen. When that set
+changes, a new PMT version is written before the next PES. :meth:`TSMuxer.psi` gives PAT+PMT on demand: at
+the start of every HLS segment, or ``psi(advance=False)`` for a viewer joining a shared live TS stream.
+
+Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVError``, ``AVCError``,
+``AACError``) and leaves the muxer usable; codecs TS cannot carry here (AV1, VP9, Opus, ...) are counted in
+:attr:`TSMuxer.skipped` and dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from livesrv.codec import avc, flv
+from livesrv.codec.aac import AudioSpecificConfig, adts_header, parse_asc
+
+__all__ = [
+    "AUDIO_PID",
+    "FLVPacket",
+    "PACKET_SIZE",
+    "PMT_PID",
+    "STREAM_TYPE_AAC",
+    "STREAM_TYPE_H264",
+    "STREAM_TYPE_HEVC",
+    "STREAM_TYPE_MPEG1_AUDIO",
+    "STREAM_TYPE_MPEG2_AUDIO",
+    "TSMuxer",
+    "VIDEO_PID",
+    "crc32_mpeg2",
+]
+
+PACKET_SIZE: Final = 188
+SYNC_BYTE: Final = 0x47
+_PAYLOAD: Final = PACKET_SIZE - 4
+
+PAT_PID: Final = 0x0000
+PMT_PID: Final = 0x1000
+VIDEO_PID: Final = 0x0100
+AUDIO_PID: Final = 0x0101
+NULL_PID: Final = 0x1FFF
+
+STREAM_TYPE_MPEG1_AUDIO: Final = 0x03
+STREAM_TYPE_MPEG2_AUDIO: Final = 0x04
+STREAM_TYPE_AAC: Final = 0x0F
+STREAM_TYPE_H264: Final = 0x1B
+STREAM_TYPE_HEVC: Final = 0x24
+
+STREAM_ID_VIDEO: Final = 0xE0
+STREAM_ID_AUDIO: Final = 0xC0
+
+CLOCK_KHZ: Final = 90  # 90 kHz ticks per millisecond
+MASK_33: Final = (1 << 33) - 1
+# Largest audio PES body: PES_packet_length is 16 bits and counts the 8 header bytes after it.
+_MAX_AUDIO_PES: Final = 0xFFFF - 8
+
+_AUD_H264: Final = avc.START_CODE + avc.AUD_H264
+_AUD_HEVC: Final = avc.START_CODE + avc.AUD_HEVC
+
+
+class FLVPacket(Protocol):
+    """Anything with the three fields of an FLV tag; :class:`livesrv.media.packet.MediaPacket` is one."""
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+# --------------------------------------------------------------------------- CRC and field encoders
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        c = i << 24
+        for _ in range(8):
+            c = ((c << 1) ^ 0x04C11DB7) if c & 0x80000000 else c << 1
+        table.append(c & 0xFFFFFFFF)
+    return tuple(table)
+
+
+_CRC_TABLE: Final = _crc_table()
+
+
+def crc32_mpeg2(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32/MPEG-2 (polynomial 0x04C11DB7, MSB first, no final xor) of a PSI section."""
+    crc = 0xFFFFFFFF
+    table = _CRC_TABLE
+    for b in bytes(data):
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ b]
+    return crc
+
+
+def _timestamp(prefix: int, t: int) -> bytes:
+    """A 5-byte PES PTS/DTS field: 4-bit prefix, 33 bits split 3/15/15 with marker bits."""
+    t &= MASK_33
+    return bytes(
+        (
+            prefix << 4 | (t >> 29) & 0x0E | 1,
+            (t >> 22) & 0xFF,
+            (t >> 14) & 0xFE | 1,
+            (t >> 7) & 0xFF,
+            (t << 1) & 0xFE | 1,
+        )
+    )
+
+
+def _pcr(base: int) -> bytes:
+    """PCR field: 33-bit base (90 kHz), 6 reserved bits, 9-bit extension 0."""
+    base &= MASK_33
+    return bytes((base >> 25 & 0xFF, base >> 17 & 0xFF, base >> 9 & 0xFF, base >> 1 & 0xFF, (base & 1) << 7 | 0x7E, 0))
+
+
+def _section(table_id: int, table_ext: int, version: int, body: bytes) -> bytes:
+    """A long-form PSI section (section_syntax_indicator set) with its CRC."""
+    length = 5 + len(body) + 4
+    head = bytes(
+        (
+            table_id,
+            0xB0 | length >> 8,
+            length & 0xFF,
+            table_ext >> 8,
+            table_ext & 0xFF,
+            0xC1 | (version & 0x1F) << 1,
+            0,
+            0,
+        )
+    )
+    section = head + body
+    return section + crc32_mpeg2(section).to_bytes(4, "big")
+
+
+# --------------------------------------------------------------------------- tracks
+
+
+@dataclass(slots=True)
+class _VideoTrack:
+    codec: str  # flv.CODEC_AVC or flv.CODEC_HEVC
+    stream_type: int
+    length_size: int = 4
+    #: Annex B parameter sets (start codes included), put in front of every random access picture.
+    param_sets: bytes = b""
+    avc_config: avc.AVCConfig | None = None
+    hevc_config: avc.HEVCConfig | None = None
+
+
+@dataclass(slots=True)
+class _AudioTrack:
+    codec: str  # flv.CODEC_AAC or flv.CODEC_MP3
+    stream_type: int
+    asc: AudioSpecificConfig | None = None
+
+
+def _annexb_param_sets(*groups: tuple[bytes, ...]) -> bytes:
+    return b"".join(avc.START_CODE + nal for group in groups for nal in group)
+
+
+def _mp3_stream_type(frame: bytes | memoryview, flv_rate: int) -> int:
+    """MPEG-1 audio (0x03) or MPEG-2/2.5 low-sample-rate audio (0x04), from the frame header when present."""
+    if len(frame) >= 2 and frame[0] == 0xFF and frame[1] & 0xE0 == 0xE0:
+        return STREAM_TYPE_MPEG1_AUDIO if (frame[1] >> 3) & 3 == 3 else STREAM_TYPE_MPEG2_AUDIO
+    return STREAM_TYPE_MPEG1_AUDIO if flv_rate >= 32000 else STREAM_TYPE_MPEG2_AUDIO
+
+
+# --------------------------------------------------------------------------- muxer
+
+
+class TSMuxer:
+    """FLV tags in, MPEG-TS packets out. See the module docstring for the timing and PSI rules."""
+
+    __slots__ = (
+        "pmt_pid",
+        "video_pid",
+        "audio_pid",
+        "program_number",
+        "transport_stream_id",
+        "audio_max_delay_ms",
+        "skipped",
+        "_video",
+        "_audio",
+        "_cc",
+        "_pmt_version",
+        "_pmt_streams",
+        "_psi_dirty",
+        "_discontinuity",
+        "_abuf",
+        "_abuf_size",
+        "_abuf_pts",
+    )
+
+    def __init__(
+        self,
+        *,
+        pmt_pid: int = PMT_PID,
+        video_pid: int = VIDEO_PID,
+        audio_pid: int = AUDIO_PID,
+        program_number: int = 1,
+        transport_stream_id: int = 1,
+        audio_max_delay_ms: int = 100,
+    ) -> None:
+        pids = {PAT_PID, pmt_pid, video_pid, audio_pid}
+        if len(pids) != 4 or not all(0x10 <= p < NULL_PID for p in pids - {PAT_PID}):
+            raise ValueError("PMT, video and audio PIDs must be distinct and in 0x0010..0x1FFE")
+        self.pmt_pid = pmt_pid
+        self.video_pid = video_pid
+        self.audio_pid = audio_pid
+        self.program_number = program_number
+        self.transport_stream_id = transport_stream_id
+        self.audio_max_delay_ms = audio_max_delay_ms
+        #: Frames dropped because TS cannot carry their codec here, or they came before any configuration.
+        self.skipped = 0
+        self._video: _VideoTrack | None = None
+        self._audio: _AudioTrack | None = None
+        self._cc: dict[int, int] = {}
+        self._pmt_version = 0
+        self._pmt_streams: tuple[tuple[int, int], ...] | None = None
+        self._psi_dirty = True
+        self._discontinuity = False
+        self._abuf: list[bytes] = []
+        self._abuf_size = 0
+        self._abuf_pts = 0
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def has_video(self) -> bool:
+        return self._video is not None
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
+
+    @property
+    def pcr_pid(self) -> int:
+        if self._video is not None:
+            return self.video_pid
+        if self._audio is not None:
+            return self.audio_pid
+        return NULL_PID
+
+    @property
+    def avc_config(self) -> avc.AVCConfig | None:
+        return self._video.avc_config if self._video else None
+
+    @property
+    def hevc_config(self) -> avc.HEVCConfig | None:
+        return self._video.hevc_config if self._video else None
+
+    @property
+    def audio_config(self) -> AudioSpecificConfig | None:
+        return self._audio.asc if self._audio else None
+
+    def mux(self, pkt: FLVPacket) -> bytes:
+        """TS packets for one media packet (often empty: sequence headers, metadata, buffered audio)."""
+        return self.mux_tag(pkt.kind, pkt.timestamp, pkt.payload)
+
+    def mux_tag(self, kind: int, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        if kind == flv.VIDEO:
+            return self._mux_video(timestamp, payload)
+        if kind == flv.AUDIO:
+            return self._mux_audio(timestamp, payload)
+        return b""
+
+    def psi(self, advance: bool = True) -> bytes:
+        """PAT + PMT (two packets).
+
+        ``advance=False`` leaves the continuity counters alone and reuses the last ones sent, so the bytes
+        can be given to a viewer joining a shared stream: for it they are the first packets of those PIDs,
+        and the next shared PAT/PMT still continues its counters without a gap.
+        """
+        streams = self._streams()
+        if streams != self._pmt_streams:
+            if self._pmt_streams is not None:
+                self._pmt_version = (self._pmt_version + 1) & 0x1F
+            self._pmt_streams = streams
+        if advance:
+            self._psi_dirty = False
+        pat = _section(
+            0x00,
+            self.transport_stream_id,
+            0,
+            bytes((self.program_number >> 8, self.program_number & 0xFF, 0xE0 | self.pmt_pid >> 8, self.pmt_pid & 0xFF)),
+        )
+        pcr_pid = self.pcr_pid
+        body = bytearray((0xE0 | pcr_pid >> 8, pcr_pid & 0xFF, 0xF0, 0x00))
+        for stream_type, pid in streams:
+            body += bytes((stream_type, 0xE0 | pid >> 8, pid & 0xFF, 0xF0, 0x00))
+        pmt = _section(0x02, self.program_number, self._pmt_version, bytes(body))
+        return self._psi_packet(PAT_PID, pat, advance) + self._psi_packet(self.pmt_pid, pmt, advance)
+
+    def flush(self) -> bytes:
+        """Write out buffered audio; call before closing a segment or a stream."""
+        if not self._abuf:
+            return b""
+        return self._flush_audio()
+
+    def discontinuity(self) -> bytes:
+        """A new publisher's timeline follows: flush, then flag the next PCR as a time-base discontinuity.
+
+        Codec configurations are kept (a republish sends its own sequence headers, which replace them);
+        continuity counters go on, so only the PCR needs flagging.
+        """
+        out = self.flush()
+        self._discontinuity = True
+        return out
+
+    def reset_codecs(self) -> bytes:
+        """Forget tracks and configurations (the publisher left); returns the flushed audio."""
+        out = self.flush()
+        self._video = None
+        self._audio = None
+        self._psi_dirty = True
+        return out
+
+    # ------------------------------------------------------------------ video
+
+    def _mux_video(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        info = flv.parse_video(payload)
+        if info.command is not None or info.packet_type == flv.PACKET_METADATA or info.sequence_end:
+            return b""
+        codec = info.codec
+        if info.multitrack or codec not in (flv.CODEC_AVC, flv.CODEC_HEVC):
+            self.skipped += 1
+            return b""
+        body = memoryview(payload)[info.data_offset :]
+        if info.sequence_header:
+            self._video_config(codec, body, info.packet_type)
+            return b""
+        if info.packet_type not in (flv.PACKET_CODED_FRAMES, flv.PACKET_CODED_FRAMES_X) or not body:
+            return b""
+        track = self._video
+        if track is None or track.codec != codec:
+            # No sequence header yet: parameter sets may still be in band. Default AVCC length size.
+            track = self._set_video(_VideoTrack(codec, STREAM_TYPE_H264 if codec == flv.CODEC_AVC else STREAM_TYPE_HEVC))
+        nals = avc.split_avcc(body, track.length_size)
+        if not nals:
+            return b""
+        parts: list[bytes | memoryview]
+        if codec == flv.CODEC_AVC:
+            types = [nal[0] & 0x1F for nal in nals]
+            random_access = avc.NAL_IDR in types
+            has_ps = avc.NAL_SPS in types
+            aud, aud_type = _AUD_H264, avc.NAL_AUD
+        else:
+            types = [(nal[0] >> 1) & 0x3F for nal in nals]
+            random_access = any(avc.HEVC_NAL_BLA_W_LP <= t <= avc.HEVC_NAL_RSV_IRAP_23 for t in types)
+            has_ps = avc.HEVC_NAL_SPS in types
+            aud, aud_type = _AUD_HEVC, avc.HEVC_NAL_AUD
+        parts = [aud]
+        if random_access and not has_ps:
+            parts.append(track.param_sets)
+        start = avc.START_CODE
+        for nal, t in zip(nals, types):
+            if t != aud_type:  # ours is already first, where the standard wants it
+                parts.append(start)
+                parts.append(nal)
+        dts = timestamp * CLOCK_KHZ
+        pts = max(dts, (timestamp + info.composition_time) * CLOCK_KHZ)
+        out = self._flush_audio() if self._abuf else b""
+        es = b"".join(parts)
+        return out + self._write_pes(self.video_pid, STREAM_ID_VIDEO, pts, dts, es, random_access, bounded=False)
+
+    def _video_config(self, codec: str, body: memoryview, packet_type: int) -> None:
+        if packet_type == flv.PACKET_MPEG2TS_SEQUENCE_START:
+            self.skipped += 1  # an MPEG-2 TS descriptor, not a decoder configuration record
+            return
+        if codec == flv.CODEC_AVC:
+            cfg = avc.parse_avc_config(body)
+            self._set_video(
+                _VideoTrack(codec, STREAM_TYPE_H264, cfg.nalu_length_size, _annexb_param_sets(cfg.sps, cfg.pps), cfg)
+            )
+        else:
+            hcfg = avc.parse_hevc_config(body)
+            self._set_video(
+                _VideoTrack(
+                    codec,
+                    STREAM_TYPE_HEVC,
+                    hcfg.nalu_length_size,
+                    _annexb_param_sets(hcfg.vps, hcfg.sps, hcfg.pps),
+                    None,
+                    hcfg,
+                )
+            )
+
+    def _set_video(self, track: _VideoTrack) -> _VideoTrack:
+        old = self._video
+        if old is None or old.stream_type != track.stream_type:
+            self._psi_dirty = True
+        self._video = track
+        return track
+
+    # ------------------------------------------------------------------ audio
+
+    def _mux_audio(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        info = flv.parse_audio(payload)
+        codec = info.codec
+        if info.multitrack or codec not in (flv.CODEC_AAC, flv.CODEC_MP3):
+            self.skipped += 1
+            return b""
+        body = memoryview(payload)[info.data_offset :]
+        if codec == flv.CODEC_AAC:
+            if info.sequence_header:
+                self._set_audio(_AudioTrack(codec, STREAM_TYPE_AAC, parse_asc(body)))
+                return b""
+            if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
+                return b""
+            track = self._audio
+            if track is None or track.asc is None or track.codec != codec:
+                self.skipped += 1  # raw AAC cannot be framed without its AudioSpecificConfig
+                return b""
+            frame = adts_header(track.asc, len(body)) + body
+        else:
+            if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
+                return b""
+            stream_type = _mp3_stream_type(body, info.sample_rate)
+            if self._audio is None or self._audio.stream_type != stream_type:
+                self._set_audio(_AudioTrack(codec, stream_type))
+            frame = bytes(body)
+        pts = timestamp * CLOCK_KHZ
+        out = b""
+        if self._abuf and (
+            pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
+            or pts < self._abuf_pts
+            or self._abuf_size + len(frame) > _MAX_AUDIO_PES
+        ):
+            out = self._flush_audio()
+        if not self._abuf:
+            self._abuf_pts = pts
+        self._abuf.append(frame)
+        self._abuf_size += len(frame)
+        if self.audio_max_delay_ms <= 0:
+            out += self._flush_audio()
+        return out
+
+    def _set_audio(self, track: _AudioTrack) -> None:
+        old = self._audio
+        if old is None or old.stream_type != track.stream_type:
+            self._psi_dirty = True
+        self._audio = track
+
+    def _flush_audio(self) -> bytes:
+        es = b"".join(self._abuf)
+        self._abuf.clear()
+        self._abuf_size = 0
+        # Pure audio carries the PCR, and every PES of it is a random access point.
+        return self._write_pes(
+            self.audio_pid, STREAM_ID_AUDIO, self._abuf_pts, self._abuf_pts, es, self._video is None, bounded=True
+        )
+
+    # ------------------------------------------------------------------ packetizing
+
+    def _streams(self) -> tuple[tuple[int, int], ...]:
+        streams: list[tuple[int, int]] = []
+        if self._video is not None:
+            streams.append((self._video.stream_type, self.video_pid))
+        if self._audio is not None:
+            streams.append((self._audio.stream_type, self.audio_pid))
+        return tuple(streams)
+
+    def _psi_packet(self, pid: int, section: bytes, advance: bool) -> bytes:
+        cc = self._cc.get(pid, 0)
+        if not advance:
+            cc = (cc - 1) & 0xF
+        else:
+            self._cc[pid] = (cc + 1) & 0xF
+        head = bytes((SYNC_BYTE, 0x40 | pid >> 8, pid & 0xFF, 0x10 | cc, 0))  # payload start, pointer 0
+        return head + section + b"\xff" * (PACKET_SIZE - 5 - len(section))
+
+    def _write_pes(
+        self, pid: int, stream_id: int, pts: int, dts: int, es: bytes, random_access: bool, bounded: bool
+    ) -> bytes:
+        out = self.psi() if self._psi_dirty else b""
+        if pts != dts:
+            header = b"\xc0\x0a" + _timestamp(3, pts) + _timestamp(1, dts)
+        else:
+            header = b"\x80\x05" + _timestamp(2, pts)
+        length = 1 + len(header) + len(es)  # flags byte + PTS/DTS flags/length + fields + data
+        if length > 0xFFFF:
+            if bounded:
+                raise ValueError("audio PES too large")  # the audio buffer is flushed before this
+            length = 0  # unbounded: allowed for video only
+        pes = b"".join((b"\x00\x00\x01", bytes((stream_id, length >> 8, length & 0xFF, 0x84)), header, es))
+        af = 0
+        fields = b""
+        if pid == self.pcr_pid:
+            af = 0x10
+            fields = _pcr(dts)
+            if self._discontinuity:
+                af |= 0x80
+                self._discontinuity = False
+        if random_access:
+            af |= 0x40
+        return out + self._packetize(pid, pes, bytes((af,)) + fields if af else None)
+
+    def _packetize(self, pid: int, data: bytes, first_af: bytes | None) -> bytes:
+        """Split a PES into transport packets; stuffing goes in the adaptation field of the last one."""
+        out = bytearray()
+        mv = memoryview(data)
+        n = len(data)
+        cc = self._cc.get(pid, 0)
+        hi = pid >> 8
+        lo = pid & 0xFF
+        pos = 0
+        body = first_af
+        pusi = 0x40
+        while pos < n:
+            af_len = 0 if body is None else 1 + len(body)
+            chunk = min(_PAYLOAD - af_len, n - pos)
+            stuff = _PAYLOAD - af_len - chunk
+            if body is not None:
+                af = bytes((len(body) + stuff,)) + body + b"\xff" * stuff
+            elif stuff == 1:
+                af = b"\x00"
+            elif stuff:
+                af = bytes((stuff - 1, 0)) + b"\xff" * (stuff - 2)
+            else:
+                af = b""
+            out += bytes((SYNC_BYTE, pusi | hi, lo, (0x30 if af else 0x10) | cc))
+            if af:
+                out += af
+            out += mv[pos : pos + chunk]
+            pos += chunk
+            cc = (cc + 1) & 0xF
+            body = None
+            pusi = 0
+        self._cc[pid] = cc
+        return bytes(out)
