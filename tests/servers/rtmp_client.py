@@ -29,8 +29,11 @@ from tests.helpers import wait_until
 HOST = "127.0.0.1"
 
 # Synthetic FLV tag bodies: enough structure for the server to classify them (keyframe, sequence header),
-# with a counter inside so every frame is distinct and order can be checked byte for byte.
-AVC_SEQUENCE_HEADER = b"\x17\x00\x00\x00\x00" + bytes.fromhex("0164001effe1001b6764001eacd940a02ff9610000030001000003003c8f162d96010005")
+# with a counter inside so every frame is distinct and order can be checked byte for byte. The sequence
+# headers are real: an AVCDecoderConfigurationRecord from x264 (Baseline, 320x240) and AAC-LC 44.1 kHz stereo.
+AVC_SEQUENCE_HEADER = b"\x17\x00\x00\x00\x00" + bytes.fromhex(
+    "0142c00dffe100166742c00dda0507ec0440000003004000000c83c50aa801000468ce0fc8"
+)
 AAC_SEQUENCE_HEADER = b"\xaf\x00\x12\x10"
 
 
