@@ -62,24 +62,57 @@ class FLVScanner:
             self._skip = 0
         stats = self.stats
         tag = stats.tag
+        expect = self._expect_prev
+        tags = self.tags
+        # Fast path, inline: an AVC/HEVC/AV1 or AAC frame after the first keyframe, its timestamp a little
+        # after the previous one of its track. Anything else goes through ViewerStats.tag, with the counters
+        # this loop keeps in locals handed back first and reloaded after.
+        fast = stats.first_key_at is not None
+        v_ts, a_ts, media = stats.v_ts, stats.a_ts, stats.media
+        vf = af = 0
+        max_gap = stats.th.max_gap_ms
         while p + 15 <= n:
             prev, tw, tsw = _PTS_AND_HEADER(data, p)
             size = tw & 0xFFFFFF
-            peek = 2 if size >= 2 else size
-            if p + 15 + peek > n:
+            if p + 17 > n and p + 15 + (2 if size >= 2 else size) > n:
                 break
-            if prev != self._expect_prev:
-                stats.bad_framing(f"previous tag size {prev}, expected {self._expect_prev}")
-            self._expect_prev = size + 11
+            if prev != expect:
+                stats.bad_framing(f"previous tag size {prev}, expected {expect}")
+            expect = size + 11
             typ = tw >> 24
-            if typ == VIDEO or typ == AUDIO:
-                tag(typ, (tsw >> 8) | ((tsw & 0xFF) << 24), data[p + 15] if size else -1,
-                    data[p + 16] if size >= 2 else -1, now)
-            elif typ != SCRIPT:
+            ts = (tsw >> 8) | ((tsw & 0xFF) << 24)
+            if typ == VIDEO:
+                common = (fast and size >= 2 and data[p + 16] == 1 and (b0 := data[p + 15]) & 0x8F in (7, 12, 13)
+                          and (b0 >> 4) != 5 and 0 <= ts - v_ts <= max_gap)
+                if common:
+                    v_ts = media = ts
+                    vf += 1
+            elif typ == AUDIO:
+                common = (size >= 2 and data[p + 15] >> 4 == 10 and data[p + 16] == 1 and v_ts >= 0
+                          and 0 <= ts - a_ts <= max_gap)
+                if common:
+                    a_ts = ts
+                    af += 1
+            elif typ == SCRIPT:
+                common = True
+            else:
                 stats.bad_framing(f"tag type {typ}")
                 raise StreamEnd("bad tag type")
-            self.tags += 1
+            if not common:
+                stats.v_ts, stats.a_ts, stats.media = v_ts, a_ts, media
+                stats.video_frames += vf
+                stats.audio_frames += af
+                vf = af = 0
+                tag(typ, ts, data[p + 15] if size else -1, data[p + 16] if size >= 2 else -1, now)
+                v_ts, a_ts, media = stats.v_ts, stats.a_ts, stats.media
+                fast = stats.first_key_at is not None
+            tags += 1
             p += 15 + size
+        stats.v_ts, stats.a_ts, stats.media = v_ts, a_ts, media
+        stats.video_frames += vf
+        stats.audio_frames += af
+        self._expect_prev = expect
+        self.tags = tags
         if p > n:
             self._skip = p - n
         elif p < n:

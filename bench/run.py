@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
 from bench import loadgen
 from bench.media import DEFAULT_CACHE, PROFILES, publish_args, source_file
 from bench.procs import popen, spawn, stop_group
-from bench.servers import SERVERS, Server, ServerUnavailable, start_server
+from bench.servers import SERVER_PROTOS, SERVERS, Server, ServerUnavailable, start_server
 
 APP, STREAM = "live", "bench"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -96,6 +96,7 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
             sys.executable, str(Path(loadgen.__file__).resolve()), url,
             "--viewers", str(viewers), "--duration", str(args.duration), "--procs", str(args.procs),
             "--connect-rate", str(args.connect_rate), "--stall", str(args.stall), "--max-gap", str(args.max_gap),
+            "--read-interval", str(args.read_interval),
             "--start-at", repr(start_at), "--window-start", repr(window_start),
         ]
         with open(workdir / "loadgen.log", "ab") as err:
@@ -154,6 +155,8 @@ COLUMNS = ("server", "proto", "viewers", "CPU %", "RSS MiB", "Mbit/s", "keeping 
 
 def table_row(row: dict[str, Any]) -> list[str]:
     head = [row["server"], row["proto"], str(row["viewers"])]
+    if "skipped" in row:
+        return head + ["not supported"] + [""] * (len(COLUMNS) - 4)
     if "error" in row:
         return head + ["error (below)"] + [""] * (len(COLUMNS) - 4)
     load = row["load"]
@@ -211,6 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--procs", type=int, default=0, help="load generator processes (0: one per 500 viewers)")
     p.add_argument("--stall", type=float, default=1.0, help="seconds without media that count as a stall")
     p.add_argument("--max-gap", type=int, default=1000, help="ms between frames of a track that count as a gap")
+    p.add_argument("--read-interval", type=float, default=0.1,
+                   help="a playing viewer reads at most this often, seconds (0: on every arrival)")
     p.add_argument("--source", choices=sorted(PROFILES), default="720p", help="source stream profile")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the source file is kept")
     p.add_argument("--vhost-extra", default="", help="livesrv only: directives added to the vhost block, "
@@ -234,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     for server in args.server:
         for proto in args.proto:
             for n in args.viewers:
+                if proto not in SERVER_PROTOS[server]:
+                    rows.append({"server": server, "proto": proto, "viewers": n, "skipped": f"{server} has no {proto}"})
+                    continue
                 print(f"bench: {server} {proto} {n} viewers, {args.duration:g} s ...", file=sys.stderr, flush=True)
                 rows.append(run_row(server, proto, n, args, src))
     if args.json:

@@ -23,6 +23,8 @@ NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")  # Debian'
 NMS_DIR_NAME = "nms"  # npm prefix under the cache dir: <cache>/nms/node_modules/node-media-server
 
 SERVERS = ("livesrv", "nginx-rtmp", "nms")
+#: The play protocols each server has (nginx-rtmp has no HTTP-FLV: its HTTP side only serves HLS/DASH).
+SERVER_PROTOS = {"livesrv": ("rtmp", "flv"), "nginx-rtmp": ("rtmp",), "nms": ("rtmp", "flv")}
 
 
 class ServerUnavailable(RuntimeError):

@@ -107,3 +107,25 @@ def test_garbage_bodies_only_ever_end_the_stream(junk, cuts, use_chunked) -> Non
 def test_a_refused_request_ends_the_stream(head: bytes) -> None:
     with pytest.raises(StreamEnd):
         read(head + b"FLV", [])
+
+
+FIRST_BYTES = st.sampled_from([(0x17, 0), (0x17, 1), (0x27, 1), (0x57, 1), (0x1C, 1), (0x91, 0), (0x91, 1),
+                               (0xAF, 0), (0xAF, 1), (0x2F, 1), (0x22, 1)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([8, 9]), st.integers(0, 5000), FIRST_BYTES, st.integers(0, 50)),
+                max_size=60),
+       st.lists(st.integers(0, 10**5), max_size=10))
+def test_the_scanner_counts_exactly_as_tag_by_tag(tags, cuts) -> None:  # type: ignore[no-untyped-def]
+    """The scanner's inline fast path for common frames agrees with ViewerStats.tag on any tag sequence."""
+    body = flv.file_header() + b"".join(
+        flv.encode_tag(typ, ts, bytes(first) + bytes(extra)) for typ, ts, first, extra in tags
+    )
+    scanned, _ = read(HEAD_RAW + body, cuts)
+    direct = ViewerStats(Thresholds(), 0.0, 100.0, 0.0)
+    for typ, ts, (b0, b1), _ in tags:
+        direct.tag(typ, ts, b0, b1, 1.0)
+    keys = ("video_frames", "audio_frames", "frames_before_key", "backwards", "ts_gaps", "v_ts", "a_ts", "media")
+    assert {k: getattr(scanned, k) for k in keys} == {k: getattr(direct, k) for k in keys}
+    assert (scanned.first_key_at is None) == (direct.first_key_at is None)
