@@ -408,6 +408,9 @@ def test_malformed_input_raises_and_muxer_goes_on() -> None:
         m.mux(V(40, b"\x17\x00\x00\x00\x00\x01\x42"))  # truncated configuration record
     with pytest.raises(ProtocolError):
         m.mux(A(40, b"\xaf\x00\x12"))  # truncated ASC
+    with pytest.raises(mpegts.TSError):
+        m.mux(A(40, b"\x2f" + bytes(70000)))  # an "MP3 frame" larger than a PES can hold
+    assert not m.has_audio
     after = m.mux(V(40, inter_frame()))
     check_continuity(good + after)
     assert m.avc_config is not None and m.avc_config.sps == (SPS_320,)

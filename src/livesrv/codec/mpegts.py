@@ -16,7 +16,7 @@ changes, a new PMT version is written before the next PES. :meth:`TSMuxer.psi` g
 the start of every HLS segment, or ``psi(advance=False)`` for a viewer joining a shared live TS stream.
 
 Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVError``, ``AVCError``,
-``AACError``) and leaves the muxer usable; codecs TS cannot carry here (AV1, VP9, Opus, ...) are counted in
+``AACError``, ``TSError``) and leaves the muxer usable; codecs TS cannot carry here (AV1, VP9, Opus, ...) are counted in
 :attr:`TSMuxer.skipped` and dropped.
 """
 
@@ -27,6 +27,7 @@ from typing import Final, Protocol
 
 from livesrv.codec import avc, flv
 from livesrv.codec.aac import AudioSpecificConfig, adts_header, parse_asc
+from livesrv.codec.errors import ProtocolError
 
 __all__ = [
     "AUDIO_PID",
@@ -38,6 +39,7 @@ __all__ = [
     "STREAM_TYPE_HEVC",
     "STREAM_TYPE_MPEG1_AUDIO",
     "STREAM_TYPE_MPEG2_AUDIO",
+    "TSError",
     "TSMuxer",
     "VIDEO_PID",
     "crc32_mpeg2",
@@ -69,6 +71,10 @@ _MAX_AUDIO_PES: Final = 0xFFFF - 8
 
 _AUD_H264: Final = avc.START_CODE + avc.AUD_H264
 _AUD_HEVC: Final = avc.START_CODE + avc.AUD_HEVC
+
+
+class TSError(ProtocolError):
+    """Media that cannot be put in a transport stream (e.g. an audio frame too large for one PES)."""
 
 
 class FLVPacket(Protocol):
@@ -430,6 +436,8 @@ class TSMuxer:
         else:
             if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
                 return b""
+            if len(body) > _MAX_AUDIO_PES:  # (ADTS frames are at most 8 KiB)
+                raise TSError(f"audio frame of {len(body)} bytes does not fit a PES packet")
             stream_type = _mp3_stream_type(body, info.sample_rate)
             if self._audio is None or self._audio.stream_type != stream_type:
                 self._set_audio(_AudioTrack(codec, stream_type))
@@ -494,8 +502,8 @@ class TSMuxer:
             header = b"\x80\x05" + _timestamp(2, pts)
         length = 1 + len(header) + len(es)  # flags byte + PTS/DTS flags/length + fields + data
         if length > 0xFFFF:
-            if bounded:
-                raise ValueError("audio PES too large")  # the audio buffer is flushed before this
+            if bounded:  # cannot happen: the audio buffer is flushed before it grows this large
+                raise AssertionError("audio PES too large")
             length = 0  # unbounded: allowed for video only
         pes = b"".join((b"\x00\x00\x01", bytes((stream_id, length >> 8, length & 0xFF, 0x84)), header, es))
         af = 0

@@ -1,0 +1,379 @@
+"""A sans-IO HLS segmenter with SRS's knobs: media packets in, file actions out.
+
+The segmenter never touches the disk or the clock. :meth:`HlsSegmenter.feed` returns the actions to perform,
+in order: :class:`WriteSegment` (a whole ``.ts`` file), :class:`WritePlaylist` (the whole ``.m3u8``) and
+:class:`DeleteFile` (segments that left the window). Names are relative to ``hls_path``. The asyncio adapter
+performs them off the event loop, each write atomically (temp file + rename), in the given order: a playlist
+never names a segment that is not yet written, and a segment is deleted only after the playlist stopped naming
+it.
+
+Cutting rules (``vhost { hls { ... } }``):
+
+* the first segment (and the first after a discontinuity) starts on a video keyframe, or on any frame of a
+  pure audio stream; frames before it are dropped;
+* with video, it is cut at the first keyframe once it lasts ``hls_fragment`` seconds; when
+  ``hls_wait_keyframe`` is off it is also cut on any video frame once it lasts ``hls_fragment * hls_td_ratio``;
+* pure audio is cut on the first frame once the segment lasts ``hls_fragment``;
+* the window keeps the newest segments whose cumulative duration fits ``hls_window`` plus the one that crosses
+  it (SRS's rule); older ones leave the playlist and, with ``hls_cleanup``, are deleted.
+
+Lifecycle: :meth:`~HlsSegmenter.finish` at unpublish writes the open segment and the final playlist;
+:meth:`~HlsSegmenter.discontinuity` when a new publisher starts (call it before feeding that publisher's
+packets) marks the next segment with ``EXT-X-DISCONTINUITY``; :meth:`~HlsSegmenter.dispose` (after
+``hls_dispose``) deletes everything. A track whose timestamps go back by more than a second, or a frame more
+than :data:`MAX_FORWARD_JUMP_MS` (or three forced-cut lengths) ahead of everything seen, is treated as an
+implicit discontinuity, so a publisher that resets its clock cannot freeze segmenting.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from livesrv.codec import flv
+from livesrv.codec.errors import ProtocolError
+from livesrv.codec.hls_playlist import MediaPlaylist, Segment
+from livesrv.codec.mpegts import FLVPacket, TSMuxer
+from livesrv.config import HlsConfig
+
+__all__ = [
+    "DeleteFile",
+    "HlsAction",
+    "HlsSegmenter",
+    "SegmentInfo",
+    "WritePlaylist",
+    "WriteSegment",
+    "render_template",
+]
+
+#: Backward jump (ms) beyond which timestamps are taken to have restarted.
+MAX_BACKWARD_JUMP_MS: Final = 1000
+#: Forward jump (ms) beyond which timestamps are taken to have restarted (at least; see the module doc).
+MAX_FORWARD_JUMP_MS: Final = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSegment:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WritePlaylist:
+    name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFile:
+    name: str
+
+
+HlsAction = WriteSegment | WritePlaylist | DeleteFile
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """A written segment: ``name`` is relative to ``hls_path``, ``uri`` relative to the playlist."""
+
+    sequence: int
+    name: str
+    uri: str
+    duration: float  # seconds
+    discontinuity: bool
+    start_ms: int  # stream timestamp of its first frame
+    size: int
+
+
+@dataclass(slots=True)
+class _OpenSegment:
+    sequence: int
+    name: str
+    start_ms: int
+    discontinuity: bool
+    chunks: list[bytes] = field(default_factory=list)
+    end_ms: int = 0
+    frames: int = 0
+
+
+def _safe_name(name: str, what: str) -> str:
+    """A relative, normalized POSIX path that cannot leave ``hls_path``."""
+    norm = posixpath.normpath(name.lstrip("/"))
+    if not norm or norm == "." or norm.startswith("../") or norm == ".." or "\x00" in norm:
+        raise ValueError(f"{what} {name!r} does not name a file inside hls_path")
+    return norm
+
+
+def _ts_video(payload: bytes) -> bool:
+    """Is this a video frame the TS muxer carries (H.264/H.265), even before its sequence header?"""
+    try:
+        return flv.parse_video(payload).codec in (flv.CODEC_AVC, flv.CODEC_HEVC)
+    except ProtocolError:
+        return True  # let the muxer reject it and count it
+
+
+def render_template(template: str, *, vhost: str, app: str, stream: str, seq: int | None = None,
+                    timestamp: int | None = None) -> str:
+    """SRS's path variables: ``[vhost]``, ``[app]``, ``[stream]``, ``[seq]``, ``[timestamp]`` (ms)."""
+    out = template.replace("[vhost]", vhost).replace("[app]", app).replace("[stream]", stream)
+    if seq is not None:
+        out = out.replace("[seq]", str(seq))
+    if timestamp is not None:
+        out = out.replace("[timestamp]", str(timestamp))
+    return out
+
+
+class HlsSegmenter:
+    """One stream's HLS output. See the module docstring for the rules."""
+
+    def __init__(
+        self,
+        config: HlsConfig,
+        vhost: str,
+        app: str,
+        stream: str,
+        *,
+        start_sequence: int = 0,
+        muxer: TSMuxer | None = None,
+    ) -> None:
+        self.config = config
+        self.vhost = vhost
+        self.app = app
+        self.stream = stream
+        self.playlist_name = _safe_name(
+            render_template(config.hls_m3u8_file, vhost=vhost, app=app, stream=stream), "hls_m3u8_file"
+        )
+        self._playlist_dir = posixpath.dirname(self.playlist_name) or "."
+        # Check the segment template once, with both variables, so a bad app/stream fails here.
+        _safe_name(self._segment_name(start_sequence, 0), "hls_ts_file")
+        self._muxer = muxer or TSMuxer()
+        self._fragment_ms = config.hls_fragment * 1000.0
+        self._force_ms = config.hls_fragment * config.hls_td_ratio * 1000.0
+        self._window_s = config.hls_window
+        self._forward_jump_ms = max(MAX_FORWARD_JUMP_MS, 3 * self._force_ms)
+        self._next_seq = start_sequence
+        self._segments: list[SegmentInfo] = []
+        self._disc_sequence = 0
+        self._open: _OpenSegment | None = None
+        self._pending_discontinuity = False
+        self._track_last: dict[int, int] = {}
+        self._track_delta: dict[int, int] = {}
+        #: Packets the muxer rejected as malformed (they are skipped, the stream goes on).
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def segments(self) -> tuple[SegmentInfo, ...]:
+        """The segments in the playlist window, oldest first."""
+        return tuple(self._segments)
+
+    @property
+    def muxer(self) -> TSMuxer:
+        return self._muxer
+
+    @property
+    def playlist(self) -> MediaPlaylist:
+        return MediaPlaylist(
+            tuple(Segment(s.uri, s.duration, s.discontinuity) for s in self._segments),
+            self._segments[0].sequence if self._segments else self._next_seq,
+            self._disc_sequence,
+        )
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, pkt: FLVPacket, now_ms: int | None = None) -> list[HlsAction]:
+        """Take one media packet. ``now_ms`` (wall clock, ms) only fills ``[timestamp]`` in segment names;
+        without it the segment's stream timestamp is used."""
+        kind = pkt.kind
+        payload = pkt.payload
+        if kind == flv.VIDEO:
+            is_video = True
+            if flv.is_sequence_header(payload):
+                self._mux_aside(pkt)
+                return []
+        elif kind == flv.AUDIO:
+            is_video = False
+            if flv.is_audio_sequence_header(payload):
+                self._mux_aside(pkt)
+                return []
+        else:
+            return []
+        if is_video and not self._muxer.has_video and not _ts_video(payload):
+            self._mux_aside(pkt)  # AV1, VP9...: the muxer counts and drops it; segmenting ignores it
+            return []
+        ts = pkt.timestamp
+        keyframe = is_video and flv.is_keyframe(payload)
+        actions: list[HlsAction] = []
+
+        # A track going back in time, or any frame far ahead of everything seen: the clock restarted.
+        prev = self._track_last.get(kind)
+        newest = max(self._track_last.values(), default=None)
+        if (prev is not None and ts < prev - MAX_BACKWARD_JUMP_MS) or (
+            newest is not None and ts > newest + self._forward_jump_ms
+        ):
+            if self._open is not None:
+                actions += self._close(None)
+            if self._segments:
+                self._pending_discontinuity = True
+            self._muxer_discontinuity()
+            self._reset_clock()
+            prev = None
+
+        seg = self._open
+        has_video = is_video or self._muxer.has_video
+        if seg is None:
+            if has_video and not keyframe:
+                return actions  # a segment must start with a picture that decodes on its own
+            seg = self._start(ts, now_ms)
+        else:
+            elapsed = ts - seg.start_ms
+            if has_video:
+                cut = is_video and (
+                    (keyframe and elapsed >= self._fragment_ms)
+                    or (not self.config.hls_wait_keyframe and elapsed >= self._force_ms)
+                )
+            else:
+                cut = elapsed >= self._fragment_ms
+            if cut:
+                actions += self._close(ts)
+                seg = self._start(ts, now_ms)
+
+        try:
+            data = self._muxer.mux(pkt)
+        except ProtocolError:
+            self.dropped += 1
+            return actions
+        if data:
+            seg.chunks.append(data)
+        seg.frames += 1
+        # Where this frame ends: its timestamp plus its track's typical frame duration, which is what
+        # the segment lasts if it is closed by finish() rather than by the next segment's first frame.
+        delta = self._track_delta.get(kind, 0)
+        if prev is not None and 0 < ts - prev < 1000:
+            delta = self._track_delta[kind] = ts - prev
+        self._track_last[kind] = ts
+        if ts + delta > seg.end_ms:
+            seg.end_ms = ts + delta
+        return actions
+
+    def discontinuity(self) -> list[HlsAction]:
+        """A new publisher starts: close what is open; the next segment gets ``EXT-X-DISCONTINUITY``."""
+        actions = self._close(None) if self._open is not None else []
+        if self._segments or actions:
+            self._pending_discontinuity = True
+        self._muxer_discontinuity()
+        self._reset_clock()
+        return actions
+
+    def finish(self, endlist: bool = False) -> list[HlsAction]:
+        """Unpublish: write the open segment and the final playlist; forget the publisher's codecs.
+
+        Like SRS, the playlist stays live (players keep polling, a republish continues it) unless
+        ``endlist`` asks for ``EXT-X-ENDLIST``, e.g. to hand the recording to a VOD player.
+        """
+        actions = self._close(None, endlist) if self._open is not None else []
+        if not actions and self._segments:
+            actions = [WritePlaylist(self.playlist_name, self._render(endlist))]
+        self._muxer.reset_codecs()
+        if self._segments:
+            self._pending_discontinuity = True
+        self._muxer_discontinuity()
+        self._reset_clock()
+        return actions
+
+    def dispose(self) -> list[HlsAction]:
+        """Delete the playlist and every segment it names (``hls_dispose`` after unpublish)."""
+        actions: list[HlsAction] = [DeleteFile(s.name) for s in self._segments]
+        if self._segments:
+            actions.append(DeleteFile(self.playlist_name))
+        self._segments.clear()
+        self._open = None
+        self._pending_discontinuity = False
+        self._disc_sequence = 0
+        self._muxer.reset_codecs()
+        self._reset_clock()
+        return actions
+
+    # ------------------------------------------------------------------ internals
+
+    def _mux_aside(self, pkt: FLVPacket) -> None:
+        """Packets that update the muxer's state but never open or cut a segment."""
+        try:
+            data = self._muxer.mux(pkt)
+        except ProtocolError:
+            self.dropped += 1
+            return
+        if data and self._open is not None:  # never in practice: configurations produce no packets
+            self._open.chunks.append(data)
+
+    def _reset_clock(self) -> None:
+        self._track_last.clear()
+        self._track_delta.clear()
+
+    def _muxer_discontinuity(self) -> None:
+        tail = self._muxer.discontinuity()
+        if tail and self._open is not None:
+            self._open.chunks.append(tail)
+
+    def _segment_name(self, seq: int, timestamp: int) -> str:
+        return render_template(
+            self.config.hls_ts_file, vhost=self.vhost, app=self.app, stream=self.stream, seq=seq, timestamp=timestamp
+        )
+
+    def _start(self, ts: int, now_ms: int | None) -> _OpenSegment:
+        seq = self._next_seq
+        self._next_seq += 1
+        name = _safe_name(self._segment_name(seq, ts if now_ms is None else now_ms), "hls_ts_file")
+        seg = _OpenSegment(seq, name, ts, self._pending_discontinuity, [self._muxer.psi()], ts)
+        self._pending_discontinuity = False
+        self._open = seg
+        return seg
+
+    def _render(self, endlist: bool = False) -> str:
+        pl = self.playlist
+        return (replace(pl, endlist=True) if endlist else pl).render()
+
+    def _close(self, end_ms: int | None, endlist: bool = False) -> list[HlsAction]:
+        seg = self._open
+        assert seg is not None
+        self._open = None
+        tail = self._muxer.flush()
+        if tail:
+            seg.chunks.append(tail)
+        if seg.frames == 0:
+            # Nothing usable reached it: give the number back, keep a pending discontinuity.
+            self._next_seq = seg.sequence
+            self._pending_discontinuity = self._pending_discontinuity or seg.discontinuity
+            return []
+        end = seg.end_ms if end_ms is None else end_ms
+        duration = max(0, end - seg.start_ms) / 1000.0
+        data = b"".join(seg.chunks)
+        uri = posixpath.relpath(seg.name, self._playlist_dir)
+        self._segments.append(
+            SegmentInfo(seg.sequence, seg.name, uri, duration, seg.discontinuity, seg.start_ms, len(data))
+        )
+        removed = self._shrink()
+        actions: list[HlsAction] = [
+            WriteSegment(seg.name, data),
+            WritePlaylist(self.playlist_name, self._render(endlist)),
+        ]
+        if self.config.hls_cleanup:
+            actions += [DeleteFile(s.name) for s in removed]
+        return actions
+
+    def _shrink(self) -> list[SegmentInfo]:
+        """SRS's window: walk back from the newest; the segment that crosses hls_window is the oldest kept."""
+        total = 0.0
+        keep_from = 0
+        segs = self._segments
+        for i in range(len(segs) - 1, -1, -1):
+            total += segs[i].duration
+            if total > self._window_s:
+                keep_from = i
+                break
+        removed = segs[:keep_from]
+        del segs[:keep_from]
+        self._disc_sequence += sum(1 for s in removed if s.discontinuity)
+        return removed
