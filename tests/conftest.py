@@ -28,6 +28,7 @@ def server_config(extra: str = "", vhost: str = ""):  # -> Config
     {extra}
     vhost __defaultVhost__ {{
         {vhost}
+        {"" if "http_remux" in vhost else "http_remux { enabled on; }"}
     }}
     """
     result = parse_text(text, "<test>")

@@ -63,3 +63,68 @@ def ffmpeg_publish_args(src: Path, url: str, loop: bool = True) -> list[str]:
         *(["-stream_loop", "-1"] if loop else []),
         "-i", str(src), "-c", "copy", "-f", "flv", url,
     ]
+
+
+class FlvViewer:
+    """An HTTP-FLV or WebSocket-FLV viewer that keeps every byte and parses the tags as they come."""
+
+    def __init__(self, url: str, ws: bool = False) -> None:
+        from livesrv.codec import flv
+
+        self.url = url
+        self.ws = ws
+        self.raw = bytearray()
+        self.decoder = flv.FLVDecoder()
+        self.tags: list[flv.FLVTag] = []
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.ended = asyncio.Event()
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> FlvViewer:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def _feed(self, data: bytes) -> None:
+        from livesrv.codec import flv
+
+        self.raw += data
+        for ev in self.decoder.feed(data):
+            if isinstance(ev, flv.FLVTag):
+                self.tags.append(ev)
+
+    async def _run(self) -> None:
+        import aiohttp
+
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as session:
+                if self.ws:
+                    async with session.ws_connect(self.url.replace("http://", "ws://")) as ws:
+                        self.status = 101
+                        async for msg in ws:
+                            if msg.type == aiohttp.WSMsgType.BINARY:
+                                self._feed(msg.data)
+                            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR):
+                                break
+                else:
+                    async with session.get(self.url) as resp:
+                        self.status = resp.status
+                        self.headers = dict(resp.headers)
+                        async for chunk in resp.content.iter_any():
+                            self._feed(chunk)
+        except Exception as exc:  # noqa: BLE001 - kept for the test to inspect
+            self.error = exc
+        finally:
+            self.ended.set()
+
+    def keyframes_after(self, n_tags: int) -> int:
+        from livesrv.codec import flv
+
+        return sum(1 for t in self.tags[n_tags:] if t.tag_type == flv.VIDEO and flv.is_keyframe(t.payload)
+                   and not flv.is_sequence_header(t.payload))
+
+    async def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
