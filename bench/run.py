@@ -235,7 +235,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     loadgen.raise_fd_limit()  # the server inherits it
     src = source_file(PROFILES[args.source], args.cache_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    try:
+        _run_all(args, src, rows)
+    except KeyboardInterrupt:
+        print("bench: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    if args.json:
+        json.dump({"source": PROFILES[args.source].filename, "duration_s": args.duration, "rows": rows},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(rows))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def _run_all(args: argparse.Namespace, src: Path, rows: list[dict[str, Any]]) -> None:
     for server in args.server:
         for proto in args.proto:
             for n in args.viewers:
@@ -244,13 +259,6 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"bench: {server} {proto} {n} viewers, {args.duration:g} s ...", file=sys.stderr, flush=True)
                 rows.append(run_row(server, proto, n, args, src))
-    if args.json:
-        json.dump({"source": PROFILES[args.source].filename, "duration_s": args.duration, "rows": rows},
-                  sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print(format_table(rows))
-    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -87,13 +87,17 @@ async def test_flv_viewers_measure_batched_slow_and_broken_streams() -> None:
             run_viewers(Target(f"http://127.0.0.1:{port}{path}"), 4, start, 100.0, window, 3.0, Thresholds())
             for path in [*tracks, "/live/missing.flv"]
         ]
-        ok, slow, hole, missing = [summarize(r["viewers"], 3.0) for r in await asyncio.gather(*runs)]
+        # The same stream read by paced viewers (at most one read per 100 ms once playing).
+        runs.append(run_viewers(Target(f"http://127.0.0.1:{port}/live/ok.flv"), 4, start, 100.0, window, 3.0,
+                                Thresholds(), read_interval=0.1))
+        ok, slow, hole, missing, paced = [summarize(r["viewers"], 3.0) for r in await asyncio.gather(*runs)]
     finally:
         pump.cancel()
         server.close()
     assert (ok["keeping_up"], ok["malformed"], ok["errors"], ok["stalled"]) == (4, 0, 0, 0), ok
     assert ok["first_frame_p90_s"] < 1.5 and 0.9 < ok["rate_min"] < 1.1, ok
     assert ok["delivered_mbps"] > 4 * 0.2, ok
+    assert (paced["keeping_up"], paced["malformed"], paced["stalled"]) == (4, 0, 0), paced
     assert slow["keeping_up"] == 0 and slow["malformed"] == 0 and slow["rate_p50"] < 0.9, slow
     assert hole["malformed"] == 4 and hole["timestamp_gaps"] >= 4, hole
     assert missing["errors"] == 4 and "HTTP 404" in missing["error_samples"], missing
