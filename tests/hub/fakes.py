@@ -41,6 +41,9 @@ class RecordingTransport:
         self.keep_writes = False
         self.nbytes = 0
 
+    def get_write_buffer_size(self) -> int:
+        return 0
+
     def write(self, data: bytes) -> None:
         self.nbytes += len(data)
         if self.keep_writes:

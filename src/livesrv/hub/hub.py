@@ -95,7 +95,7 @@ class Hub:
             schedule = self._schedule
             if schedule is None and settings.flush_interval > 0:
                 schedule = _loop_schedule
-            stream = self.streams[key] = Stream(key, settings, schedule)
+            stream = self.streams[key] = Stream(key, settings, schedule, self.clock)
         return stream
 
     # --------------------------------------------------------------------------------- publishing

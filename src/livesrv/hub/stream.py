@@ -5,9 +5,9 @@ The fan-out is the server's hot path. Incoming packets are appended to a pending
 batch is serialized and joined ONCE, and every viewer that is in step writes that same bytes object. A viewer
 that is not in step (it just joined, it fell behind, a new publisher started) catches up on its own once —
 from the batch tail, or at the next keyframe with fresh headers — and then shares the batches again. Its
-backlog is its transport's buffer, bounded by the high-water mark that sets ``blocked``: a blocked viewer
-skips batches and rejoins at a keyframe, so memory never grows without bound and the decoder never sees a
-broken GOP.
+backlog is its transport's buffer: a batch goes only to a viewer whose buffer is empty or stays under its
+limit; any other viewer skips the batch and rejoins at a keyframe, so a viewer costs at most its limit plus
+one batch, and the decoder never sees a broken GOP. A viewer that keeps skipping is closed by the hub's sweep.
 
 State changes are made only by :class:`livesrv.hub.hub.Hub` through :func:`livesrv.hub.states.transition`.
 """
@@ -29,6 +29,11 @@ from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
 #: Gap left between the last timestamp of one publisher and the first of the next, in ms, so that players
 #: see time move forward across a republish.
 REPUBLISH_GAP_MS = 40
+#: A step between two consecutive timestamps larger than this (either way) is a publisher's discontinuity
+#: (a wrap, a negative timestamp sent as 2**32 - x, an encoder restart), not time passing: it becomes
+#: DEFAULT_STEP_MS, as SRS's ``time_jitter full`` does (SRS uses 250 ms; a wider bound keeps 1 fps slides).
+MAX_JITTER_MS = 3000
+DEFAULT_STEP_MS = 10
 
 
 class Publisher(Protocol):
@@ -61,9 +66,9 @@ class StreamSettings:
 
 
 class Stream:
-    __slots__ = ("settings", 
+    __slots__ = ("settings", "clock", 
         "key", "state", "generation", "publisher", "param", "viewers", "gop", "metadata", "pending",
-        "flushed_seq", "next_seq", "flush_interval", "_flush_handle", "_schedule", "_ts_offset", "last_ts",
+        "flushed_seq", "next_seq", "flush_interval", "_flush_handle", "_schedule", "_last_in", "_last_out", "last_ts",
         "has_video", "sinks", "created", "live_since", "stats", "extra",
     )
 
@@ -72,7 +77,9 @@ class Stream:
         key: StreamKey,
         settings: StreamSettings,
         schedule: Callable[[float, Callable[[], None]], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
         self.key = key
         self.settings = settings
         self.state = State.IDLE
@@ -88,8 +95,9 @@ class Stream:
         self.flush_interval = settings.flush_interval
         self._flush_handle: Any = None
         self._schedule = schedule
-        self._ts_offset: int | None = None  # out = in + offset for the current generation
-        self.last_ts = -1  # last timestamp sent out (across generations)
+        self._last_in: int | None = None  # the publisher's last timestamp (this generation)
+        self._last_out = 0  # what it became
+        self.last_ts = -1  # highest timestamp sent out (across generations)
         self.has_video = False
         self.sinks: list[Sink] = []
         self.created = time.time()
@@ -112,13 +120,7 @@ class Stream:
         """Take one packet from the publisher of ``generation``. False (and dropped) if that is not the live one."""
         if generation != self.generation or self.state is not State.LIVE:
             return False
-        offset = self._ts_offset
-        if offset is None:
-            base = self.last_ts + REPUBLISH_GAP_MS if self.last_ts >= 0 else 0
-            offset = self._ts_offset = base - pkt.timestamp
-        ts = pkt.timestamp + offset
-        if ts < 0:
-            ts = 0
+        ts = self._retime(pkt.timestamp)
         if ts != pkt.timestamp:
             pkt = MediaPacket(pkt.kind, ts, pkt.payload, pkt.keyframe, pkt.sequence_header)
         if ts > self.last_ts:
@@ -128,6 +130,21 @@ class Stream:
         self.stats.count(pkt)
         self._append(pkt)
         return True
+
+    def _retime(self, ts_in: int) -> int:
+        """The outgoing timestamp: every generation starts just after the last one (0 for the first), and
+        follows its publisher's steps except discontinuities, so viewers only ever see time move forward."""
+        last_in = self._last_in
+        if last_in is None:
+            out = self.last_ts + REPUBLISH_GAP_MS if self.last_ts >= 0 else 0
+        else:
+            delta = ((ts_in - last_in + 0x80000000) & 0xFFFFFFFF) - 0x80000000  # RTMP timestamps wrap at 2**32
+            if delta > MAX_JITTER_MS or delta < -MAX_JITTER_MS:
+                delta = DEFAULT_STEP_MS
+            out = self._last_out + delta
+        self._last_in = ts_in
+        self._last_out = out
+        return out if out > 0 else 0
 
     def set_metadata(self, generation: int, metadata: dict[str, object], pkt: MediaPacket) -> bool:
         """``@setDataFrame onMetaData``: kept for new viewers and sent to current ones (at time 0, see rtmp)."""
@@ -172,13 +189,12 @@ class Stream:
         shared: dict[Format, bytes] = {}
         for v in list(self.viewers.values()):
             if v.cursor == start:
-                if v.blocked:
-                    v.cursor = NEED_KEYFRAME
-                    v.dropped += len(pkts)
-                    continue
                 data = shared.get(v.fmt)
                 if data is None:
                     data = shared[v.fmt] = v.fmt.encode(pkts)
+                if v.blocked or _over(v, len(data)):
+                    self._fell_behind(v, len(pkts))
+                    continue
                 v.send_bytes += len(data)
                 v.transport.write(data)
                 v.cursor = end
@@ -196,8 +212,9 @@ class Stream:
             return
         if start < cursor <= end:  # joined during this batch: it already has the head from the GOP cache
             tail = pkts[cursor - start :]
-            if tail:
-                v.write(v.fmt.encode(tail))
+            if tail and not self._write_within_limit(v, v.fmt.encode(tail)):
+                self._fell_behind(v, len(tail))
+                return
             v.cursor = end
             return
         k = self._first_random_access(pkts)
@@ -207,9 +224,27 @@ class Stream:
             return
         out = self.gop.header_packets(pkts[k].timestamp)
         out.extend(pkts[k:])
+        if not self._write_within_limit(v, v.fmt.encode(out)):
+            self._fell_behind(v, len(pkts))
+            return
         v.dropped += k
-        v.write(v.fmt.encode(out))
         v.cursor = end
+        if not v.blocked:
+            v.stalled_since = None  # it reads again
+
+    def _fell_behind(self, v: Viewer, skipped: int) -> None:
+        """Skip to the next keyframe; the stall clock runs until it takes a batch again (see Hub.sweep)."""
+        v.cursor = NEED_KEYFRAME
+        v.dropped += skipped
+        if v.stalled_since is None:
+            v.stalled_since = self.clock()
+
+    @staticmethod
+    def _write_within_limit(v: Viewer, data: bytes) -> bool:
+        if _over(v, len(data)):
+            return False
+        v.write(data)
+        return True
 
     def _first_random_access(self, pkts: list[MediaPacket]) -> int | None:
         if self.has_video:
@@ -238,7 +273,7 @@ class Stream:
         self.flush()
         self.gop.clear()
         self.metadata = {}
-        self._ts_offset = None
+        self._last_in = None
         self.has_video = False
         for v in self.viewers.values():
             if v.cursor >= 0:
@@ -248,6 +283,14 @@ class Stream:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+
+
+def _over(v: Viewer, size: int) -> bool:
+    """Would ``size`` more bytes take the viewer's buffer past its limit? An empty buffer always takes one
+    batch, so a viewer's memory is bounded by its limit plus one batch, and a batch larger than the limit
+    (a high bitrate with long merged writes) still reaches a viewer that keeps up."""
+    buffered = v.transport.get_write_buffer_size()
+    return buffered > 0 and buffered + size > v.limit
 
 
 class StreamStats:

@@ -36,7 +36,7 @@ class ViewerOwner(Protocol):
 class Viewer:
     __slots__ = (
         "cid", "ip", "protocol", "fmt", "transport", "owner", "stream", "cursor", "blocked", "stalled_since",
-        "wait_deadline", "send_bytes", "dropped", "created", "param", "detached",
+        "wait_deadline", "send_bytes", "dropped", "created", "param", "detached", "limit",
     )
 
     def __init__(
@@ -58,6 +58,9 @@ class Viewer:
         self.created = 0.0
         self.param = param
         self.detached = False
+        # Bytes the transport may hold for this viewer: a batch that would go past it is skipped (the viewer
+        # rejoins at a keyframe), so a stuck viewer costs at most this much memory.
+        self.limit = 4 * 1024 * 1024
 
     def write(self, data: bytes) -> None:
         self.send_bytes += len(data)

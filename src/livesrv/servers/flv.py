@@ -135,6 +135,7 @@ async def serve_flv(config: Config, hub: Hub, req: Request, conn: HTTPConnection
     owner = FlvViewerOwner(conn, ws)
     protocol = "ws-flv" if is_ws else "flv"
     viewer = owner.viewer = Viewer(cid, conn.ip, protocol, WS_FLV if is_ws else FLV, conn.transport, owner, sreq.param)
+    viewer.limit = config.rtmp_limits.max_write_buffer
     conn.attach_viewer(viewer, owner)
     client_event(log, "play", cid, conn.ip, key, param=sreq.masked_param(), protocol=protocol)
     hub.attach(key, viewer, stream_settings(config, key.vhost))

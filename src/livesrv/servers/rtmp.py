@@ -57,6 +57,7 @@ class RTMPConnection(asyncio.Protocol):
         now = time.monotonic()
         self.created = now
         self.last_recv = now
+        self.idle_since = now  # neither publishing nor playing since
         self.closed = False
         self.key: StreamKey | None = None
         self.param = ""
@@ -109,6 +110,10 @@ class RTMPConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self.close(f"protocol error: {exc}", abort=True, level=logging.WARNING)
             return
+        except Exception as exc:  # a bug must cost this one connection, never the server
+            log.exception("event=internal-error client=%s ip=%s", self.cid, self.ip)
+            self.close(f"internal error: {exc!r}", abort=True, level=logging.ERROR)
+            return
         self._flush()
 
     def pause_writing(self) -> None:
@@ -159,8 +164,14 @@ class RTMPConnection(asyncio.Protocol):
             token, self.pub_token = self.pub_token, None
             token.release("publisher closed")
         if self.viewer is not None:
-            viewer, self.viewer = self.viewer, None
-            self.server.hub.detach(viewer)
+            self._stop_viewer()
+
+    def _stop_viewer(self) -> None:
+        viewer, self.viewer = self.viewer, None
+        assert viewer is not None
+        self.send_bytes += viewer.send_bytes  # media went out through the fan-out, not the session
+        self.server.hub.detach(viewer)
+        self.idle_since = time.monotonic()
 
     # ----------------------------------------------------------------------------------------- events
 
@@ -187,11 +198,11 @@ class RTMPConnection(asyncio.Protocol):
             if self.pub_token is not None and ev.stream_id == self.pub_stream_id:
                 token, self.pub_token = self.pub_token, None
                 token.release(ev.reason)
+                self.idle_since = time.monotonic()
                 client_event(log, "unpublish", self.cid, self.ip, self.key or "", ev.reason)
         elif isinstance(ev, s.StopPlayRequest):
             if self.viewer is not None and ev.stream_id == self.play_stream_id:
-                viewer, self.viewer = self.viewer, None
-                self.server.hub.detach(viewer)
+                self._stop_viewer()
                 client_event(log, "stop", self.cid, self.ip, self.key or "", ev.reason)
         elif isinstance(ev, s.PauseRequest):
             self.play_paused = ev.paused
@@ -268,6 +279,7 @@ class RTMPConnection(asyncio.Protocol):
         client_event(log, "play", self.cid, self.ip, req.key, param=req.masked_param())
         fmt = rtmp_format(self.session.out_chunk_size, ev.stream_id)
         viewer = self.viewer = Viewer(self.cid, self.ip, "rtmp", fmt, self.transport, self, req.param)
+        viewer.limit = self.server.limits.max_write_buffer
         hub = self.server.hub
         hub.attach(req.key, viewer, stream_settings(self.server.config, req.key.vhost))
         if self.write_paused:
@@ -309,7 +321,7 @@ class RTMPConnection(asyncio.Protocol):
             ms = vhost.publish.normal_timeout if self.got_media else vhost.publish.firstpkt_timeout
             if now - self.last_recv > ms / 1000:
                 self.close(f"publisher sent nothing for {ms}ms", abort=True, level=logging.WARNING)
-        elif self.viewer is None and now - self.last_recv > lim.idle_timeout:
+        elif self.viewer is None and now - self.idle_since > lim.idle_timeout:
             self.close(f"idle for {lim.idle_timeout:g}s without publishing or playing", abort=True)
 
 
