@@ -10,6 +10,7 @@ from livesrv.config import Config, listen_addresses
 from livesrv.hub.hub import Hub
 from livesrv.servers.api import handle_api
 from livesrv.servers.flv import serve_flv
+from livesrv.servers.hls import HlsService
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
@@ -24,11 +25,13 @@ class App:
         self.rtmp = RTMPServer(config, self.hub)
         self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = HTTPServer(self._handle_api, "api")
+        self.hls = HlsService(self)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, list[tuple[str, int]]]:
         cfg = self.config
+        await self.hls.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
@@ -59,6 +62,7 @@ class App:
         await self.http.close()
         await self.api.close()
         await self.hub.close()
+        await self.hls.stop()
         log.info("event=stopped")
 
     def port(self, name: str) -> int:
@@ -66,8 +70,13 @@ class App:
 
     async def _handle_http(self, req: Request, conn: HTTPConnection) -> Response | None:
         # Routes are fixed; a live URL is looked up in the hub when the request arrives (never "mounted").
-        if req.path.endswith(".flv"):
+        path = req.path
+        if path.endswith(".flv"):
             return await serve_flv(self.config, self.hub, req, conn)
+        if path.endswith((".m3u8", ".ts")):
+            resp = await self.hls.handle(req, conn)
+            if resp is not NotImplemented:
+                return resp
         return await serve_file(Path(self.config.http_server.dir), req)
 
     async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:
