@@ -1,0 +1,59 @@
+"""Real-browser playback: headless Debian chromium plays livesrv's live output as a web page would.
+
+mpegts.js plays HTTP-FLV and WebSocket-FLV from a page on another origin (so CORS is exercised too). A real
+ffmpeg publishes H.264 baseline + AAC over RTMP. The node harness (play.js) reports whether the picture
+really plays: currentTime advancing, frames decoded, the picture changing, no player error. Byte-level checks
+elsewhere cannot see what only a browser's demuxer and MSE reject.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import pytest
+
+from tests.browser.harness import WATCH, Harness, assert_clean, assert_watched, no_errors_logged, start_live
+from tests.helpers import ffmpeg_publish_args, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("scheme,protocol", [("http", "flv"), ("ws", "ws-flv")])
+async def test_mpegts_js_plays_flv(make_server, procs, browser_sample, caplog,  # type: ignore[no-untyped-def]
+                                   scheme: str, protocol: str) -> None:
+    caplog.set_level(logging.INFO, logger="livesrv")
+    app = await make_server()
+    _, stream = await start_live(app, procs, browser_sample)
+    player = await Harness.start(procs, "flv", f"{scheme}://127.0.0.1:{app.port('http')}/live/test.flv")
+    await player.event("playing", 40)
+    assert [v.protocol for v in stream.viewers.values()] == [protocol]
+    res = await player.result(WATCH + 20)
+    assert_clean(res)
+    assert_watched(res["watch"], WATCH, f"{protocol} playback")
+    no_errors_logged(caplog)
+
+
+async def test_http_flv_playback_resumes_after_republish(make_server, procs, browser_sample,  # type: ignore[no-untyped-def]
+                                                         caplog) -> None:
+    caplog.set_level(logging.INFO, logger="livesrv")
+    app = await make_server()
+    pub, stream = await start_live(app, procs, browser_sample)
+    player = await Harness.start(procs, "flv", f"http://127.0.0.1:{app.port('http')}/live/test.flv", "--republish",
+                                 "--after", "2")
+    await player.event("watched", WATCH + 40)
+    (viewer,) = stream.viewers.values()
+    old = stream.publisher
+    pub.kill()  # SIGKILL: the publisher vanishes without unpublishing
+    await procs.start(*ffmpeg_publish_args(browser_sample, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
+    await wait_until(lambda: stream.live and stream.publisher not in (None, old), 20, "the republish to be accepted")
+    player.proc.send_signal(signal.SIGUSR2)  # tells the harness: media from now on is the new publisher's
+    await player.event("resumed", 40)
+    assert list(stream.viewers.values()) == [viewer], "the browser's connection did not survive the republish"
+    res = await player.result(20)
+    assert_clean(res)
+    assert_watched(res["watch"], WATCH, "before the republish")
+    rep = res["republish"]
+    assert rep["resumed"], f"playback did not pass what was buffered before the republish: {rep}"
+    assert_watched(rep["after"], 2, "after the republish")
+    no_errors_logged(caplog)
