@@ -6,8 +6,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+from livesrv.access import Access, default_identity
 from livesrv.config import Config, listen_addresses
 from livesrv.hub.hub import Hub
+from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api import handle_api
 from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls import HlsService
@@ -22,7 +24,11 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hub = Hub()
-        self.rtmp = RTMPServer(config, self.hub)
+        from livesrv.servers import api as api_ids
+
+        self.access = Access(lambda: self.config, default_identity(api_ids.SERVER_ID, api_ids.SERVICE_ID))
+        self.hub.drain_handlers.append(self._on_unpublish)
+        self.rtmp = RTMPServer(config, self.hub, self.access)
         self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = HTTPServer(self._handle_api, "api")
         self.hls = HlsService(self)
@@ -62,8 +68,15 @@ class App:
         await self.http.close()
         await self.api.close()
         await self.hub.close()
+        await self.access.aclose()
         await self.hls.stop()
         log.info("event=stopped")
+
+    async def _on_unpublish(self, stream: Stream, generation: int, publisher: Publisher) -> None:
+        """on_unpublish, awaited while the stream drains (a new publisher is not kept waiting by it)."""
+        ctx = getattr(publisher, "publish_ctx", None)
+        if ctx is not None:
+            await self.access.unpublish(ctx)
 
     def port(self, name: str) -> int:
         return self.addresses[name][0][1]
@@ -72,7 +85,7 @@ class App:
         # Routes are fixed; a live URL is looked up in the hub when the request arrives (never "mounted").
         path = req.path
         if path.endswith(".flv"):
-            return await serve_flv(self.config, self.hub, req, conn)
+            return await serve_flv(self.config, self.hub, self.access, req, conn)
         if path.endswith((".m3u8", ".ts")):
             resp = await self.hls.handle(req, conn)
             if resp is not NotImplemented:

@@ -469,7 +469,7 @@ async def stuck_player(port: int, live: LiveStream, closes: Closes, *, batched: 
         assert held >= -65536, f"send_bytes={sent} is less than the {sent - held} bytes that reached the client"
         assert held <= bound, f"the server held {held} bytes for a stuck player (published {published})"
         # Without skipping frames it would have had to hold what the kernel did not take: make sure that was a lot.
-        assert published - server_txq - client_rxq > 3 * bound, f"published only {published} bytes: test too weak"
+        assert published - server_txq - client_rxq > 2 * bound, f"published only {published} bytes: test too weak"
         await big.assert_flowing(strict=False)
         await live.assert_flowing()
         assert closes.lines() == lines, "another connection was closed"

@@ -410,6 +410,10 @@ class Config(_Block):
     http_api: HttpApiConfig = HttpApiConfig()
     exporter: ExporterConfig = ExporterConfig()
     rtmp_limits: RtmpLimitsConfig = RtmpLimitsConfig()
+    # livesrv: seconds a hook server may take to answer one callback (SRS: 30, not configurable), and how many
+    # callbacks may be in flight at once.
+    hooks_timeout: PosSeconds = 5.0
+    hooks_max_concurrent: Annotated[int, Field(ge=1)] = 64
     vhosts: dict[str, VhostConfig] = Field(
         default_factory=lambda: {DEFAULT_VHOST: VhostConfig(name=DEFAULT_VHOST)}
     )

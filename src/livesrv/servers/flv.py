@@ -17,6 +17,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, Request as W
 from wsproto.utilities import RemoteProtocolError
 
 from livesrv.codec import flv
+from livesrv.hooks.payloads import HookContext
 from livesrv.hub.keys import StreamRequest, parse_http_path
 from livesrv.hub.stream import Stream
 from livesrv.hub.viewer import Viewer
@@ -26,6 +27,7 @@ from livesrv.servers.common import new_client_id, stream_settings
 from livesrv.servers.http import HTTPConnection, Request, Response
 
 if TYPE_CHECKING:
+    from livesrv.access import Access
     from livesrv.config import Config
     from livesrv.hub.hub import Hub
 
@@ -102,7 +104,7 @@ class FlvViewerOwner:
             self.conn.close(abort=True)
 
 
-async def serve_flv(config: Config, hub: Hub, req: Request, conn: HTTPConnection) -> Response | None:
+async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn: HTTPConnection) -> Response | None:
     sreq = resolve(config, req, ".flv")
     if sreq is None:
         return Response(404, b"not found\n", headers=CORS)
@@ -116,6 +118,30 @@ async def serve_flv(config: Config, hub: Hub, req: Request, conn: HTTPConnection
     key = sreq.key
     cid = new_client_id()
     is_ws = req.headers.get("upgrade", "").lower() == "websocket"
+    protocol = "ws-flv" if is_ws else "flv"
+    denied = access.security(key.vhost, "play", conn.ip)
+    if denied is not None:
+        client_event(log, "play-rejected", cid, conn.ip, key, denied, logging.WARNING, protocol=protocol)
+        return Response(403, f"forbidden: {denied}\n".encode(), headers=CORS)
+    owner = FlvViewerOwner(conn, None)
+    viewer = owner.viewer = Viewer(cid, conn.ip, protocol, WS_FLV if is_ws else FLV, conn.transport, owner, sreq.param)
+    viewer.limit = config.rtmp_limits.max_write_buffer
+    # Registered before the on_play hook is awaited (SRS #4397): the stream cannot be freed under it.
+    hub.attach(key, viewer, stream_settings(config, key.vhost))
+    ctx = HookContext.from_request(cid, conn.ip, sreq, req.headers.get("referer", ""))
+    if access.urls(key.vhost, "on_play"):
+        try:
+            refused = await access.play(ctx)
+        except BaseException:  # the viewer left (cancelled) or anything else: nothing stays registered
+            hub.detach(viewer)
+            raise
+        if refused is not None or conn.closed:
+            hub.detach(viewer)
+            if refused is None:
+                return None
+            client_event(log, "play-rejected", cid, conn.ip, key, f"on_play refused: {refused}", logging.WARNING,
+                         protocol=protocol)
+            return Response(403, b"forbidden by on_play\n", headers=CORS)
     ws: WSConnection | None = None
     if is_ws:
         ws = WSConnection(ConnectionType.SERVER)
@@ -127,26 +153,24 @@ async def serve_flv(config: Config, hub: Hub, req: Request, conn: HTTPConnection
                 raise RemoteProtocolError("not a websocket request", event_hint=None)
             conn.take_over(ws.send(AcceptConnection()))
         except RemoteProtocolError as exc:
+            hub.detach(viewer)
             return Response(400, f"bad websocket request: {exc}\n".encode())
+        owner.ws = ws
         conn.write(ws_binary_frame_header(len(FLV_HEAD)) + FLV_HEAD)
     else:
         conn.start_stream(200, [("Content-Type", "video/x-flv"), ("Cache-Control", "no-cache"), *CORS])
         conn.write(FLV_HEAD)
-    owner = FlvViewerOwner(conn, ws)
-    protocol = "ws-flv" if is_ws else "flv"
-    viewer = owner.viewer = Viewer(cid, conn.ip, protocol, WS_FLV if is_ws else FLV, conn.transport, owner, sreq.param)
-    viewer.limit = config.rtmp_limits.max_write_buffer
     conn.attach_viewer(viewer, owner)
     client_event(log, "play", cid, conn.ip, key, param=sreq.masked_param(), protocol=protocol)
-    hub.attach(key, viewer, stream_settings(config, key.vhost))
-    conn.on_close.append(lambda: _closed(hub, viewer, owner))
+    conn.on_close.append(lambda: _closed(hub, access, viewer, owner, ctx))
     if conn.write_paused:
         viewer.pause(time.monotonic())
     hub.admit(viewer)
     return None
 
 
-def _closed(hub: Hub, viewer: Viewer, owner: FlvViewerOwner) -> None:
+def _closed(hub: Hub, access: Access, viewer: Viewer, owner: FlvViewerOwner, ctx: HookContext) -> None:
     client_event(log, "close", viewer.cid, viewer.ip, viewer.stream.key if viewer.stream else "", owner.reason,
                  protocol=viewer.protocol, send_bytes=viewer.send_bytes)
     hub.detach(viewer)
+    access.stop(ctx)

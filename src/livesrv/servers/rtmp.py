@@ -12,15 +12,18 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from livesrv import __version__
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.rtmp import session as s
+from livesrv.access import Access
 from livesrv.config import Config
 from livesrv.hub.hub import Hub, PublishToken, StreamBusy
-from livesrv.hub.keys import StreamKey, StreamRequest, parse_rtmp_request
+from livesrv.hooks.payloads import HookContext
+from livesrv.hub.keys import StreamKey, StreamRequest, mask_query, parse_rtmp_request
 from livesrv.hub.stream import Stream
 from livesrv.hub.viewer import NEED_KEYFRAME, Viewer
 from livesrv.log import client_event
@@ -29,6 +32,10 @@ from livesrv.media.packet import DATA, MediaPacket
 from livesrv.servers.common import new_client_id, stream_settings
 
 log = logging.getLogger("livesrv.rtmp")
+
+#: Messages a client may send while one of its hooks is awaited (a publisher sends none before
+#: Publish.Start); more is a client that does not wait for answers, closed rather than buffered.
+MAX_BACKLOG = 1000
 
 
 @dataclass(slots=True)
@@ -73,6 +80,13 @@ class RTMPConnection(asyncio.Protocol):
         self.stalled_since: float | None = None
         self.recv_bytes = 0
         self.send_bytes = 0
+        # A gate (an awaited on_connect/on_publish/on_play hook) holds later events back, in order.
+        self._gate: asyncio.Task[None] | None = None
+        self._backlog: list[s.Event] = []
+        self.connected: HookContext | None = None  # set once connect was accepted (for on_close)
+        self.publish_ctx: HookContext | None = None  # what on_unpublish reports
+        self.page_url = ""
+        self.playing: HookContext | None = None  # set while an admitted play runs (for on_stop)
 
     # ------------------------------------------------------------------------------- asyncio protocol
 
@@ -103,14 +117,56 @@ class RTMPConnection(asyncio.Protocol):
         self.recv_bytes += len(data)
         try:
             events = self.session.receive_data(data)
-            for ev in events:
-                self._handle(ev)
-                if self.closed:
+            if self._gate is not None:
+                self._backlog.extend(events)
+                if len(self._backlog) > MAX_BACKLOG:
+                    self.close(f"sent {MAX_BACKLOG} messages while its hook was pending", abort=True,
+                               level=logging.WARNING)
                     return
+            else:
+                self._run(events)
         except ProtocolError as exc:
             self.close(f"protocol error: {exc}", abort=True, level=logging.WARNING)
             return
         except Exception as exc:  # a bug must cost this one connection, never the server
+            log.exception("event=internal-error client=%s ip=%s", self.cid, self.ip)
+            self.close(f"internal error: {exc!r}", abort=True, level=logging.ERROR)
+            return
+        self._flush()
+
+    def _run(self, events: list[s.Event]) -> None:
+        """Handle events in order; a handler that opens a gate leaves the rest in the backlog for later."""
+        for i, ev in enumerate(events):
+            self._handle(ev)
+            if self.closed:
+                return
+            if self._gate is not None:
+                # Reading goes on (a peer that vanishes must still be noticed); what it sends waits here.
+                self._backlog.extend(events[i + 1 :])
+                return
+
+    def _open_gate(self, work: Coroutine[Any, Any, None]) -> None:
+        self._gate = asyncio.get_running_loop().create_task(self._gated(work), name=f"rtmp-gate {self.cid}")
+
+    async def _gated(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception as exc:  # noqa: BLE001 - a bug in a gate costs this connection only
+            log.exception("event=internal-error client=%s ip=%s", self.cid, self.ip)
+            self.close(f"internal error: {exc!r}", abort=True, level=logging.ERROR)
+            return
+        finally:
+            self._gate = None
+        if self.closed:
+            return
+        self._flush()
+        backlog, self._backlog = self._backlog, []
+        try:
+            self._run(backlog)
+        except ProtocolError as exc:
+            self.close(f"protocol error: {exc}", abort=True, level=logging.WARNING)
+            return
+        except Exception as exc:  # noqa: BLE001
             log.exception("event=internal-error client=%s ip=%s", self.cid, self.ip)
             self.close(f"internal error: {exc!r}", abort=True, level=logging.ERROR)
             return
@@ -147,6 +203,8 @@ class RTMPConnection(asyncio.Protocol):
             return
         self._flush()
         self.closed = True
+        if self._gate is not None and self._gate is not asyncio.current_task():
+            self._gate.cancel()  # its finally/except paths release nothing: _release below does it all
         self._release()
         self.server.connections.pop(self.cid, None)
         client_event(
@@ -165,6 +223,9 @@ class RTMPConnection(asyncio.Protocol):
             token.release("publisher closed")
         if self.viewer is not None:
             self._stop_viewer()
+        if self.connected is not None:
+            ctx, self.connected = self.connected, None
+            self.server.access.close(ctx, self.send_bytes, self.recv_bytes)
 
     def _stop_viewer(self) -> None:
         viewer, self.viewer = self.viewer, None
@@ -172,6 +233,9 @@ class RTMPConnection(asyncio.Protocol):
         self.send_bytes += viewer.send_bytes  # media went out through the fan-out, not the session
         self.server.hub.detach(viewer)
         self.idle_since = time.monotonic()
+        if self.playing is not None:
+            ctx, self.playing = self.playing, None
+            self.server.access.stop(ctx)
 
     # ----------------------------------------------------------------------------------------- events
 
@@ -218,8 +282,27 @@ class RTMPConnection(asyncio.Protocol):
             client_event(log, "command", self.cid, self.ip, reason=f"unknown command {ev.name!r}", level=logging.DEBUG)
 
     def _on_connect(self, ev: s.ConnectRequest) -> None:
-        client_event(log, "connect", self.cid, self.ip, tcUrl=ev.tc_url, app=ev.app.split("?", 1)[0])
+        client_event(log, "connect", self.cid, self.ip, tcUrl=mask_query(ev.tc_url), app=ev.app.split("?", 1)[0])
+        req = parse_rtmp_request(ev.tc_url, ev.app, "", self.server.config.vhosts.keys())
+        self.page_url = ev.page_url
+        ctx = HookContext(self.cid, self.ip, req.key.vhost, req.key.app, "", req.param, ev.tc_url, ev.page_url)
+        if not self.server.access.urls(req.key.vhost, "on_connect"):
+            self._connected(ev, ctx)
+            return
+
+        async def gate() -> None:
+            reason = await self.server.access.connect(ctx)
+            if reason is not None:
+                self.session.reject_connect(ev, f"on_connect refused: {reason}")
+                self.close(f"connect rejected by on_connect: {reason}", level=logging.WARNING)
+                return
+            self._connected(ev, ctx)
+
+        self._open_gate(gate())
+
+    def _connected(self, ev: s.ConnectRequest, ctx: HookContext) -> None:
         self.session.accept_connect(ev)
+        self.connected = ctx
 
     def _request(self, name: str) -> StreamRequest:
         return parse_rtmp_request(self.session.tc_url, self.session.app, name, self.server.config.vhosts.keys())
@@ -234,19 +317,42 @@ class RTMPConnection(asyncio.Protocol):
             self._refuse_publish(ev, f"invalid stream name {ev.name!r}: want rtmp://host/app/stream")
             return
         config = self.server.config
+        access = self.server.access
         if not config.vhost(req.key.vhost).enabled:
             self._refuse_publish(ev, f"vhost {req.key.vhost} is disabled")
             return
+        denied = access.security(req.key.vhost, "publish", self.ip)
+        if denied is not None:
+            self._refuse_publish(ev, denied, "NetStream.Publish.Rejected")
+            return
         try:
+            # The claim is taken before the on_publish hook is awaited: nothing can remove or recreate the
+            # stream meanwhile (SRS #4182), and a failed hook releases exactly this claim.
             token = self.server.hub.begin_publish(req.key, self, stream_settings(config, req.key.vhost), req.param)
         except StreamBusy as exc:
             self._refuse_publish(ev, f"Stream already exists or busy: {exc}", "NetStream.Publish.BadName")
             return
         self.pub_token, self.pub_stream_id = token, ev.stream_id
-        if not token.ready():  # cannot fail without hooks; kept so that a stale claim is never served
-            self._refuse_publish(ev, "publish claim went stale")
+        if not access.urls(req.key.vhost, "on_publish"):
+            self._start_publish(ev, req, token)
+            return
+        ctx = HookContext.from_request(self.cid, self.ip, req, self.page_url)
+
+        async def gate() -> None:
+            reason = await access.publish(ctx)
+            if reason is not None:
+                self._refuse_publish(ev, f"on_publish refused: {reason}", "NetStream.Publish.Rejected")
+                return
+            self._start_publish(ev, req, token)
+
+        self._open_gate(gate())
+
+    def _start_publish(self, ev: s.PublishRequest, req: StreamRequest, token: PublishToken) -> None:
+        if not token.ready():  # taken over (or kicked) while its on_publish hook was awaited
+            self._refuse_publish(ev, "another publisher took the stream while on_publish was pending")
             return
         self.session.accept_publish(ev)
+        self.publish_ctx = HookContext.from_request(self.cid, self.ip, req, self.page_url)
         client_event(log, "publish", self.cid, self.ip, req.key, param=req.masked_param(), type=ev.publish_type)
 
     def kick(self, reason: str) -> None:
@@ -261,6 +367,7 @@ class RTMPConnection(asyncio.Protocol):
     def _on_play(self, ev: s.PlayRequest) -> None:
         req = self._request(ev.name)
         self.key, self.param = req.key, req.param
+        access = self.server.access
         reason = ""
         if self.pub_token is not None or self.viewer is not None:
             reason = "this connection already publishes or plays a stream"
@@ -268,23 +375,44 @@ class RTMPConnection(asyncio.Protocol):
             reason = f"invalid stream name {ev.name!r}: want rtmp://host/app/stream"
         elif not self.server.config.vhost(req.key.vhost).enabled:
             reason = f"vhost {req.key.vhost} is disabled"
+        else:
+            reason = access.security(req.key.vhost, "play", self.ip) or ""
         if reason:
-            self.session.reject_play(ev, reason)
-            client_event(log, "play-rejected", self.cid, self.ip, req.key, reason, logging.WARNING)
-            self.close(f"play rejected: {reason}")
+            self._refuse_play(ev, req, reason)
             return
-        self.session.accept_play(ev)
-        self._flush()  # onStatus must reach the player before the first media bytes
-        self.play_stream_id = ev.stream_id
-        client_event(log, "play", self.cid, self.ip, req.key, param=req.masked_param())
         fmt = rtmp_format(self.session.out_chunk_size, ev.stream_id)
         viewer = self.viewer = Viewer(self.cid, self.ip, "rtmp", fmt, self.transport, self, req.param)
         viewer.limit = self.server.limits.max_write_buffer
-        hub = self.server.hub
-        hub.attach(req.key, viewer, stream_settings(self.server.config, req.key.vhost))
+        self.play_stream_id = ev.stream_id
+        # Registered (it holds the stream) before the on_play hook is awaited (SRS #4397); media only after.
+        self.server.hub.attach(req.key, viewer, stream_settings(self.server.config, req.key.vhost))
+        if not access.urls(req.key.vhost, "on_play"):
+            self._start_play(ev, req, viewer, None)
+            return
+        ctx = HookContext.from_request(self.cid, self.ip, req, self.page_url)
+
+        async def gate() -> None:
+            refused = await access.play(ctx)
+            if refused is not None:
+                self._refuse_play(ev, req, f"on_play refused: {refused}")
+                return
+            self._start_play(ev, req, viewer, ctx)
+
+        self._open_gate(gate())
+
+    def _refuse_play(self, ev: s.PlayRequest, req: StreamRequest, reason: str) -> None:
+        self.session.reject_play(ev, reason)
+        client_event(log, "play-rejected", self.cid, self.ip, req.key, reason, logging.WARNING)
+        self.close(f"play rejected: {reason}")
+
+    def _start_play(self, ev: s.PlayRequest, req: StreamRequest, viewer: Viewer, ctx: HookContext | None) -> None:
+        self.session.accept_play(ev)
+        self._flush()  # onStatus must reach the player before the first media bytes
+        client_event(log, "play", self.cid, self.ip, req.key, param=req.masked_param())
+        self.playing = ctx or HookContext.from_request(self.cid, self.ip, req, self.page_url)
         if self.write_paused:
             viewer.pause(time.monotonic())
-        hub.admit(viewer)
+        self.server.hub.admit(viewer)
 
     # ------------------------------------------------------------------------------------- viewer owner
 
@@ -328,9 +456,10 @@ class RTMPConnection(asyncio.Protocol):
 class RTMPServer:
     """Accepts RTMP connections on one or more addresses and owns them until they close."""
 
-    def __init__(self, config: Config, hub: Hub) -> None:
+    def __init__(self, config: Config, hub: Hub, access: Access) -> None:
         self.config = config
         self.hub = hub
+        self.access = access
         self.connections: dict[str, RTMPConnection] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None

@@ -1,0 +1,97 @@
+"""Who may connect, publish and play: SRS's security rules and HTTP callbacks, for every protocol server.
+
+Protocol servers ask before admitting a client (``connect``, ``publish``, ``play``: a refusal reason or None)
+and report what happened afterwards (``notify``). The lifecycle rule that matters here (SRS #4182, #4397): a
+client is registered with the hub — a publisher holds its claim, a viewer is attached — *before* the server
+awaits a gate hook, so nothing can be freed or created under it while the hook server thinks; the servers
+do that, this module only answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from livesrv.config import Config
+from livesrv.hooks import payloads
+from livesrv.hooks.client import HookClient, hook_urls
+from livesrv.hooks.payloads import HookContext, ServerIdentity
+from livesrv.hooks.security import check
+
+log = logging.getLogger("livesrv.access")
+
+
+class Access:
+    def __init__(self, config: Callable[[], Config], identity: ServerIdentity) -> None:
+        self._config = config  # read at each call: a reload applies to the next client
+        self.identity = identity
+        cfg = config()
+        self.client = HookClient(timeout=cfg.hooks_timeout, max_concurrent=cfg.hooks_max_concurrent)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def urls(self, vhost: str, hook: str) -> tuple[str, ...]:
+        """The URLs of ``hook`` for a vhost; empty when hooks are off. Cheap: lets servers skip the await."""
+        return hook_urls(self._config().vhost(vhost).http_hooks, hook)
+
+    def security(self, vhost: str, method: str, ip: str) -> str | None:
+        """SRS's ``security`` rules; checked before the hook, as SRS does."""
+        return check(self._config().vhost(vhost).security, method, ip)
+
+    async def connect(self, ctx: HookContext) -> str | None:
+        urls = self.urls(ctx.vhost, "on_connect")
+        if not urls:
+            return None
+        result = await self.client.call("on_connect", urls, payloads.on_connect(self.identity, ctx))
+        return None if result else result.reason
+
+    async def publish(self, ctx: HookContext) -> str | None:
+        urls = self.urls(ctx.vhost, "on_publish")
+        if not urls:
+            return None
+        result = await self.client.call("on_publish", urls, payloads.on_publish(self.identity, ctx))
+        return None if result else result.reason
+
+    async def play(self, ctx: HookContext) -> str | None:
+        urls = self.urls(ctx.vhost, "on_play")
+        if not urls:
+            return None
+        result = await self.client.call("on_play", urls, payloads.on_play(self.identity, ctx))
+        return None if result else result.reason
+
+    async def unpublish(self, ctx: HookContext) -> None:
+        """Awaited by the stream's drain (the stream stays DRAINING until it returns)."""
+        urls = self.urls(ctx.vhost, "on_unpublish")
+        if urls:
+            await self.client.call("on_unpublish", urls, payloads.on_unpublish(self.identity, ctx))
+
+    def stop(self, ctx: HookContext) -> None:
+        self._notify("on_stop", ctx.vhost, lambda: payloads.on_stop(self.identity, ctx))
+
+    def close(self, ctx: HookContext, send_bytes: int, recv_bytes: int) -> None:
+        self._notify("on_close", ctx.vhost, lambda: payloads.on_close(self.identity, ctx, send_bytes, recv_bytes))
+
+    def hls(self, vhost: str, make: Callable[[ServerIdentity], Mapping[str, Any]]) -> None:
+        self._notify("on_hls", vhost, lambda: make(self.identity))
+
+    def _notify(self, hook: str, vhost: str, payload: Callable[[], Mapping[str, Any]]) -> None:
+        """Fire a notification hook in the background; the task is tracked and cancelled at shutdown."""
+        urls = self.urls(vhost, hook)
+        if not urls:
+            return
+        task = asyncio.get_running_loop().create_task(self.client.call(hook, urls, payload()), name=hook)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.close()
+
+
+def default_identity(server_id: str, service_id: str) -> ServerIdentity:
+    return ServerIdentity(server_id, service_id, os.getcwd())
