@@ -210,6 +210,10 @@ def test_security_semantics_are_srs():
     assert sec.allows("play", "::ffff:10.0.0.7") is True
     open_ = load("vhost a { security { enabled off; deny play all; } }").config.vhost("a").security
     assert open_.allows("play", "1.2.3.4") is True
+    # Only deny rules: a deny list, everyone else allowed (SRS 5+).
+    deny_only = load("vhost a { security { enabled on; deny publish 1.2.3.4; } }").config.vhost("a").security
+    assert deny_only.allows("publish", "1.2.3.4") is False
+    assert deny_only.allows("publish", "5.6.7.8") is True and deny_only.allows("play", "1.2.3.4") is True
 
 
 def test_vhost_always_has_default_and_is_created_with_defaults():
@@ -641,7 +645,7 @@ def test_defaults_match_srs_minimal_default():
     )
     assert c.exporter.enabled is False and c.exporter.listen.port == 9972
     assert c.rtmp_limits.model_dump() == {
-        "max_message_size": 16777216, "handshake_timeout": 10, "idle_timeout": 30,
+        "max_message_size": 8388608, "handshake_timeout": 10, "idle_timeout": 30,
         "max_write_buffer": 4194304,
     }
     assert list(c.vhosts) == [DEFAULT_VHOST]

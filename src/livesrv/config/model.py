@@ -231,7 +231,8 @@ class RtmpLimitsConfig(_Block):
     * ``max_write_buffer``: bytes queued to a viewer before it skips to the next keyframe.
     """
 
-    max_message_size: Annotated[int, Field(ge=1)] = 16 * 1024 * 1024
+    # The 24-bit length field allows 16 MiB - 1; a video frame above 8 MiB is not live streaming.
+    max_message_size: Annotated[int, Field(ge=1)] = 8 * 1024 * 1024
     handshake_timeout: PosSeconds = 10.0
     idle_timeout: PosSeconds = 30.0
     max_write_buffer: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024
@@ -348,14 +349,17 @@ class SecurityConfig(_Block):
     rules: tuple[SecurityRule, ...] = ()
 
     def allows(self, method: str, ip: str) -> bool:
-        """SRS semantics: everything if disabled; otherwise denied unless some
-        ``allow`` rule matches and no ``deny`` rule matches."""
+        """SRS 5-7 semantics (``SrsSecurity::do_check``): everything if disabled; a matching ``deny`` refuses;
+        else a matching ``allow`` admits; else refused when the block has any ``allow`` rule or no rule at all
+        (a block of only ``deny`` rules is a deny list). The servers use :func:`livesrv.hooks.security.check`,
+        which adds CIDR matching across address spellings."""
         if not self.enabled:
             return True
-        relevant = [r for r in self.rules if r.matches(method, ip)]
-        if any(r.action == "deny" for r in relevant):
+        if any(r.action == "deny" and r.matches(method, ip) for r in self.rules):
             return False
-        return any(r.action == "allow" for r in relevant)
+        if any(r.action == "allow" and r.matches(method, ip) for r in self.rules):
+            return True
+        return bool(self.rules) and not any(r.action == "allow" for r in self.rules)
 
 
 class DvrConfig(_Block):
