@@ -199,3 +199,40 @@ async def test_plain_c1_with_a_version_gets_the_simple_handshake(server) -> None
         await connect_works(conn)
     finally:
         await conn.close()
+
+
+async def test_rtmp_viewer_survives_republish_then_gets_unpublish_notify_after_grace(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Within the grace period a returning publisher goes unnoticed (no UnpublishNotify: FFmpeg would stop);
+    after it the player gets onStatus NetStream.Play.UnpublishNotify and the connection is closed."""
+    from livesrv.codec.rtmp.client import StatusEvent
+    from tests.servers.rtmp_client import AAC_SEQUENCE_HEADER as ASH, AVC_SEQUENCE_HEADER as VSH
+
+    app = await make_server(vhost="min_latency on; play { republish_grace 1; }")
+    port = app.port("rtmp")
+
+    async def publish(first: int) -> RTMPClient:
+        pub = await RTMPClient.open(port)
+        await pub.publish("test", port=port)
+        pub.send_media(m.VIDEO, 0, VSH)
+        pub.send_media(m.AUDIO, 0, ASH)
+        for kind, ts, payload in gop(first, 5):
+            pub.send_media(kind, ts - 40 * first, payload)
+        await pub.drain()
+        return pub
+
+    pub = await publish(0)
+    player = await RTMPClient.open(port)
+    await player.play("test", port=port)
+    await wait_until(lambda: len(player.av()) >= 10, 10, "the first GOP")
+    await pub.close()
+    pub = await publish(5)  # back within the grace period
+    await wait_until(lambda: any(msg.payload == keyframe(5, 5000) for msg in player.av()), 10, "the new publisher's media")
+    stamps = [msg.timestamp for msg in player.av() if msg.type_id == m.VIDEO]
+    assert stamps == sorted(stamps)
+    assert not any(isinstance(e, StatusEvent) and "Unpublish" in e.code for e in player.events)
+    await pub.close()
+    await wait_until(lambda: player.eof, 10, "the player to be closed after the grace period")
+    codes = [e.code for e in player.events if isinstance(e, StatusEvent)]
+    assert codes[-1] == "NetStream.Play.UnpublishNotify"
+    await player.close()
+    await wait_until(lambda: not app.hub.streams, 5, "nothing left")
