@@ -41,24 +41,22 @@ class Access:
         return check(self._config().vhost(vhost).security, method, ip)
 
     async def connect(self, ctx: HookContext) -> str | None:
-        urls = self.urls(ctx.vhost, "on_connect")
-        if not urls:
-            return None
-        result = await self.client.call("on_connect", urls, payloads.on_connect(self.identity, ctx))
-        return None if result else result.reason
+        return await self._gate("on_connect", ctx, payloads.on_connect)
 
     async def publish(self, ctx: HookContext) -> str | None:
-        urls = self.urls(ctx.vhost, "on_publish")
-        if not urls:
-            return None
-        result = await self.client.call("on_publish", urls, payloads.on_publish(self.identity, ctx))
-        return None if result else result.reason
+        return await self._gate("on_publish", ctx, payloads.on_publish)
 
     async def play(self, ctx: HookContext) -> str | None:
-        urls = self.urls(ctx.vhost, "on_play")
+        return await self._gate("on_play", ctx, payloads.on_play)
+
+    async def _gate(
+        self, hook: str, ctx: HookContext, build: Callable[[ServerIdentity, HookContext], Mapping[str, Any]]
+    ) -> str | None:
+        """A gate hook: None when every URL accepts (or there is none), else the refusal reason."""
+        urls = self.urls(ctx.vhost, hook)
         if not urls:
             return None
-        result = await self.client.call("on_play", urls, payloads.on_play(self.identity, ctx))
+        result = await self.client.call(hook, urls, build(self.identity, ctx))
         return None if result else result.reason
 
     async def unpublish(self, ctx: HookContext) -> None:
