@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 
 from livesrv.access import Access, default_identity
-from livesrv.config import Config, listen_addresses
+from livesrv import log as logsetup
+from livesrv.config import Config, listen_addresses, load_config
 from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
-from livesrv.servers.api import handle_api
+from livesrv.servers.api import ApiService
 from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls import HlsService
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
@@ -21,8 +22,9 @@ log = logging.getLogger("livesrv.app")
 
 
 class App:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # re-read by reload(); None: the embedded defaults (and environment)
         self.hub = Hub()
         from livesrv.servers import api as api_ids
 
@@ -32,6 +34,7 @@ class App:
         self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = HTTPServer(self._handle_api, "api")
         self.hls = HlsService(self)
+        self.api_service = ApiService(self)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
 
@@ -43,6 +46,7 @@ class App:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
         if cfg.http_api.enabled:
             self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen))
+        self.addresses.update(await self.api_service.start())
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="hub-housekeeping")
         log.info(
             "event=ready %s",
@@ -64,6 +68,7 @@ class App:
             self._housekeeper.cancel()
             await asyncio.gather(self._housekeeper, return_exceptions=True)
             self._housekeeper = None
+        await self.api_service.stop()
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
@@ -93,4 +98,44 @@ class App:
         return await serve_file(Path(self.config.http_server.dir), req)
 
     async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:
-        return await handle_api(req)
+        return await self.api_service.handle(req, conn)
+
+    def reload(self, config: Config | None = None) -> list[str]:
+        """Apply a new configuration without dropping anyone (SIGHUP, ``GET /api/v1/raw?rpc=reload``).
+
+        ``None`` re-reads the file the server started from (a ConfigError leaves everything as it was).
+        Streams already there keep the settings they were created with; new streams and connections, and
+        whatever is read per event (timeouts, hooks, security, API auth), use the new config at once. Returns
+        the changes that need a restart (listen addresses), each also logged as a warning.
+        """
+        if config is None:
+            config = load_config(self.config_path).config
+        old, self.config = self.config, config
+        self.rtmp.apply_config(config)
+        self.http.max_write_buffer = config.rtmp_limits.max_write_buffer
+        logs = (config.srs_log_level, config.srs_log_tank, config.srs_log_file)
+        if (old.srs_log_level, old.srs_log_tank, old.srs_log_file) != logs:
+            logsetup.setup(*logs)
+        restart = [
+            f"{name} {before} -> {after}"
+            for name, before, after in (
+                ("listen", _addrs(old.listen), _addrs(config.listen)),
+                ("http_server", _server(old.http_server), _server(config.http_server)),
+                ("http_api", _server(old.http_api), _server(config.http_api)),
+                ("exporter", _server(old.exporter), _server(config.exporter)),
+            )
+            if before != after
+        ]
+        log.info("event=reload file=%s vhosts=%d restart_needed=%d", self.config_path or "<defaults>",
+                 len(config.vhosts), len(restart))
+        for change in restart:
+            log.warning("event=reload-needs-restart change=%r", change)
+        return restart
+
+
+def _addrs(listen: object) -> str:
+    return ",".join(f"{h}:{p}" for h, p in listen_addresses(listen))  # type: ignore[arg-type]
+
+
+def _server(block: object) -> str:
+    return _addrs(block.listen) if block.enabled else "off"  # type: ignore[attr-defined]

@@ -15,12 +15,23 @@ log = logging.getLogger("livesrv.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="livesrv", description="Live-streaming media server (RTMP, HTTP-FLV), SRS compatible.")
+    p = argparse.ArgumentParser(prog="livesrv", description="Live-streaming media server (RTMP, HTTP-FLV), SRS compatible. "
+                                "SIGHUP re-reads the config file.")
     p.add_argument("-c", "--conf", metavar="FILE", help="SRS-style config file (default: embedded defaults)")
     p.add_argument("-e", "--env", action="store_true", help="configure from SRS_* environment variables only, no file")
     p.add_argument("-t", "--test", action="store_true", help="check the config and exit")
     p.add_argument("-v", "-V", "--version", action="version", version=f"livesrv {__version__}")
     return p
+
+
+def _reload(app) -> None:  # type: ignore[no-untyped-def]
+    """SIGHUP: re-read the config file and apply it; a bad file is logged and changes nothing."""
+    try:
+        app.reload()
+    except ConfigError as exc:
+        log.error("event=reload-failed reason=%r", str(exc))
+    except Exception:  # a reload bug must never stop a serving process
+        log.exception("event=reload-failed")
 
 
 async def _serve(app) -> None:  # type: ignore[no-untyped-def]
@@ -31,6 +42,10 @@ async def _serve(app) -> None:  # type: ignore[no-untyped-def]
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    try:
+        loop.add_signal_handler(signal.SIGHUP, _reload, app)
+    except (NotImplementedError, RuntimeError, AttributeError):  # no SIGHUP (Windows)
+        pass
     await app.start()
     try:
         await stop.wait()
@@ -58,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop  # a default dependency on Linux: about twice asyncio's throughput on sockets
     except ImportError:
         uvloop = None
-    app = App(cfg)
+    app = App(cfg, config_path=None if args.env else args.conf)
     try:
         if uvloop is not None:
             uvloop.run(_serve(app))

@@ -16,6 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request as WSRequest
 from wsproto.utilities import RemoteProtocolError
 
+from livesrv import stats
 from livesrv.codec import flv
 from livesrv.hooks.payloads import HookContext
 from livesrv.hub.keys import StreamRequest, parse_http_path
@@ -172,5 +173,6 @@ async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn
 def _closed(hub: Hub, access: Access, viewer: Viewer, owner: FlvViewerOwner, ctx: HookContext) -> None:
     client_event(log, "close", viewer.cid, viewer.ip, viewer.stream.key if viewer.stream else "", owner.reason,
                  protocol=viewer.protocol, send_bytes=viewer.send_bytes)
+    stats.connection_closed(viewer.protocol, 0, viewer.send_bytes, "stopped reading" in owner.reason)
     hub.detach(viewer)
     access.stop(ctx)

@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 from dataclasses import dataclass
 
-from livesrv import __version__
+from livesrv import __version__, stats
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.rtmp import session as s
 from livesrv.access import Access
@@ -211,6 +211,7 @@ class RTMPConnection(asyncio.Protocol):
             log, "close", self.cid, self.ip, self.key or "", reason, level,
             recv_bytes=self.recv_bytes, send_bytes=self.send_bytes,
         )
+        stats.connection_closed("rtmp", self.recv_bytes, self.send_bytes, level >= logging.WARNING)
         if self.transport is not None:
             if abort:
                 self.transport.abort()
