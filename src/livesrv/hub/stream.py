@@ -69,7 +69,7 @@ class Stream:
     __slots__ = ("settings", "clock", 
         "key", "state", "generation", "publisher", "param", "viewers", "gop", "metadata", "pending",
         "flushed_seq", "next_seq", "flush_interval", "_flush_handle", "_schedule", "_last_in", "_last_out", "last_ts",
-        "has_video", "sinks", "created", "live_since", "stats", "extra",
+        "has_video", "sinks", "created", "live_since", "stats", "extra", "_resume_pending",
     )
 
     def __init__(
@@ -99,6 +99,7 @@ class Stream:
         self._last_out = 0  # what it became
         self.last_ts = -1  # highest timestamp sent out (across generations)
         self.has_video = False
+        self._resume_pending = False  # a new generation's first keyframe goes out at once, not at the next batch
         self.sinks: list[Sink] = []
         self.created = time.time()
         self.live_since = 0.0
@@ -163,6 +164,9 @@ class Stream:
         self.pending.append(pkt)
         self.next_seq += 1
         if self.flush_interval <= 0 or self._schedule is None:
+            self.flush()
+        elif self._resume_pending and pkt.keyframe and not pkt.sequence_header:
+            self._resume_pending = False  # viewers waiting through a republish resume now
             self.flush()
         elif self._flush_handle is None:
             self._flush_handle = self._schedule(self.flush_interval, self._timer_flush)
@@ -275,6 +279,7 @@ class Stream:
         self.metadata = {}
         self._last_in = None
         self.has_video = False
+        self._resume_pending = True
         for v in self.viewers.values():
             if v.cursor >= 0:
                 v.cursor = NEED_KEYFRAME  # rejoin at the new publisher's first keyframe, with its headers
