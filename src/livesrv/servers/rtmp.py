@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from dataclasses import dataclass
 
@@ -115,16 +115,21 @@ class RTMPConnection(asyncio.Protocol):
             return
         self.last_recv = time.monotonic()
         self.recv_bytes += len(data)
+        self._safely(self._receive, data)
+
+    def _receive(self, data: bytes) -> None:
+        events = self.session.receive_data(data)
+        if self._gate is None:
+            self._run(events)
+            return
+        self._backlog.extend(events)
+        if len(self._backlog) > MAX_BACKLOG:
+            self.close(f"sent {MAX_BACKLOG} messages while its hook was pending", abort=True, level=logging.WARNING)
+
+    def _safely(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of this connection: bad input or a bug closes this connection only, with its reason."""
         try:
-            events = self.session.receive_data(data)
-            if self._gate is not None:
-                self._backlog.extend(events)
-                if len(self._backlog) > MAX_BACKLOG:
-                    self.close(f"sent {MAX_BACKLOG} messages while its hook was pending", abort=True,
-                               level=logging.WARNING)
-                    return
-            else:
-                self._run(events)
+            step(*args)
         except ProtocolError as exc:
             self.close(f"protocol error: {exc}", abort=True, level=logging.WARNING)
             return
@@ -161,16 +166,7 @@ class RTMPConnection(asyncio.Protocol):
             return
         self._flush()
         backlog, self._backlog = self._backlog, []
-        try:
-            self._run(backlog)
-        except ProtocolError as exc:
-            self.close(f"protocol error: {exc}", abort=True, level=logging.WARNING)
-            return
-        except Exception as exc:  # noqa: BLE001
-            log.exception("event=internal-error client=%s ip=%s", self.cid, self.ip)
-            self.close(f"internal error: {exc!r}", abort=True, level=logging.ERROR)
-            return
-        self._flush()
+        self._safely(self._run, backlog)
 
     def pause_writing(self) -> None:
         now = time.monotonic()
