@@ -1,0 +1,447 @@
+"""The HLS service without sockets: its writer (order, atomicity, never blocking the loop), its lifecycle driven
+through a real Hub (republish, takeover, stale dispose timers), HLS viewer sessions, path safety, and the
+HTTP-TS fan-out (joiners, slow viewers). Real players are in tests/e2e/test_hls.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from livesrv.codec import mpegts
+from livesrv.codec.hls_playlist import parse_media_playlist
+from livesrv.hub.hub import Hub, PublishToken
+from livesrv.hub.keys import StreamKey
+from livesrv.hub.stream import Stream, StreamSettings
+from livesrv.hub.viewer import Viewer
+from livesrv.media.packet import MediaPacket
+from livesrv.remux.hls import DeleteFile, WritePlaylist, WriteSegment
+from livesrv.servers.hls import (
+    NO_FORMAT,
+    SESSION_TIMEOUT,
+    HlsService,
+    HlsWriter,
+    TsFanout,
+    TsViewerOwner,
+    _BufferView,
+    relative_path,
+)
+from livesrv.servers.http import Request, Response
+from tests.codec.test_mpegts import check_continuity, read_ts
+from tests.conftest import server_config
+from tests.helpers import wait_until
+from tests.remux.test_hls_segmenter import av_stream
+
+KEY = StreamKey("__defaultVhost__", "live", "test")
+SETTINGS = StreamSettings(flush_interval=0)
+
+
+# ------------------------------------------------------------------------------------------- writer
+
+
+async def test_writer_performs_actions_in_order_atomically_off_the_loop(tmp_path: Path) -> None:
+    """A reader thread polling the playlist never sees a partial file; segments are written before the playlist
+    that names them and deleted after; the event loop keeps ticking while megabytes are written."""
+    versions = 40
+    body = "#EXTINF:2.000,\n" + "x" * 200 + "\n"
+
+    def playlist(n: int) -> str:
+        return f"#EXTM3U\n#V:{n}\n" + body * (8000 + 37 * n) + f"#END:{n}\n"  # ~1.7 MB, a new length each time
+
+    seen: list[int] = []
+    bad: list[str] = []
+    stop = threading.Event()
+    path = tmp_path / "live" / "test.m3u8"
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                continue
+            head = text[: text.index("\n", 8) + 1] if text.startswith("#EXTM3U\n#V:") else ""
+            n = int(head[len("#EXTM3U\n#V:"):-1]) if head else -1
+            if n < 0 or text != playlist(n):
+                bad.append(text[:40] + "..." + text[-20:])
+                return
+            if not seen or seen[-1] != n:
+                seen.append(n)
+
+    order: list[str] = []
+
+    def on_written(actions: Any, results: Any) -> None:
+        assert all(r is None for r in results)
+        order.extend(f"{type(act).__name__}:{act.name}" for act in actions)
+
+    writer = HlsWriter(str(tmp_path), "test", on_written)
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.get_running_loop().create_task(ticker())
+    expected: list[str] = []
+    try:
+        for n in range(versions):
+            acts = [WriteSegment(f"live/s{n}.ts", bytes(188) * 50), WritePlaylist("live/test.m3u8", playlist(n))]
+            if n >= 3:
+                acts.append(DeleteFile(f"live/s{n - 3}.ts"))
+            writer.submit(acts)
+            expected += [f"{type(a).__name__}:{a.name}" for a in acts]
+            if n % 8 == 0:
+                await asyncio.sleep(0)  # let some batches go alone, others pile up
+        await asyncio.wait_for(writer.flush(), 60)
+    finally:
+        stop.set()
+        thread.join(10)
+        tick.cancel()
+        writer.close()
+        await asyncio.wait_for(writer.task, 10)
+    assert not bad, bad[:3]
+    assert seen == sorted(seen) and len(seen) > 1, seen  # never an older version after a newer one
+    assert path.read_text() == playlist(versions - 1)
+    assert order == expected
+    assert sorted(p.name for p in (tmp_path / "live").iterdir()) == sorted(
+        ["test.m3u8"] + [f"s{n}.ts" for n in range(versions - 3, versions)]
+    )  # no temp file left behind
+    assert max(gaps) < 0.5, f"event loop blocked for {max(gaps):.3f}s"
+    assert oct((tmp_path / "live/test.m3u8").stat().st_mode & 0o777) == oct(0o644)
+
+
+async def test_writer_waits_for_the_previous_writer_of_its_key(tmp_path: Path) -> None:
+    """A state disposed while its deletions are queued: the next state's writer must not overlap them."""
+    gate = asyncio.get_running_loop().create_future()
+
+    async def slow_previous() -> None:
+        await gate
+        (tmp_path / "a.ts").unlink()
+
+    (tmp_path / "a.ts").write_bytes(b"old")
+    previous = asyncio.get_running_loop().create_task(slow_previous())
+    writer = HlsWriter(str(tmp_path), "next", after=previous)
+    writer.submit([WriteSegment("a.ts", b"new")])
+    await asyncio.sleep(0.05)
+    assert (tmp_path / "a.ts").read_bytes() == b"old"
+    gate.set_result(None)
+    await asyncio.wait_for(writer.flush(), 10)
+    assert (tmp_path / "a.ts").read_bytes() == b"new"
+    writer.close()
+    await writer.task
+
+
+# ------------------------------------------------------------------------------------------- lifecycle
+
+
+class Pub:
+    def __init__(self, cid: str) -> None:
+        self.cid = cid
+        self.ip = "127.0.0.1"
+        self.kicked: str | None = None
+
+    def kick(self, reason: str) -> None:
+        self.kicked = reason
+
+
+def media(seconds: float, start_ms: int = 0) -> list[MediaPacket]:
+    return [MediaPacket.from_payload(p.kind, p.timestamp, p.payload) for p in av_stream(seconds, start_ms=start_ms)]
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> Any:
+    hls_path = tmp_path / "hls"
+    app = SimpleNamespace(
+        config=server_config(vhost=f"hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {hls_path}; "
+                                   f"hls_dispose 0.3; }}"),
+        hub=Hub(),
+    )
+    svc = HlsService(app)  # type: ignore[arg-type]
+    await svc.start()
+    svc.hls_path = hls_path  # type: ignore[attr-defined]
+    yield svc
+    await svc.stop()
+    await app.hub.close()
+
+
+def publish(svc: HlsService, cid: str) -> PublishToken:
+    token = svc.app.hub.begin_publish(KEY, Pub(cid), SETTINGS)
+    assert token.ready()
+    return token
+
+
+def feed(token: PublishToken, seconds: float) -> None:
+    stream = token.stream
+    start = stream.last_ts + 40 if stream.last_ts >= 0 else 0
+    for pkt in media(seconds, start):
+        assert stream.ingest(token.generation, pkt)
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+async def test_republish_continues_the_playlist_and_a_stale_dispose_timer_deletes_nothing(service: Any) -> None:
+    svc: HlsService = service
+    root: Path = svc.hls_path  # type: ignore[attr-defined]
+    token = publish(svc, "pub1")
+    state = svc.state(KEY)
+    assert state is not None and state.sink in token.stream.sinks
+    feed(token, 3.5)
+    await wait_until(lambda: state.playlist_body is not None and len(state.segmenter.segments) >= 3, 10, "segments")
+    token.release("left")
+    await wait_until(lambda: state.dispose_handle is not None, 10, "the drain to finish and arm the dispose timer")
+    old_epoch = state.epoch
+    assert state.sink is None and not any(s is state.sink for s in token.stream.sinks)
+    written = files(root)
+    assert "live/test.m3u8" in written and len(written) >= 4
+
+    token2 = publish(svc, "pub2")  # back before hls_dispose: same state, timer cancelled
+    assert svc.state(KEY) is state and state.dispose_handle is None and state.epoch > old_epoch
+    svc._dispose(state, old_epoch)  # a timer of the old period firing late anyway
+    assert svc.state(KEY) is state and files(root) == written
+    feed(token2, 3.5)
+    await wait_until(lambda: b"#EXT-X-DISCONTINUITY" in (state.playlist_body or b""), 10, "the discontinuity")
+    pl = parse_media_playlist(state.playlist_body.decode())  # type: ignore[union-attr]
+    assert pl.media_sequence > 0 and sum(s.discontinuity for s in pl.segments) == 1
+    # The stream was collected in between, so the new Stream's clock restarted at 0; the playlist's did not.
+    assert token2.stream is not token.stream
+    starts = [s.start_ms for s in state.segmenter.segments]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts), starts
+    assert all(f"live/{s.uri}" in files(root) for s in pl.segments)
+
+    token2.release("left")
+    await wait_until(lambda: svc.state(KEY) is None, 10, "hls_dispose")
+    await wait_until(lambda: not files(root), 10, "every file deleted")
+    assert svc._playlists == {} and svc._segment_files == {}
+    # A new publish after the dispose starts a new playlist (at sequence 0, no discontinuity).
+    token3 = publish(svc, "pub3")
+    feed(token3, 2.5)
+    state3 = svc.state(KEY)
+    assert state3 is not None and state3 is not state
+    await wait_until(lambda: state3.playlist_body is not None, 10, "the new playlist")
+    pl = parse_media_playlist(state3.playlist_body.decode())  # type: ignore[union-attr]
+    assert pl.media_sequence == 0 and not any(s.discontinuity for s in pl.segments)
+    token3.release("left")
+
+
+async def test_takeover_drain_never_finishes_the_new_publishers_output(service: Any) -> None:
+    svc: HlsService = service
+    hub = svc.app.hub
+    token = publish(svc, "pub1")
+    feed(token, 2.5)
+    state = svc.state(KEY)
+    assert state is not None
+    token2 = publish(svc, "pub2")  # takes over: the drain of generation 1 runs after generation 2 is live
+    assert token.publisher.kicked  # type: ignore[attr-defined]
+    await wait_until(lambda: not hub.tasks, 10, "the old generation's drain")
+    assert state.live_for == (token2.stream, token2.generation)
+    assert state.sink is not None and state.sink in token2.stream.sinks and len(token2.stream.sinks) == 1
+    assert state.dispose_handle is None
+    n = len(state.segmenter.segments)
+    feed(token2, 2.5)
+    await wait_until(lambda: len(state.segmenter.segments) > n, 10, "segments of the new publisher")
+    token2.release("left")
+
+
+# ------------------------------------------------------------------------------------------- serving
+
+
+def request(target: str, method: str = "GET", ua: str = "player/1", ip: str = "10.0.0.1") -> Request:
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(target)
+    return Request(method, target, unquote(parts.path), dict(parse_qsl(parts.query)), {"user-agent": ua}, ip)
+
+
+async def get(svc: HlsService, target: str, **kw: Any) -> Response:
+    resp = await svc.handle(request(target, **kw), None)  # type: ignore[arg-type]
+    assert isinstance(resp, Response), resp
+    return resp
+
+
+def header(resp: Response, name: str) -> str | None:
+    return next((v for k, v in resp.headers if k.lower() == name.lower()), None)
+
+
+async def test_hls_viewer_sessions(service: Any) -> None:
+    svc: HlsService = service
+    token = publish(svc, "pub1")
+    feed(token, 2.5)
+    state = svc.state(KEY)
+    assert state is not None
+    await wait_until(lambda: state.playlist_body is not None, 10, "a playlist")
+    ended: list[str] = []
+    svc.session_ended = lambda s: ended.append(s.id)
+
+    resp = await get(svc, "/live/test.m3u8?token=abc")
+    assert resp.status == 302
+    location = header(resp, "location")
+    assert location is not None and location.startswith("/live/test.m3u8?token=abc&hls_ctx=")
+    assert svc.viewers(KEY) == []  # counted when it follows the redirect
+    resp = await get(svc, location)
+    assert resp.status == 200 and resp.body == state.playlist_body and resp.content_type == "application/vnd.apple.mpegurl"
+    sid = location.rsplit("=", 1)[1]
+    assert [v["id"] for v in svc.viewers(KEY)] == [sid] and svc.viewers(KEY)[0]["ip"] == "10.0.0.1"
+    # ffmpeg reloads the original URL: the same client is sent back to its session, not counted twice.
+    again = await get(svc, "/live/test.m3u8")
+    assert again.status == 302 and header(again, "location") == f"/live/test.m3u8?hls_ctx={sid}"
+    other = await get(svc, "/live/test.m3u8", ua="player/2")
+    other_id = header(other, "location").rsplit("=", 1)[1]  # type: ignore[union-attr]
+    assert other_id != sid
+    assert (await get(svc, f"/live/test.m3u8?hls_ctx={other_id}", ua="player/2")).status == 200
+    assert sorted(v["id"] for v in svc.viewers(KEY)) == sorted([sid, other_id])
+    # HEAD is not a viewer; a bad session id is refused.
+    assert (await get(svc, "/live/test.m3u8", method="HEAD")).status == 200
+    assert (await get(svc, "/live/test.m3u8?hls_ctx=../x")).status == 400
+    # The on_play gate can refuse a new viewer.
+    async def refuse(session: Any, req: Request) -> bool:
+        return False
+    svc.session_gate = refuse
+    assert (await get(svc, "/live/test.m3u8?hls_ctx=newone", ip="10.0.0.9")).status == 403
+    svc.session_gate = None
+    # Sessions end when their player stops polling (on_stop).
+    svc.expire_sessions(time.monotonic() + SESSION_TIMEOUT + 1)
+    assert svc.viewers(KEY) == [] and sorted(ended) == sorted([sid, other_id])
+    token.release("left")
+
+
+async def test_paths_outside_hls_path_are_refused(service: Any) -> None:
+    svc: HlsService = service
+    for path in ["/../x.m3u8", "/live/../../x.ts", "/live/%2e%2e/%2e%2e/etc/x.m3u8", "/..", "/a\\..\\b.ts"]:
+        assert relative_path(request(path).path) is None, path
+        assert (await get(svc, path)).status == 404, path
+    assert relative_path("/live/../live/test.m3u8") == "live/test.m3u8"
+    # Not ours (no such stream): the static file server decides.
+    assert await svc.handle(request("/vod/movie.m3u8"), None) is NotImplemented  # type: ignore[arg-type]
+    # A name shaped like a segment of a stream that does not exist is not an HTTP-TS viewer.
+    assert await svc.handle(request("/live/other-12.ts"), None) is NotImplemented  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------- HTTP-TS fan-out
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.transport = FakeTransport()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def ts_viewer(cid: str, limit: int = 1_000_000) -> TsViewerOwner:
+    conn = FakeConn()
+    owner = TsViewerOwner(conn)  # type: ignore[arg-type]
+    owner.viewer = Viewer(cid, "127.0.0.1", "ts", NO_FORMAT, _BufferView(conn), owner)  # type: ignore[arg-type]
+    owner.viewer.limit = limit
+    return owner
+
+
+def first_video_pes_is_random_access(data: bytes) -> bool:
+    video = read_ts(bytes(data)).pes_of(mpegts.VIDEO_PID)
+    return bool(video) and video[0].random_access
+
+
+def test_ts_fanout_joiners_start_with_psi_and_a_keyframe_slow_viewers_skip() -> None:
+    stream = Stream(KEY, SETTINGS)
+    fan = TsFanout(stream)
+    pkts = media(6)
+    early, late, slow = ts_viewer("early"), ts_viewer("late"), ts_viewer("slow", limit=10_000)
+    fan.add(early)
+    fan.add(slow)
+    assert early.conn.transport.data == b""  # no codec known yet: nothing to announce
+    for i, pkt in enumerate(pkts):
+        if i == len(pkts) // 4:
+            fan.add(late)  # mid-GOP
+            assert bytes(late.conn.transport.data[:3]) == b"\x47\x40\x00"  # PAT at once, before any media
+        if i == len(pkts) // 2:
+            slow.conn.transport.buffered = 20_000  # its socket stopped draining
+            skipped_at = slow.viewer.dropped  # type: ignore[union-attr]
+        if i == 3 * len(pkts) // 4:
+            assert slow.viewer.dropped > skipped_at and slow.waiting  # type: ignore[union-attr]
+            assert slow.viewer.stalled_since is not None  # type: ignore[union-attr]
+            slow.conn.transport.buffered = 0
+        fan.on_packet(pkt)
+    for owner in (early, late, slow):
+        data = bytes(owner.conn.transport.data)
+        ts = read_ts(data)
+        assert ts.pat and ts.pmt and ts.pmt[-1]["streams"] == [(0x1B, mpegts.VIDEO_PID), (0x0F, mpegts.AUDIO_PID)]
+        assert first_video_pes_is_random_access(data), owner.viewer
+        assert owner.viewer.send_bytes == len(data)  # type: ignore[union-attr]
+    check_continuity(bytes(early.conn.transport.data))
+    check_continuity(bytes(late.conn.transport.data))  # the joining PSI continues into the shared one
+    assert slow.viewer.stalled_since is None and not slow.waiting  # type: ignore[union-attr]
+    assert len(read_ts(bytes(slow.conn.transport.data)).pes_of(mpegts.VIDEO_PID)) < len(
+        read_ts(bytes(early.conn.transport.data)).pes_of(mpegts.VIDEO_PID))
+    # Everyone in step receives the very same bytes: after the slow one rejoined, their tails match.
+    tail = bytes(early.conn.transport.data[-188 * 20 :])
+    assert bytes(late.conn.transport.data).endswith(tail) and bytes(slow.conn.transport.data).endswith(tail)
+
+    # A new publisher: everyone waits for its first keyframe.
+    fan.new_publisher()
+    assert early.waiting and late.waiting
+    mark = len(early.conn.transport.data)
+    for pkt in media(2, start_ms=6100):
+        fan.on_packet(pkt)
+    assert first_video_pes_is_random_access(bytes(early.conn.transport.data[mark:]))
+
+
+def test_ts_fanout_created_mid_stream_knows_the_codecs_from_the_gop_cache() -> None:
+    stream = Stream(KEY, SETTINGS)
+    for pkt in media(1.5):
+        stream.gop.add(pkt)
+    fan = TsFanout(stream)
+    owner = ts_viewer("v")
+    fan.add(owner)
+    ts = read_ts(bytes(owner.conn.transport.data))
+    assert ts.pmt and ts.pmt[0]["streams"] == [(0x1B, mpegts.VIDEO_PID), (0x0F, mpegts.AUDIO_PID)]
+
+
+def test_pure_audio_ts_viewers_join_at_any_audio_pes_with_the_program() -> None:
+    stream = Stream(KEY, SETTINGS)
+    fan = TsFanout(stream)
+    pkts = [MediaPacket.from_payload(p.kind, p.timestamp, p.payload) for p in av_stream(4, video=False)]
+    first, second = ts_viewer("a"), ts_viewer("b")
+    fan.add(first)
+    for i, pkt in enumerate(pkts):
+        if i == len(pkts) // 2:
+            fan.add(second)
+        fan.on_packet(pkt)
+    for owner in (first, second):
+        ts = read_ts(bytes(owner.conn.transport.data))
+        assert ts.packets[0].pid == 0 and ts.pmt[0]["streams"] == [(0x0F, mpegts.AUDIO_PID)]
+        assert ts.pes_of(mpegts.AUDIO_PID)
+    assert len(read_ts(bytes(first.conn.transport.data)).pat) >= 3  # repeated about every second
+
+
+def test_write_atomic_creates_directories_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    from livesrv.servers.hls import write_atomic
+
+    write_atomic(str(tmp_path / "d" / "f.ts"), b"x")
+    assert (tmp_path / "d" / "f.ts").read_bytes() == b"x"
+    assert os.listdir(tmp_path / "d") == ["f.ts"]
