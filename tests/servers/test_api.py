@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -320,3 +320,45 @@ async def test_livesrv_process_logs_to_its_file_and_reloads_on_sighup(tmp_path: 
     assert all(line.startswith("[") for line in lines), lines  # one formatted line per event, nothing raw
     assert any("[INFO][livesrv.app] event=stopped" in line for line in lines)
     assert (await proc.stderr.read()).decode().strip() == ""  # type: ignore[union-attr]  # the file tank, not the console
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """log.setup() reconfigures the "livesrv" logger for the whole process: put it back afterwards."""
+    import logging
+
+    root = logging.getLogger("livesrv")
+    saved = (list(root.handlers), root.level, root.propagate)
+    yield
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    handlers, level, propagate = saved
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = propagate
+
+
+def test_log_level_and_tanks(tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
+    import logging
+
+    from livesrv import log as logsetup
+    from livesrv.log import client_event
+
+    logger = logging.getLogger("livesrv.test")
+    path = tmp_path / "srs.log"
+    logsetup.setup("warn", "file", str(path))
+    client_event(logger, "play", "abc12345", "10.0.0.1", "/live/test", "quiet")
+    client_event(logger, "close", "abc12345", "10.0.0.1", "/live/test", "kicked by the HTTP API", logging.WARNING,
+                 send_bytes=10)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1, lines  # the info line is below srs_log_level warn
+    assert re.fullmatch(r"\[[^]]+\]\[WARNING\]\[livesrv\.test\] event=close client=abc12345 ip=10\.0\.0\.1 "
+                        r'stream=/live/test send_bytes=10 reason="kicked by the HTTP API"', lines[0]), lines[0]
+    assert capsys.readouterr().err == ""  # the file tank, not the console
+
+    logsetup.setup("trace", "console")
+    client_event(logger, "play", "abc12345", "10.0.0.1", "/live/test")
+    assert "event=play client=abc12345" in capsys.readouterr().err
+    assert len(path.read_text().splitlines()) == 1  # the file is no longer written
