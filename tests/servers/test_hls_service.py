@@ -279,6 +279,7 @@ def header(resp: Response, name: str) -> str | None:
 async def test_hls_viewer_sessions(service: Any) -> None:
     svc: HlsService = service
     token = publish(svc, "pub1")
+    assert (await get(svc, "/live/test.m3u8")).status == 404  # no segment cut yet: nothing to count either
     feed(token, 2.5)
     state = svc.state(KEY)
     assert state is not None
@@ -445,3 +446,45 @@ def test_write_atomic_creates_directories_and_leaves_no_temp_file(tmp_path: Path
     write_atomic(str(tmp_path / "d" / "f.ts"), b"x")
     assert (tmp_path / "d" / "f.ts").read_bytes() == b"x"
     assert os.listdir(tmp_path / "d") == ["f.ts"]
+
+
+class FakeHttpConn(FakeConn):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ip = "10.0.0.2"
+        self.write_paused = False
+        self.on_close: list[Any] = []
+        self.head: tuple[int, list[tuple[str, str]]] | None = None
+
+    def start_stream(self, status: int, headers: Any) -> None:
+        self.head = (status, list(headers))
+
+    def attach_viewer(self, viewer: Any, owner: Any) -> None:
+        self.viewer = viewer
+
+    def close(self) -> None:
+        self.closed = True
+        for cb in self.on_close:
+            cb()
+
+
+async def test_http_ts_viewer_waits_for_the_publisher_and_leaves_nothing_behind(service: Any) -> None:
+    svc: HlsService = service
+    hub = svc.app.hub
+    conn = FakeHttpConn()
+    assert await svc.handle(request("/live/test.ts"), conn) is None  # type: ignore[arg-type]
+    assert conn.head is not None and conn.head[0] == 200 and ("Content-Type", "video/mp2t") in conn.head[1]
+    stream = hub.get(KEY)
+    assert stream is not None and not stream.live and [v.protocol for v in stream.viewers.values()] == ["ts"]
+    fan = stream.extra["http-ts"]
+    assert stream.sinks == [fan]
+    token = publish(svc, "pub1")
+    assert token.stream is stream
+    feed(token, 2.5)
+    data = bytes(conn.transport.data)
+    assert read_ts(data).pat and first_video_pes_is_random_access(data)
+    check_continuity(data)
+    conn.close()
+    assert not stream.viewers and "http-ts" not in stream.extra and fan not in stream.sinks
+    token.release("left")
+    await wait_until(lambda: hub.get(KEY) is None, 10, "the stream to be collected")

@@ -76,6 +76,8 @@ STOP_TIMEOUT: Final = 10.0
 RECENT_SEGMENTS: Final = 3
 #: Seconds without a playlist request after which an HLS viewer has left.
 SESSION_TIMEOUT: Final = 30.0
+#: HLS viewer sessions kept at most (beyond it players are served but not counted).
+MAX_SESSIONS: Final = 100_000
 #: Stream time (ms) between PAT/PMT repeats in an HTTP-TS stream without video.
 TS_AUDIO_PSI_INTERVAL_MS: Final = 1000
 _CTX_RE: Final = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -762,6 +764,8 @@ class HlsService:
             return Response(200, b"", headers=headers)
         if req.method not in ("GET", "HEAD"):
             return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
+        if state.playlist_body is None:  # no segment cut yet (as SRS: 404 until the first one)
+            return Response(404, b"not found\n", headers=CORS)
         if req.method == "GET":
             redirect = await self._session(req, state)
             if redirect is not None:
@@ -806,6 +810,8 @@ class HlsService:
             return None
         if not _CTX_RE.fullmatch(ctx):
             return Response(400, b"bad hls_ctx\n", headers=CORS)
+        if len(self._sessions) >= MAX_SESSIONS:
+            return None  # (ids are the client's to choose: bounded memory) served, not counted
         # A new viewer (or one whose session expired, or from before a restart: it keeps its URL).
         session = HlsSession(ctx, key, req.ip, ua, time.time(), now)
         gate = self.session_gate
