@@ -271,3 +271,47 @@ async def test_reload_while_a_viewer_watches(tmp_path: Path, procs: Procs, sourc
         await viewer.close()
     finally:
         await app.stop()
+
+
+async def test_hls_players_and_http_ts_viewers_are_clients(make_server, procs, source: Source) -> None:  # type: ignore[no-untyped-def]
+    app = await make_server(vhost="hls { enabled on; hls_fragment 1; hls_window 10; hls_path ./objs/html; }")
+    await publish(procs, app, source.path)
+    stream = next(iter(app.hub.streams.values()))
+    base = f"http://127.0.0.1:{app.port('http')}/live/test"
+    async with aiohttp.ClientSession() as s:
+        async def playlist() -> int:
+            async with s.get(base + ".m3u8") as r:  # follows the hls_ctx redirect: a counted HLS player
+                await r.read()
+                return r.status
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while await playlist() != 200:
+            assert loop.time() < deadline, "no HLS playlist"
+            await asyncio.sleep(0.2)
+        received = bytearray()
+
+        async def read_ts() -> None:
+            async with s.get(base + ".ts") as r:
+                async for chunk in r.content.iter_any():
+                    received.extend(chunk)
+
+        ts = asyncio.create_task(read_ts())  # an HTTP-TS viewer
+        await wait_until(lambda: len(received) > 20_000, 20, "HTTP-TS bytes")
+        assert received[0] == 0x47  # MPEG-TS sync byte
+        body = await poll(app, "/api/v1/clients", lambda b: b["total"] == 3, "publisher, HLS player, HTTP-TS viewer")
+        by_type = {c["type"]: c for c in body["clients"]}
+        assert set(by_type) == {"fmle-publish", "hls-play", "ts-play"}
+        assert by_type["ts-play"]["send_bytes"] > 0 and by_type["ts-play"]["protocol"] == "ts"
+        hls = by_type["hls-play"]
+        assert hls["stream"] == stream.extra["id"] and hls["ip"] == "127.0.0.1" and hls["publish"] is False
+        _, one = await api(app, f"/api/v1/clients/{hls['id']}")
+        assert one["client"]["type"] == "hls-play"
+        status, err = await api(app, f"/api/v1/clients/{hls['id']}", "DELETE")
+        assert status == 400 and err["code"] == 400  # nothing to close: an HLS player only polls
+        _, body = await api(app, f"/api/v1/streams/{stream.extra['id']}")
+        assert body["stream"]["clients"] == 3 and body["stream"]["hls"]["segments"] >= 1
+        status, _ = await api(app, f"/api/v1/clients/{by_type['ts-play']['id']}", "DELETE")
+        assert status == 200
+        await asyncio.wait_for(asyncio.gather(ts, return_exceptions=True), 5)  # its body ended
+        await poll(app, "/api/v1/clients", lambda b: b["total"] == 2, "the HTTP-TS viewer to be gone")

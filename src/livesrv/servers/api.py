@@ -340,6 +340,28 @@ class ApiService:
                 return stream
         return None
 
+    def hls_viewers(self, stream: Stream) -> list[dict[str, Any]]:
+        """HLS players of a stream (sessions kept by the HLS service through ``hls_ctx``; no connection)."""
+        viewers = getattr(self.app.hls, "viewers", None)
+        return list(viewers(stream.key)) if viewers is not None else []
+
+    def hls_clients(self) -> list[dict[str, Any]]:
+        out = []
+        for stream in tuple(self.app.hub.streams.values()):
+            for v in self.hls_viewers(stream):
+                out.append(self._hls_client_json(stream, v))
+        return out
+
+    def _hls_client_json(self, stream: Stream, v: dict[str, Any]) -> dict[str, Any]:
+        key = stream.key
+        return {
+            "id": v["id"], "vhost": self.vhost_account(key.vhost).id, "stream": self.stream_id(stream),
+            "ip": v.get("ip", ""), "pageUrl": "", "swfUrl": "", "tcUrl": "", "url": key.path, "name": key.stream,
+            "type": "hls-play", "publish": False, "alive": round(max(0.0, time.time() - v.get("created", time.time())), 3),
+            "send_bytes": 0, "recv_bytes": 0, "kbps": {"recv_30s": 0, "send_30s": 0}, "protocol": "hls",
+            "user_agent": v.get("user_agent", ""),
+        }
+
     def rss_kbyte(self) -> int:
         return self._proc.memory_info().rss // 1024
 
@@ -549,7 +571,7 @@ class ApiService:
             "id": vh.id,
             "name": name,
             "enabled": cfg.enabled,
-            "clients": sum(len(s.viewers) + (s.publisher is not None) for s in streams),
+            "clients": sum(len(s.viewers) + (s.publisher is not None) + len(self.hls_viewers(s)) for s in streams),
             "streams": sum(1 for s in streams if s.publisher is not None),
             "send_bytes": vh.retired_send + sum(self.stream_send_bytes(s) for s in streams),
             "recv_bytes": vh.retired_recv + sum(s.stats.recv_bytes for s in streams),
@@ -601,6 +623,8 @@ class ApiService:
             if apkt is not None:
                 audio = self._cached(stream, "api.audio", apkt, audio_info)
         s = stream.stats
+        hls_viewers = len(self.hls_viewers(stream))
+        hls_info = getattr(self.app.hls, "info", None)
         return {
             "id": self.stream_id(stream),
             "name": key.stream,
@@ -609,7 +633,7 @@ class ApiService:
             "tcUrl": tc_url,
             "url": key.path,
             "live_ms": int((stream.live_since or stream.created) * 1000),  # when it went live (SRS: now)
-            "clients": len(stream.viewers) + active,
+            "clients": len(stream.viewers) + active + hls_viewers,
             "frames": s.video_frames + s.audio_frames,
             "video_frames": s.video_frames,
             "audio_frames": s.audio_frames,
@@ -622,7 +646,8 @@ class ApiService:
             # livesrv: beyond SRS
             "state": stream.state.value,
             "generation": stream.generation,
-            "viewers": len(stream.viewers),
+            "viewers": len(stream.viewers) + hls_viewers,
+            "hls": hls_info(key) if hls_info is not None else None,
         }
 
     @staticmethod
@@ -640,6 +665,8 @@ class ApiService:
             if not ident:
                 raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, "DELETE needs a client id: /api/v1/clients/ID",
                                [("Allow", "GET, HEAD")])
+            if any(c["id"] == ident for c in self.hls_clients()):
+                raise ApiError(400, ERROR_BAD_PARAMETER, "an HLS player has no connection to close: it just stops asking")
             client = self._client_or_404(ident)
             log.warning("event=api-kick client=%s ip=%s stream=%s", client.cid, client.ip,
                         client.stream.key if client.stream else "")
@@ -647,10 +674,13 @@ class ApiService:
             return {}
         _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
         if ident:
+            for hls in self.hls_clients():
+                if hls["id"] == ident:
+                    return {"client": hls}
             return {"client": self.client_json(self._client_or_404(ident))}
-        clients = list(stats.live_clients(self.app))
         start, count = _paging(req)
-        return {"total": len(clients), "clients": [self.client_json(c) for c in clients[start : start + count]]}
+        clients = [self.client_json(c) for c in stats.live_clients(self.app)] + self.hls_clients()
+        return {"total": len(clients), "clients": clients[start : start + count]}
 
     def _client_or_404(self, ident: str) -> stats.LiveClient:
         for c in stats.live_clients(self.app):

@@ -67,13 +67,14 @@ class LivesrvCollector(Collector):
         totals = stats.traffic(app)
         clients = list(stats.live_clients(app))
         streams = list(app.hub.streams.values())
+        hls = {s.key: len(service.hls_viewers(s)) for s in streams}  # HLS players: sessions, not connections
         recv = sum(t.recv_bytes for t in totals.values())
         send = sum(t.send_bytes for t in totals.values())
         yield _counter("srs_send_bytes_total", "Bytes sent by the server.", self._mono(("send",), send))
         yield _counter("srs_receive_bytes_total", "Bytes received by the server.", self._mono(("recv",), recv))
         yield GaugeMetricFamily("srs_streams", "Streams with a publisher.",
                                 value=sum(1 for s in streams if s.publisher is not None))
-        yield GaugeMetricFamily("srs_clients", "Publishers and viewers connected.", value=len(clients))
+        yield GaugeMetricFamily("srs_clients", "Publishers and viewers connected.", value=len(clients) + sum(hls.values()))
         yield _counter("srs_clients_total", "Connections accepted so far.",
                        self._mono(("conns",), sum(t.connections for t in totals.values())))
         yield _counter("srs_clients_errs_total", "Connections that ended on an error.",
@@ -81,7 +82,8 @@ class LivesrvCollector(Collector):
 
         by_role = GaugeMetricFamily("livesrv_clients", "Clients connected, by protocol and role.",
                                     labels=["protocol", "role"])
-        counts: dict[tuple[str, str], int] = {("rtmp", "publish"): 0, ("rtmp", "play"): 0, ("flv", "play"): 0}
+        counts: dict[tuple[str, str], int] = {("rtmp", "publish"): 0, ("rtmp", "play"): 0, ("flv", "play"): 0,
+                                              ("hls", "play"): sum(hls.values())}
         for c in clients:
             k = (c.protocol, "publish" if c.publish else "play")
             counts[k] = counts.get(k, 0) + 1
@@ -111,8 +113,8 @@ class LivesrvCollector(Collector):
                                        labels=["stream", "kind"])
         for s in streams:
             name = str(s.key)
-            s_clients.add_metric([name], len(s.viewers) + (s.publisher is not None))
-            s_viewers.add_metric([name], len(s.viewers))
+            s_clients.add_metric([name], len(s.viewers) + (s.publisher is not None) + hls[s.key])
+            s_viewers.add_metric([name], len(s.viewers) + hls[s.key])
             s_live.add_metric([name], 1 if s.live else 0)
             s_recv.add_metric([name], s.stats.recv_bytes)
             s_send.add_metric([name], service.stream_send_bytes(s))
