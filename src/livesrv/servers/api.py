@@ -791,15 +791,3 @@ def _sockstat() -> tuple[int, int, int]:
         pass
     return tcp, tw, udp
 
-
-async def handle_api(req: Request) -> Response:
-    """Versions only, without an :class:`App`: kept for callers that predate :class:`ApiService`."""
-    path = req.path.rstrip("/")
-    if path == "/api/v1/versions":
-        parts = [int(x) if x.isdigit() else 0 for x in (__version__.split(".") + ["0", "0"])[:3]]
-        data = {"major": parts[0], "minor": parts[1], "revision": parts[2], "version": __version__}
-        body = {"code": 0, "server": SERVER_ID, "service": SERVICE_ID, "pid": str(os.getpid()), "data": data}
-        return Response(200, json.dumps(body).encode(), "application/json", list(CORS_HEADERS))
-    body = {"code": ERROR_HTTP_HANDLER_MATCH_URL, "server": SERVER_ID, "service": SERVICE_ID,
-            "pid": str(os.getpid()), "error": f"no api at {path}"}
-    return Response(404, json.dumps(body).encode(), "application/json", list(CORS_HEADERS))
