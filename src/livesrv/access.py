@@ -20,6 +20,10 @@ from livesrv.hooks import payloads
 from livesrv.hooks.client import HookClient, hook_urls
 from livesrv.hooks.payloads import HookContext, ServerIdentity
 from livesrv.hooks.security import check
+from livesrv.hub.hub import Hub
+from livesrv.hub.keys import StreamRequest
+from livesrv.hub.stream import StreamSettings
+from livesrv.hub.viewer import Viewer
 
 log = logging.getLogger("livesrv.access")
 
@@ -89,6 +93,30 @@ class Access:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.close()
+
+
+async def gate_http_viewer(
+    access: Access, hub: Hub, viewer: Viewer, sreq: StreamRequest, req_referer: str, settings: StreamSettings
+) -> tuple[HookContext, str | None]:
+    """Security rules and on_play for an HTTP viewer (FLV, WS-FLV, TS), with the viewer registered with the hub
+    before the hook is awaited (SRS #4397). Returns its hook context and None when it may play (it is then
+    attached but not admitted), or a refusal reason (nothing is left attached)."""
+    key = sreq.key
+    ctx = HookContext.from_request(viewer.cid, viewer.ip, sreq, req_referer)
+    denied = access.security(key.vhost, "play", viewer.ip)
+    if denied is not None:
+        return ctx, denied
+    hub.attach(key, viewer, settings)
+    if access.urls(key.vhost, "on_play"):
+        try:
+            refused = await access.play(ctx)
+        except BaseException:  # the viewer left (cancelled) or anything else: nothing stays registered
+            hub.detach(viewer)
+            raise
+        if refused is not None:
+            hub.detach(viewer)
+            return ctx, f"on_play refused: {refused}"
+    return ctx, None
 
 
 def default_identity(server_id: str, service_id: str) -> ServerIdentity:

@@ -6,14 +6,15 @@ import asyncio
 import logging
 from pathlib import Path
 
-from livesrv.access import Access, default_identity
 from livesrv import log as logsetup
+from livesrv.access import Access, default_identity
 from livesrv.config import Config, listen_addresses, load_config
+from livesrv.hooks.payloads import HookContext
 from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api import ApiService
 from livesrv.servers.flv import serve_flv
-from livesrv.servers.hls import HlsService
+from livesrv.servers.hls import HlsService, HlsSession
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
@@ -34,6 +35,8 @@ class App:
         self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = HTTPServer(self._handle_api, "api")
         self.hls = HlsService(self)
+        self.hls.session_gate = self._hls_gate
+        self.hls.session_ended = self._hls_ended
         self.api_service = ApiService(self)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
@@ -82,6 +85,20 @@ class App:
         ctx = getattr(publisher, "publish_ctx", None)
         if ctx is not None:
             await self.access.unpublish(ctx)
+
+    @staticmethod
+    def _hls_context(session: HlsSession, param: str = "", page_url: str = "") -> HookContext:
+        key = session.key
+        return HookContext(session.id, session.ip, key.vhost, key.app, key.stream, param, "", page_url)
+
+    async def _hls_gate(self, session: HlsSession, req: Request) -> bool:
+        """A new HLS viewer: security rules, then on_play (HLS viewers hold no stream: nothing to register)."""
+        if self.access.security(session.key.vhost, "play", session.ip) is not None:
+            return False
+        return await self.access.play(self._hls_context(session, req.raw_query, req.headers.get("referer", ""))) is None
+
+    def _hls_ended(self, session: HlsSession) -> None:
+        self.access.stop(self._hls_context(session))
 
     def port(self, name: str) -> int:
         return self.addresses[name][0][1]

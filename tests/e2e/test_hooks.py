@@ -163,3 +163,21 @@ async def test_tokens_are_masked_in_logs(make_server, hook_server, procs, sample
     await hook_server.wait_call("on_unpublish")
     assert "supersecret" not in caplog.text
     assert hook_server.calls_for("on_publish")[0].payload["param"] == "?token=supersecret"
+
+
+async def test_hls_and_http_ts_viewers_pass_the_same_gates(make_server, hook_server, procs, sample_flv, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hook_server.set_answer(REJECT_CODE1, stream="test", hook="on_play")
+    app = await hook_app(make_server, hook_server,
+                         vhost=f" hls {{ enabled on; hls_fragment 1; hls_path {tmp_path}; }}")
+    await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
+    m3u8 = tmp_path / "live" / "test.m3u8"
+    await wait_until(lambda: m3u8.exists(), 20, "the playlist")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{app.port('http')}/live/test.m3u8") as resp:
+            assert resp.status == 403  # after the hls_ctx redirect, on_play refused the new HLS viewer
+        async with session.get(f"http://127.0.0.1:{app.port('http')}/live/test.ts") as resp:
+            assert resp.status == 403
+    plays = hook_server.calls_for("on_play")
+    assert len(plays) == 2 and all(c.payload["stream"] == "test" for c in plays)
+    stream = next(iter(app.hub.streams.values()))
+    assert not stream.viewers

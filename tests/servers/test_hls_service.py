@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+from livesrv.access import Access, default_identity
 from typing import Any
 
 import pytest
@@ -163,17 +165,16 @@ def media(seconds: float, start_ms: int = 0) -> list[MediaPacket]:
 @pytest.fixture
 async def service(tmp_path: Path) -> Any:
     hls_path = tmp_path / "hls"
-    app = SimpleNamespace(
-        config=server_config(vhost=f"hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {hls_path}; "
-                                   f"hls_dispose 0.3; }}"),
-        hub=Hub(),
-    )
+    config = server_config(vhost=f"hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {hls_path}; "
+                                 f"hls_dispose 0.3; }}")
+    app = SimpleNamespace(config=config, hub=Hub(), access=Access(lambda: config, default_identity("vid-t", "t")))
     svc = HlsService(app)  # type: ignore[arg-type]
     await svc.start()
     svc.hls_path = hls_path  # type: ignore[attr-defined]
     yield svc
     await svc.stop()
     await app.hub.close()
+    await app.access.aclose()
 
 
 def publish(svc: HlsService, cid: str) -> PublishToken:

@@ -18,6 +18,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from livesrv import stats
 from livesrv.codec import flv
+from livesrv.access import gate_http_viewer
 from livesrv.hooks.payloads import HookContext
 from livesrv.hub.keys import StreamRequest, parse_http_path
 from livesrv.hub.stream import Stream
@@ -120,29 +121,17 @@ async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn
     cid = new_client_id()
     is_ws = req.headers.get("upgrade", "").lower() == "websocket"
     protocol = "ws-flv" if is_ws else "flv"
-    denied = access.security(key.vhost, "play", conn.ip)
-    if denied is not None:
-        client_event(log, "play-rejected", cid, conn.ip, key, denied, logging.WARNING, protocol=protocol)
-        return Response(403, f"forbidden: {denied}\n".encode(), headers=CORS)
     owner = FlvViewerOwner(conn, None)
     viewer = owner.viewer = Viewer(cid, conn.ip, protocol, WS_FLV if is_ws else FLV, conn.transport, owner, sreq.param)
     viewer.limit = config.rtmp_limits.max_write_buffer
-    # Registered before the on_play hook is awaited (SRS #4397): the stream cannot be freed under it.
-    hub.attach(key, viewer, stream_settings(config, key.vhost))
-    ctx = HookContext.from_request(cid, conn.ip, sreq, req.headers.get("referer", ""))
-    if access.urls(key.vhost, "on_play"):
-        try:
-            refused = await access.play(ctx)
-        except BaseException:  # the viewer left (cancelled) or anything else: nothing stays registered
-            hub.detach(viewer)
-            raise
-        if refused is not None or conn.closed:
-            hub.detach(viewer)
-            if refused is None:
-                return None
-            client_event(log, "play-rejected", cid, conn.ip, key, f"on_play refused: {refused}", logging.WARNING,
-                         protocol=protocol)
-            return Response(403, b"forbidden by on_play\n", headers=CORS)
+    ctx, refused = await gate_http_viewer(access, hub, viewer, sreq, req.headers.get("referer", ""),
+                                          stream_settings(config, key.vhost))
+    if refused is not None:
+        client_event(log, "play-rejected", cid, conn.ip, key, refused, logging.WARNING, protocol=protocol)
+        return Response(403, f"forbidden: {refused}\n".encode(), headers=CORS)
+    if conn.closed:  # it left while its hook was awaited
+        hub.detach(viewer)
+        return None
     ws: WSConnection | None = None
     if is_ws:
         ws = WSConnection(ConnectionType.SERVER)

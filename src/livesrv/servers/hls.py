@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
+from livesrv.access import gate_http_viewer
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.mpegts import TSMuxer
 from livesrv.config import HlsConfig
@@ -867,20 +868,29 @@ class HlsService:
         hub = self.app.hub
         key = sreq.key
         cid = new_client_id()
-        # TODO(hooks): security rules and on_play/on_stop for HTTP-TS, as serve_flv does.
-        conn.start_stream(200, [("Content-Type", TS_TYPE), *headers])
         owner = TsViewerOwner(conn)
         viewer = owner.viewer = Viewer(cid, conn.ip, "ts", NO_FORMAT, _BufferView(conn), owner, sreq.param)
         viewer.limit = config.rtmp_limits.max_write_buffer
+        ctx, refused = await gate_http_viewer(self.app.access, hub, viewer, sreq, req.headers.get("referer", ""),
+                                              stream_settings(config, key.vhost))
+        if refused is not None:
+            client_event(log, "play-rejected", cid, conn.ip, key, refused, logging.WARNING, protocol="ts")
+            return Response(403, f"forbidden: {refused}\n".encode(), headers=CORS)
+        if conn.closed:  # it left while its hook was awaited
+            hub.detach(viewer)
+            return None
+        conn.start_stream(200, [("Content-Type", TS_TYPE), *headers])
         conn.attach_viewer(viewer, owner)
         client_event(log, "play", cid, conn.ip, key, param=sreq.masked_param(), protocol="ts")
-        stream = hub.attach(key, viewer, stream_settings(config, key.vhost))
+        stream = viewer.stream
+        assert stream is not None
         fan = stream.extra.get(TS_EXTRA)
         if not isinstance(fan, TsFanout):
             fan = stream.extra[TS_EXTRA] = TsFanout(stream)
             stream.sinks.append(fan)
         fan.add(owner)
         conn.on_close.append(lambda: self._ts_closed(viewer, owner, stream, fan))
+        conn.on_close.append(lambda: self.app.access.stop(ctx))
         if conn.write_paused:
             viewer.pause(time.monotonic())
         hub.admit(viewer)
