@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from livesrv import log as logsetup
 from livesrv.access import Access, default_identity
 from livesrv.config import Config, listen_addresses, load_config
+from livesrv.hooks import payloads
 from livesrv.hooks.payloads import HookContext
 from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api import ApiService
 from livesrv.servers.flv import serve_flv
-from livesrv.servers.hls import HlsService, HlsSession
+from livesrv.remux.hls import SegmentInfo
+from livesrv.servers.hls import HlsService, HlsSession, HlsState
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
@@ -37,6 +40,7 @@ class App:
         self.hls = HlsService(self)
         self.hls.session_gate = self._hls_gate
         self.hls.session_ended = self._hls_ended
+        self.hls.segment_written = self._hls_segment
         self.api_service = ApiService(self)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
@@ -99,6 +103,18 @@ class App:
 
     def _hls_ended(self, session: HlsSession) -> None:
         self.access.stop(self._hls_context(session))
+
+    def _hls_segment(self, state: HlsState, info: SegmentInfo) -> None:
+        """on_hls, with the publisher's context, once a segment is on disk."""
+        stream = state.live_for[0] if state.live_for else None
+        ctx = getattr(stream.publisher, "publish_ctx", None) if stream is not None else None
+        if ctx is None:
+            return
+        m3u8 = os.path.join(state.root, state.playlist_name)
+        self.access.hls(ctx.vhost, lambda ident: payloads.on_hls(
+            ident, ctx, duration=info.duration, file=os.path.join(state.root, info.name), url=info.uri,
+            m3u8=m3u8, m3u8_url="/" + state.playlist_name, seq_no=info.sequence,
+        ))
 
     def port(self, name: str) -> int:
         return self.addresses[name][0][1]

@@ -181,3 +181,15 @@ async def test_hls_and_http_ts_viewers_pass_the_same_gates(make_server, hook_ser
     assert len(plays) == 2 and all(c.payload["stream"] == "test" for c in plays)
     stream = next(iter(app.hub.streams.values()))
     assert not stream.viewers
+
+
+async def test_on_hls_for_every_segment(make_server, hook_server, procs, sample_flv, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    app = await make_server(vhost=f"hls {{ enabled on; hls_fragment 1; hls_path {tmp_path}; }} "
+                                  f"http_hooks {{ enabled on; on_hls {hook_server.url('on_hls')}; }}")
+    await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test?k=v"))
+    call = await hook_server.wait_call("on_hls", 2, timeout=20)
+    p = call.payload
+    assert p["action"] == "on_hls" and p["stream"] == "test" and p["param"] == "?k=v"
+    assert p["seq_no"] == 1 and 0.5 < p["duration"] < 3
+    assert p["file"].endswith("live/test-1.ts") and p["m3u8_url"] == "/live/test.m3u8"
+    assert (tmp_path / "live" / "test-1.ts").exists()

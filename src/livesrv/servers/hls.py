@@ -55,7 +55,7 @@ from livesrv.hub.viewer import Viewer
 from livesrv.log import client_event
 from livesrv.media.formats import Format
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
-from livesrv.remux.hls import DeleteFile, HlsAction, HlsSegmenter, WritePlaylist, WriteSegment
+from livesrv.remux.hls import DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, WritePlaylist, WriteSegment
 from livesrv.servers.common import new_client_id, stream_settings
 from livesrv.servers.flv import CORS, resolve
 from livesrv.servers.http import HTTPConnection, Request, Response
@@ -534,6 +534,7 @@ class HlsService:
         # first playlist, False answers 403) and on_stop when its session times out.
         self.session_gate: SessionGate | None = None
         self.session_ended: Callable[[HlsSession], None] | None = None
+        self.segment_written: Callable[[HlsState, SegmentInfo], None] | None = None  # on_hls
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -713,6 +714,11 @@ class HlsService:
                 state.recent[act.name] = act.data
                 while len(state.recent) > RECENT_SEGMENTS:
                     del state.recent[next(iter(state.recent))]
+                cb = self.segment_written
+                if cb is not None:
+                    info = next((x for x in state.segmenter.segments if x.name == act.name), None)
+                    if info is not None:
+                        cb(state, info)
             else:
                 state.playlist_body = act.text.encode()
 
