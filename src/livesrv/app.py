@@ -30,9 +30,10 @@ class App:
         self.config = config
         self.config_path = config_path  # re-read by reload(); None: the embedded defaults (and environment)
         self.hub = Hub()
-        from livesrv.servers import api as api_ids
-
-        self.access = Access(lambda: self.config, default_identity(api_ids.SERVER_ID, api_ids.SERVICE_ID))
+        self.api_service = ApiService(self)
+        # Hooks report the same server/service ids as the API.
+        self.access = Access(lambda: self.config,
+                             default_identity(self.api_service.server_id, self.api_service.service_id))
         self.hub.drain_handlers.append(self._on_unpublish)
         self.rtmp = RTMPServer(config, self.hub, self.access)
         self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
@@ -41,7 +42,6 @@ class App:
         self.hls.session_gate = self._hls_gate
         self.hls.session_ended = self._hls_ended
         self.hls.segment_written = self._hls_segment
-        self.api_service = ApiService(self)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
 

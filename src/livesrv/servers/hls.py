@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
+from livesrv import stats
 from livesrv.access import gate_http_viewer
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.mpegts import TSMuxer
@@ -905,6 +906,7 @@ class HlsService:
     def _ts_closed(self, viewer: Viewer, owner: TsViewerOwner, stream: Stream, fan: TsFanout) -> None:
         client_event(log, "close", viewer.cid, viewer.ip, stream.key, owner.reason, protocol="ts",
                      send_bytes=viewer.send_bytes)
+        stats.connection_closed("ts", 0, viewer.send_bytes)
         if fan.remove(viewer.cid) and stream.extra.get(TS_EXTRA) is fan:
             del stream.extra[TS_EXTRA]  # no viewer left: no muxing
             if fan in stream.sinks:
