@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -209,8 +212,10 @@ class World:
                 assert v.stream is not None and hub.streams.get(v.stream.key) is v.stream, "viewer on a freed stream"
 
 
-async def run_world(seed: int, ops: int) -> World:
+async def run_world(seed: int, ops: int, setup: Callable[[World], Awaitable[None]] | None = None) -> World:
     w = World(seed)
+    if setup is not None:
+        await setup(w)
     rng = w.rng
     for _ in range(ops):
         r = rng.random()
@@ -270,3 +275,37 @@ async def test_random_interleavings_leave_nothing_behind(seed: int) -> None:
     s = w.stats
     # the run really exercised the interesting paths
     assert s["ready"] > 50 and s["stale"] > 5 and s["busy"] > 5 and s["vanish"] > 5 and s["play"] > 200, s
+
+
+async def test_random_interleavings_with_hls_output(tmp_path: Path) -> None:
+    """The same, with the real HLS service writing segments for every stream (its finish runs in the drain,
+    its dispose timers carry epochs): at the end every writer is done and every file is gone."""
+    from livesrv.access import Access, default_identity
+    from livesrv.servers.hls import HlsService
+    from tests.conftest import server_config
+
+    hls_dir = tmp_path / "hls"
+    config = server_config(vhost=f"hls {{ enabled on; hls_fragment 0.2; hls_window 1; hls_path {hls_dir}; "
+                                 f"hls_dispose 0.05; }}")
+    services: list[HlsService] = []
+    written: list[str] = []
+
+    async def setup(w: World) -> None:
+        app = SimpleNamespace(config=config, hub=w.hub, access=Access(lambda: config, default_identity("vid-t", "t")))
+        svc = HlsService(app)  # type: ignore[arg-type]
+        svc.segment_written = lambda state, info: written.append(info.name)
+        await svc.start()
+        services.append(svc)
+
+    w = await run_world(7, OPS // 6, setup)
+    assert_clean(w)
+    svc = services[0]
+    # Every stream's output is finished and disposed, every writer task done, no file left behind.
+    from tests.helpers import wait_until
+
+    await wait_until(lambda: not svc._states and not svc._retired, 20, "every HLS state to be disposed")
+    files = [p for p in hls_dir.rglob("*") if p.is_file()] if hls_dir.exists() else []
+    assert files == [], files[:5]
+    assert w.stats["ready"] > 20 and len(written) > 5, (w.stats, len(written))
+    await svc.stop()
+    await svc.app.access.aclose()
