@@ -585,3 +585,32 @@ def test_valid_streams_decode() -> None:
     for stream in VALID_STREAMS:
         fuzz_feed(stream, [])
         assert len(ChunkDecoder().feed(stream)) == 13
+
+
+def test_unfinished_messages_are_bounded_across_chunk_streams() -> None:
+    """Starting a large message on many chunk streams and finishing none is refused, not buffered."""
+    from livesrv.codec.errors import ProtocolError
+
+    dec = ChunkDecoder(max_message_size=1000, max_pending=300)
+
+    def first_chunk(csid: int) -> bytes:  # fmt 0: the first 128 bytes of a 1000-byte message, never finished
+        return bytes([csid]) + (0).to_bytes(3, "big") + (1000).to_bytes(3, "big") + bytes([9]) + \
+            (1).to_bytes(4, "little") + b"x" * 128
+
+    assert dec.feed(first_chunk(3)) == []
+    assert dec.feed(first_chunk(4)) == []  # 256 bytes held
+    with pytest.raises(ProtocolError, match="unfinished messages"):
+        dec.feed(first_chunk(5))  # 384 > 300
+
+
+def test_finished_and_aborted_messages_release_their_bytes() -> None:
+    dec = ChunkDecoder(max_message_size=1000, max_pending=300)
+    head = bytes([4]) + (0).to_bytes(3, "big") + (200).to_bytes(3, "big") + bytes([9]) + (1).to_bytes(4, "little")
+    for _ in range(10):  # many messages, each briefly unfinished: the count goes back to zero each time
+        out = dec.feed(head + b"y" * 128 + bytes([0xC4]) + b"y" * 72)
+        assert len(out) == 1 and len(out[0].payload) == 200
+    # an aborted message frees what it held
+    abort = bytes([2]) + (0).to_bytes(3, "big") + (4).to_bytes(3, "big") + bytes([2]) + (0).to_bytes(4, "little") + (4).to_bytes(4, "big")
+    for _ in range(10):
+        assert dec.feed(head + b"z" * 128) == []
+        assert [m.type_id for m in dec.feed(abort)] == [2]

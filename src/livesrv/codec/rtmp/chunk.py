@@ -85,17 +85,25 @@ class ChunkDecoder:
         "_streams",
         "_max_message_size",
         "_max_chunk_streams",
+        "_max_pending",
+        "_pending",
         "_failed",
         "bytes_received",
     )
 
-    def __init__(self, *, max_message_size: int = 16 * 1024 * 1024, max_chunk_streams: int = 64) -> None:
+    def __init__(
+        self, *, max_message_size: int = 16 * 1024 * 1024, max_chunk_streams: int = 64, max_pending: int | None = None
+    ) -> None:
         self._buf = bytearray()
         self._pos = 0  # start of the first unconsumed byte in _buf
         self._chunk_size = DEFAULT_CHUNK_SIZE
         self._streams: dict[int, _InStream] = {}
         self._max_message_size = max_message_size
         self._max_chunk_streams = max_chunk_streams
+        # Bytes of unfinished messages held across all chunk streams: without this bound a peer could start a
+        # maximal message on every chunk stream and never finish any (64 x max_message_size per connection).
+        self._max_pending = 2 * max_message_size if max_pending is None else max_pending
+        self._pending = 0
         self._failed: ChunkError | None = None
         #: Every byte ever fed, for acknowledgements (the caller wraps it to 32 bits).
         self.bytes_received = 0
@@ -265,6 +273,11 @@ class ChunkDecoder:
             assert st is not None
             pos = end
             if have + size < length:
+                self._pending += size
+                if self._pending > self._max_pending:
+                    raise ChunkError(
+                        f"{self._pending} bytes of unfinished messages held (limit {self._max_pending})"
+                    )
                 if partial is None:
                     st.partial = bytearray(mv[p:end])
                 else:
@@ -274,6 +287,7 @@ class ChunkDecoder:
             if partial is None:
                 payload = bytes(mv[p:end])
             else:
+                self._pending -= have
                 partial += mv[p:end]
                 payload = bytes(partial)
                 st.partial = None
@@ -285,7 +299,8 @@ class ChunkDecoder:
                 if len(payload) < 4:
                     raise ChunkError(f"abort message of {len(payload)} bytes, expected 4")
                 target = streams.get(u32(payload, 0)[0])
-                if target is not None:
+                if target is not None and target.partial is not None:
+                    self._pending -= len(target.partial)
                     target.partial = None
         return pos
 
