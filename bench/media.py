@@ -31,6 +31,8 @@ class SourceProfile:
 PROFILES = {
     # The performance targets' stream: 1280x720 30 fps H.264, 2 s GOP, ~2 Mbit/s + AAC 128k (2.15 Mbit/s).
     "720p": SourceProfile("720p", "1280x720", 30, 2, 2000, 128, 30),
+    # The publisher-side probe: what parsing an 8 Mbit/s stream costs (1080p30, 2 s GOP, 8 Mbit/s + AAC 128k).
+    "1080p8m": SourceProfile("1080p8m", "1920x1080", 30, 2, 8000, 128, 20),
     # For the smoke test: cheap to make and to serve, same structure.
     "small": SourceProfile("small", "320x240", 25, 1, 300, 64, 6),
 }

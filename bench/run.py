@@ -44,12 +44,18 @@ class BenchError(RuntimeError):
 # ----------------------------------------------------------------------------------------- sampling
 
 
-def proc_sample(pid: int) -> tuple[float, int]:
-    """(CPU seconds used so far, RSS bytes) of one process, from /proc/<pid>/stat."""
+def proc_times(pid: int) -> tuple[float, float, int]:
+    """(user CPU seconds, system CPU seconds, RSS bytes) of one process, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     fields = stat.rpartition(b")")[2].split()  # fields[0] is field 3 (state) of proc(5)
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK, int(fields[21]) * _PAGE
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK, int(fields[21]) * _PAGE
+
+
+def proc_sample(pid: int) -> tuple[float, int]:
+    """(CPU seconds used so far, RSS bytes) of one process."""
+    user, system, rss = proc_times(pid)
+    return user + system, rss
 
 
 def _sleep_until(t: float) -> None:
@@ -92,39 +98,45 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
         start_at = time.monotonic() + 1.0  # time for the load generator's processes to start
         window_start = start_at + viewers / args.connect_rate + args.settle
         window_end = window_start + args.duration
-        cmd = [
-            sys.executable, str(Path(loadgen.__file__).resolve()), url,
-            "--viewers", str(viewers), "--duration", str(args.duration), "--procs", str(args.procs),
-            "--connect-rate", str(args.connect_rate), "--stall", str(args.stall), "--max-gap", str(args.max_gap),
-            "--read-interval", str(args.read_interval),
-            "--start-at", repr(start_at), "--window-start", repr(window_start),
-        ]
-        with open(workdir / "loadgen.log", "ab") as err:
-            gen = popen(cmd, stdout=subprocess.PIPE, stderr=err)
-        started.append(gen)
+        gen: subprocess.Popen[bytes] | None = None
+        if viewers > 0:  # 0: the publisher alone (what ingest costs)
+            cmd = [
+                sys.executable, str(Path(loadgen.__file__).resolve()), url,
+                "--viewers", str(viewers), "--duration", str(args.duration), "--procs", str(args.procs),
+                "--connect-rate", str(args.connect_rate), "--stall", str(args.stall), "--max-gap", str(args.max_gap),
+                "--read-interval", str(args.read_interval),
+                "--start-at", repr(start_at), "--window-start", repr(window_start),
+            ]
+            with open(workdir / "loadgen.log", "ab") as err:
+                gen = popen(cmd, stdout=subprocess.PIPE, stderr=err)
+            started.append(gen)
 
         _sleep_until(window_start)
-        cpu0, rss = proc_sample(server.pid)
+        user0, sys0, rss = proc_times(server.pid)
         rss_max = rss
         t0 = time.monotonic()
         while time.monotonic() < window_end:
             _sleep_until(min(window_end, time.monotonic() + 0.5))
             if not server.alive():
                 raise BenchError(f"{server_name} died during the run:\n{server.log_tail()}")
-            _, rss = proc_sample(server.pid)
+            _, _, rss = proc_times(server.pid)
             rss_max = max(rss_max, rss)
-        cpu1, rss = proc_sample(server.pid)
+        user1, sys1, rss = proc_times(server.pid)
         elapsed = time.monotonic() - t0
         if publisher.poll() is not None:
             raise BenchError(f"publisher ffmpeg exited with {publisher.returncode} during the run")
 
-        out, _ = gen.communicate(timeout=args.duration + viewers / args.connect_rate + 120)
-        if gen.returncode != 0:
-            tail = (workdir / "loadgen.log").read_text(errors="replace")[-2000:]
-            raise BenchError(f"load generator exited with {gen.returncode}:\n{tail}")
-        load = json.loads(out)
+        load: dict[str, Any] | None = None
+        if gen is not None:
+            out, _ = gen.communicate(timeout=args.duration + viewers / args.connect_rate + 120)
+            if gen.returncode != 0:
+                tail = (workdir / "loadgen.log").read_text(errors="replace")[-2000:]
+                raise BenchError(f"load generator exited with {gen.returncode}:\n{tail}")
+            load = json.loads(out)
         row.update({
-            "cpu_percent": 100.0 * (cpu1 - cpu0) / elapsed,
+            "cpu_percent": 100.0 * (user1 - user0 + sys1 - sys0) / elapsed,
+            "cpu_user_percent": 100.0 * (user1 - user0) / elapsed,
+            "cpu_sys_percent": 100.0 * (sys1 - sys0) / elapsed,
             "rss_mib": rss_max / 2**20,
             "rss_end_mib": rss / 2**20,
             "load": load,
@@ -160,9 +172,10 @@ def table_row(row: dict[str, Any]) -> list[str]:
     if "error" in row:
         return head + ["error (below)"] + [""] * (len(COLUMNS) - 4)
     load = row["load"]
-    return head + [
-        f"{row['cpu_percent']:.1f}",
-        f"{row['rss_mib']:.0f}",
+    cpu = [f"{row['cpu_percent']:.1f}", f"{row['rss_mib']:.0f}"]
+    if load is None:  # no viewers: the publisher alone
+        return head + cpu + ["-"] * (len(COLUMNS) - 5)
+    return head + cpu + [
         f"{load['delivered_mbps']:.0f}",
         f"{100.0 * load['keeping_up_share']:.1f}%",
         str(load["stalled"]),
@@ -182,7 +195,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if "error" in r:
             notes.append(f"{r['server']}/{r['proto']}/{r['viewers']}: {r['error']}")
         load = r.get("load")
-        if load and (load["errors"] or load["malformed"]):
+        if load is not None and (load["errors"] or load["malformed"]):
             notes.append(f"{r['server']}/{r['proto']}/{r['viewers']}: errors {load['error_samples']} "
                          f"problems {load['problem_samples']}")
     return "\n".join(lines + notes)
@@ -207,7 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server", type=_csv(str, SERVERS), default=["livesrv"],
                    help="comma list of livesrv, nginx-rtmp, nms (the last two only where installed)")
     p.add_argument("--proto", type=_csv(str, ("rtmp", "flv")), default=["flv"], help="comma list: rtmp, flv")
-    p.add_argument("--viewers", type=_csv(int), default=[1000], help="comma list of viewer counts")
+    p.add_argument("--viewers", type=_csv(int), default=[1000],
+                   help="comma list of viewer counts (0: no viewers, what the publisher alone costs)")
     p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
     p.add_argument("--settle", type=float, default=2.0, help="seconds after the last viewer attached")
     p.add_argument("--connect-rate", type=float, default=500.0, help="viewers attached per second")

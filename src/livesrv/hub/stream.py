@@ -190,20 +190,34 @@ class Stream:
         end = self.flushed_seq = start + len(pkts)
         if not self.viewers:
             return
+        # The loop below runs once per viewer per batch: it keeps to local variables, remembers the bytes of
+        # the last format it met (streams usually have one or two), and inlines ``_over``.
         shared: dict[Format, bytes] = {}
+        fmt: Format | None = None
+        data = b""
+        size = 0
         for v in list(self.viewers.values()):
-            if v.cursor == start:
-                data = shared.get(v.fmt)
-                if data is None:
-                    data = shared[v.fmt] = v.fmt.encode(pkts)
-                if v.blocked or _over(v, len(data)):
-                    self._fell_behind(v, len(pkts))
-                    continue
-                v.send_bytes += len(data)
-                v.transport.write(data)
-                v.cursor = end
-            else:
+            if v.cursor != start:
                 self._catch_up(v, pkts, start, end)
+                continue
+            if v.fmt is not fmt:
+                fmt = v.fmt
+                got = shared.get(fmt)
+                if got is None:
+                    got = shared[fmt] = fmt.encode(pkts)
+                data = got
+                size = len(data)
+            if v.blocked:
+                self._fell_behind(v, len(pkts))
+                continue
+            transport = v.transport
+            buffered = transport.get_write_buffer_size()  # _over(v, size), inlined
+            if buffered > 0 and buffered + size > v.limit:
+                self._fell_behind(v, len(pkts))
+                continue
+            v.send_bytes += size
+            transport.write(data)
+            v.cursor = end
 
     def _catch_up(self, v: Viewer, pkts: list[MediaPacket], start: int, end: int) -> None:
         cursor = v.cursor
