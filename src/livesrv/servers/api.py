@@ -696,8 +696,8 @@ class ApiService:
             "vhost": self.vhost_account(stream.key.vhost).id if stream else "",
             "stream": self.stream_id(stream) if stream else "",
             "ip": c.ip,
-            "pageUrl": "",
-            "swfUrl": "",
+            "pageUrl": getattr(c.handle, "page_url", ""),  # RTMP clients send them in connect
+            "swfUrl": getattr(c.handle, "swf_url", ""),
             "tcUrl": c.tc_url,
             "url": stream.key.path if stream else "",
             "name": stream.key.stream if stream else "",

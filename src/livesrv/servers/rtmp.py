@@ -86,6 +86,7 @@ class RTMPConnection(asyncio.Protocol):
         self.connected: HookContext | None = None  # set once connect was accepted (for on_close)
         self.publish_ctx: HookContext | None = None  # what on_unpublish reports
         self.page_url = ""
+        self.swf_url = ""
         self.playing: HookContext | None = None  # set while an admitted play runs (for on_stop)
 
     # ------------------------------------------------------------------------------- asyncio protocol
@@ -282,6 +283,7 @@ class RTMPConnection(asyncio.Protocol):
         client_event(log, "connect", self.cid, self.ip, tcUrl=mask_query(ev.tc_url), app=ev.app.split("?", 1)[0])
         req = parse_rtmp_request(ev.tc_url, ev.app, "", self.server.config.vhosts.keys())
         self.page_url = ev.page_url
+        self.swf_url = ev.swf_url
         ctx = HookContext(self.cid, self.ip, req.key.vhost, req.key.app, "", req.param, ev.tc_url, ev.page_url)
         if not self.server.access.urls(req.key.vhost, "on_connect"):
             self._connected(ev, ctx)
