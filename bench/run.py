@@ -58,6 +58,19 @@ def proc_sample(pid: int) -> tuple[float, int]:
     return user + system, rss
 
 
+def machine_times() -> tuple[float, float]:
+    """(busy CPU seconds of all cores, of which softirq) so far, from /proc/stat.
+
+    On loopback the kernel's network work is partly done in softirq context, sometimes in ksoftirqd threads
+    that are not charged to the server process: the machine-wide figure shows what that process's own CPU
+    time leaves out (it also includes the load generator and the publisher)."""
+    with open("/proc/stat", "rb") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    idle = cpu[3] + (cpu[4] if len(cpu) > 4 else 0)
+    busy = sum(cpu[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return busy / _CLK_TCK, (cpu[6] if len(cpu) > 6 else 0) / _CLK_TCK
+
+
 def _sleep_until(t: float) -> None:
     delay = t - time.monotonic()
     if delay > 0:
@@ -113,6 +126,8 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
 
         _sleep_until(window_start)
         user0, sys0, rss = proc_times(server.pid)
+        busy0, soft0 = machine_times()
+        pub0, _ = proc_sample(publisher.pid)
         rss_max = rss
         t0 = time.monotonic()
         while time.monotonic() < window_end:
@@ -122,6 +137,8 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
             _, _, rss = proc_times(server.pid)
             rss_max = max(rss_max, rss)
         user1, sys1, rss = proc_times(server.pid)
+        busy1, soft1 = machine_times()
+        pub1, _ = proc_sample(publisher.pid)
         elapsed = time.monotonic() - t0
         if publisher.poll() is not None:
             raise BenchError(f"publisher ffmpeg exited with {publisher.returncode} during the run")
@@ -137,6 +154,9 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
             "cpu_percent": 100.0 * (user1 - user0 + sys1 - sys0) / elapsed,
             "cpu_user_percent": 100.0 * (user1 - user0) / elapsed,
             "cpu_sys_percent": 100.0 * (sys1 - sys0) / elapsed,
+            "machine_cpu_percent": 100.0 * (busy1 - busy0) / elapsed,  # all cores, % of one core
+            "machine_softirq_percent": 100.0 * (soft1 - soft0) / elapsed,
+            "publisher_cpu_percent": 100.0 * (pub1 - pub0) / elapsed,
             "rss_mib": rss_max / 2**20,
             "rss_end_mib": rss / 2**20,
             "load": load,
