@@ -5,9 +5,6 @@ Every process a test starts is killed in teardown; every wait is on a condition 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +14,9 @@ import pytest
 from livesrv.app import App
 from livesrv.config import parse_text
 from tests.helpers import FFMPEG, Procs, require_tool
+
+#: The recording hook server fixture (``hook_server``) for every test module.
+pytest_plugins = ["tests.hooks.hook_server"]
 
 def server_config(extra: str = "", vhost: str = ""):  # -> Config
     text = f"""

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import FlvViewer, ffmpeg_publish_args, require_tool, wait_until
-from tests.hooks.hook_server import HANG, REJECT_CODE1, HookServer, hook_server, unused_port  # noqa: F401
+from tests.hooks.hook_server import HANG, REJECT_CODE1, HookServer, unused_port
 
 pytestmark = pytest.mark.e2e
 

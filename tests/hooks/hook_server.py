@@ -2,7 +2,7 @@
 
 Use it from any test (client unit tests here, RTMP/HTTP end-to-end tests elsewhere)::
 
-    from tests.hooks.hook_server import HookServer, REJECT_CODE1, hook_server  # noqa: F401 (fixture)
+    from tests.hooks.hook_server import HookServer, REJECT_CODE1  # the fixture comes via tests/conftest.py
 
     async def test_publish_refused(hook_server: HookServer, make_server):
         hook_server.set_answer(REJECT_CODE1, stream="secret", hook="on_publish")

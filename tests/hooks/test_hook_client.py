@@ -21,7 +21,6 @@ from tests.hooks.hook_server import (
     REJECT_CODE1,
     STATUS_500,
     HookServer,
-    hook_server,  # noqa: F401 (fixture)
     unused_port,
 )
 
@@ -216,7 +215,7 @@ async def test_logs_mask_tokens(client: HookClient, hook_server: HookServer, hoo
     url = hook_server.url("on_publish", "code1", query="token=supersecret&app=x")
     result = await client.call("on_publish", [url], PAYLOAD)
     assert "supersecret" not in result.reason
-    assert f"/code1/on_publish?token=***&app=***: code 1" in result.reason
+    assert "/code1/on_publish?token=***&app=***: code 1" in result.reason
     ((level, line),) = hook_log.lines
     assert level == logging.WARNING
     assert "supersecret" not in line

@@ -7,7 +7,6 @@ segments; only written files are deleted), or to tmp_path for the real tools.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 

@@ -6,7 +6,6 @@ import asyncio
 import socket
 
 import aiohttp
-import pytest
 
 from livesrv.codec import flv
 from tests.helpers import FlvViewer, ffmpeg_publish_args, wait_until
