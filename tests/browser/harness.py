@@ -90,7 +90,7 @@ class Harness:
             return "(stderr still open)"
 
 
-def assert_watched(w: dict[str, Any], seconds: float, what: str) -> None:
+def assert_watched(w: dict[str, Any], seconds: float, what: str, audio: bool = True) -> None:
     """A window of real playback: time and frames advanced at about the stream's rate, the picture moved."""
     assert w["advanced"] >= 0.6 * seconds, f"{what}: currentTime advanced only {w['advanced']:.2f}s: {w}"
     assert w["framesDecoded"] >= 0.5 * FPS * seconds, f"{what}: only {w['framesDecoded']} frames decoded: {w}"
@@ -99,7 +99,17 @@ def assert_watched(w: dict[str, Any], seconds: float, what: str) -> None:
     assert w["longestFreeze"] < 1.5, f"{what}: playback froze: {w}"
     assert (w["videoWidth"], w["videoHeight"]) == (640, 360), w
     assert w["readyState"] >= 3 and not w["paused"], w
+    if audio:
+        assert w["audioDecodedBytes"] > 0, f"{what}: no audio decoded: {w}"
+
+
+def assert_heard(w: dict[str, Any], seconds: float, what: str) -> None:
+    """A window of audio-only playback: time advanced, audio was decoded, no picture."""
+    assert w["advanced"] >= 0.6 * seconds, f"{what}: currentTime advanced only {w['advanced']:.2f}s: {w}"
     assert w["audioDecodedBytes"] > 0, f"{what}: no audio decoded: {w}"
+    assert w["longestFreeze"] < 1.5, f"{what}: playback froze: {w}"
+    assert w["readyState"] >= 3 and not w["paused"], w
+    assert w["framesDecoded"] == 0 and w["videoWidth"] == 0, f"{what}: a picture in an audio-only stream: {w}"
 
 
 def assert_clean(res: dict[str, Any]) -> None:

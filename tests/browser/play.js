@@ -6,12 +6,15 @@
 //
 //   node play.js --mode flv|hls --url URL [--watch S] [--first-frame-timeout S]
 //                [--republish] [--resume-timeout S] [--after S] [--chromium PATH] [--screenshot FILE]
+//                [--audio-only]
 //
 // --mode flv plays with mpegts.js (http://.../x.flv or ws://.../x.flv); --mode hls plays with hls.js.
 // Lines printed: {"event":"playing"} at the first frame, {"event":"watched"} after the watch window,
 // {"event":"resumed"} (with --republish) and, last, {"event":"result"} with everything. With --republish the harness, after "watched", keeps playing
 // and waits for SIGUSR2 ("the publisher was killed and is back"); it then reports whether playback went on
 // past what was buffered when the signal came, i.e. with media from the new publisher.
+// --audio-only: a stream without video; "playing" is the first decoded audio with currentTime moving, and a
+// window is good when time advanced and audio was decoded (no picture is expected).
 // Every wait is a poll with a deadline. Exit code: 0 when the checks passed, 1 when not, 2 on a harness error.
 'use strict';
 
@@ -31,13 +34,14 @@ const CHROMIUM_ARGS = [
 function parseArgs(argv) {
   const opts = {
     mode: null, url: null, watch: 4, firstFrameTimeout: 20, republish: false, resumeTimeout: 25,
-    republishWait: 60, after: 2, chromium: '/usr/bin/chromium', screenshot: null,
+    republishWait: 60, after: 2, chromium: '/usr/bin/chromium', screenshot: null, audioOnly: false,
   };
   const numeric = { '--watch': 'watch', '--first-frame-timeout': 'firstFrameTimeout',
     '--resume-timeout': 'resumeTimeout', '--republish-wait': 'republishWait', '--after': 'after' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--republish') opts.republish = true;
+    else if (a === '--audio-only') opts.audioOnly = true;
     else if (a === '--mode') opts.mode = argv[++i];
     else if (a === '--url') opts.url = argv[++i];
     else if (a === '--chromium') opts.chromium = argv[++i];
@@ -115,7 +119,8 @@ async function watch(page, seconds) {
   return samples;
 }
 
-function windowOk(w, minSeconds) {
+function windowOk(w, minSeconds, audioOnly) {
+  if (audioOnly) return w.advanced >= minSeconds && w.audioDecodedBytes > 0 && w.readyState >= 3 && !w.paused;
   return w.advanced >= minSeconds && w.framesDecoded > 0 && w.distinctPictures >= 2 && w.minLumaStd > 5 &&
     w.readyState >= 3 && !w.paused;
 }
@@ -158,11 +163,13 @@ async function main() {
     // First frame: a player that gets nothing may raise no error at all (an HTTP-FLV response that stays
     // open and empty), so this is a deadline, not a wait for an error.
     const ffDeadline = Date.now() + opts.firstFrameTimeout * 1000;
+    const started = (s) => (opts.audioOnly ? s.audioDecodedBytes > 0 && s.currentTime > 0 : s.firstFrameAt !== null);
     let snap = await page.evaluate(() => window.snapshot());
-    while (snap.firstFrameAt === null && !snap.errors.some((e) => e.fatal) && Date.now() < ffDeadline) {
+    while (!started(snap) && !snap.errors.some((e) => e.fatal) && Date.now() < ffDeadline) {
       await sleep(POLL_MS);
       snap = await page.evaluate(() => window.snapshot());
     }
+    if (opts.audioOnly && started(snap)) snap.firstFrameAt = snap.at;
     result.firstFrameMs = snap.firstFrameAt;
     if (snap.firstFrameAt === null) {
       result.failures.push(snap.errors.some((e) => e.fatal) ? 'no frame: the player stopped on an error'
@@ -173,13 +180,13 @@ async function main() {
     emit({ event: 'playing', firstFrameMs: snap.firstFrameAt, videoWidth: snap.videoWidth });
 
     result.watch = summarize(await watch(page, opts.watch));
-    if (!windowOk(result.watch, opts.watch / 2)) result.failures.push('playback did not advance in the watch window');
+    if (!windowOk(result.watch, opts.watch / 2, opts.audioOnly)) result.failures.push('playback did not advance in the watch window');
     emit({ event: 'watched', watch: result.watch });
 
     if (opts.republish && result.failures.length === 0) {
       result.republish = await afterRepublish(page, opts, () => republishedAt);
       if (!result.republish.resumed) result.failures.push('playback did not resume after the republish');
-      else if (!windowOk(result.republish.after, opts.after / 2)) {
+      else if (!windowOk(result.republish.after, opts.after / 2, opts.audioOnly)) {
         result.failures.push('playback did not go on after it resumed');
       }
     }

@@ -13,7 +13,8 @@ import signal
 
 import pytest
 
-from tests.browser.harness import WATCH, Harness, assert_clean, assert_watched, no_errors_logged, start_live
+from tests.browser.harness import (WATCH, Harness, assert_clean, assert_heard, assert_watched, no_errors_logged,
+                                   start_live)
 from tests.helpers import ffmpeg_publish_args, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -56,4 +57,38 @@ async def test_http_flv_playback_resumes_after_republish(make_server, procs, bro
     rep = res["republish"]
     assert rep["resumed"], f"playback did not pass what was buffered before the republish: {rep}"
     assert_watched(rep["after"], 2, "after the republish")
+    no_errors_logged(caplog)
+
+
+@pytest.mark.parametrize("before", [False, True], ids=["after-publisher", "before-publisher"])
+async def test_mpegts_js_plays_a_video_only_stream(make_server, procs, browser_video_only, caplog,  # type: ignore[no-untyped-def]
+                                                   before: bool) -> None:
+    """An IP camera without audio: the FLV header says video only, so mpegts.js does not wait for audio."""
+    caplog.set_level(logging.INFO, logger="livesrv")
+    app = await make_server()
+    url = f"http://127.0.0.1:{app.port('http')}/live/test.flv"
+    if before:  # the page is open before the camera connects: the header goes out with the first media
+        player = await Harness.start(procs, "flv", url, "--first-frame-timeout", "40")
+        await wait_until(lambda: any(s.viewers for s in app.hub.streams.values()), 30, "the page's viewer")
+        await start_live(app, procs, browser_video_only)
+    else:
+        await start_live(app, procs, browser_video_only)
+        player = await Harness.start(procs, "flv", url)
+    await player.event("playing", 60)
+    res = await player.result(WATCH + 20)
+    assert_clean(res)
+    assert_watched(res["watch"], WATCH, "video-only playback", audio=False)
+    no_errors_logged(caplog)
+
+
+async def test_mpegts_js_plays_an_audio_only_stream(make_server, procs, browser_audio_only, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A radio stream without video: the FLV header says audio only; the browser decodes audio, time advances."""
+    caplog.set_level(logging.INFO, logger="livesrv")
+    app = await make_server()
+    await start_live(app, procs, browser_audio_only)
+    player = await Harness.start(procs, "flv", f"http://127.0.0.1:{app.port('http')}/live/test.flv", "--audio-only")
+    await player.event("playing", 40)
+    res = await player.result(WATCH + 20)
+    assert_clean(res)
+    assert_heard(res["watch"], WATCH, "audio-only playback")
     no_errors_logged(caplog)

@@ -273,6 +273,14 @@ class HttpRemuxConfig(_Block):
 
     enabled: SrsBool = False
     mount: str = "[vhost]/[app]/[stream].flv"
+    # The FLV header's track flags. With guess_has_av (SRS's default) they follow the stream's real tracks,
+    # decided when the viewer's first media goes out; has_audio/has_video off always remove that track.
+    # With guess_has_av off they are what is configured, from the first byte.
+    has_audio: SrsBool = True
+    has_video: SrsBool = True
+    guess_has_av: SrsBool = True
+    # A track the header did not announce (it appeared later) is not sent to that viewer: players break on it.
+    drop_if_not_match: SrsBool = True
 
 
 class HlsConfig(_Block):

@@ -25,6 +25,7 @@ from livesrv.hub.viewer import NEED_KEYFRAME, PENDING, Viewer
 from livesrv.media.formats import Format
 from livesrv.media.gop import GopCache
 from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
+from livesrv.media.tracks import Tracks, guess_tracks
 
 #: Gap left between the last timestamp of one publisher and the first of the next, in ms, so that players
 #: see time move forward across a republish.
@@ -69,7 +70,7 @@ class Stream:
     __slots__ = ("settings", "clock", 
         "key", "state", "generation", "publisher", "param", "viewers", "gop", "metadata", "pending",
         "flushed_seq", "next_seq", "flush_interval", "_flush_handle", "_schedule", "_last_in", "_last_out", "last_ts",
-        "has_video", "sinks", "created", "live_since", "stats", "extra", "_resume_pending",
+        "has_video", "has_audio", "sinks", "created", "live_since", "stats", "extra", "_resume_pending",
     )
 
     def __init__(
@@ -98,7 +99,8 @@ class Stream:
         self._last_in: int | None = None  # the publisher's last timestamp (this generation)
         self._last_out = 0  # what it became
         self.last_ts = -1  # highest timestamp sent out (across generations)
-        self.has_video = False
+        self.has_video = False  # a packet of the track (sequence header included) came in this generation
+        self.has_audio = False
         self._resume_pending = False  # a new generation's first keyframe goes out at once, not at the next batch
         self.sinks: list[Sink] = []
         self.created = time.time()
@@ -111,6 +113,10 @@ class Stream:
     @property
     def live(self) -> bool:
         return self.state is State.LIVE
+
+    def tracks(self) -> Tracks:
+        """The tracks this generation's publisher sends, as far as known (see :mod:`livesrv.media.tracks`)."""
+        return guess_tracks(self.has_audio, self.has_video, self.metadata, self.gop.gop)
 
     def __repr__(self) -> str:
         return f"<Stream {self.key} {self.state.value} gen={self.generation} viewers={len(self.viewers)}>"
@@ -126,8 +132,11 @@ class Stream:
             pkt = MediaPacket(pkt.kind, ts, pkt.payload, pkt.keyframe, pkt.sequence_header)
         if ts > self.last_ts:
             self.last_ts = ts
-        if pkt.kind == VIDEO:
+        kind = pkt.kind
+        if kind == VIDEO:
             self.has_video = True
+        elif kind == AUDIO:
+            self.has_audio = True
         self.stats.count(pkt)
         self._append(pkt)
         return True
@@ -240,6 +249,8 @@ class Stream:
             v.dropped += len(pkts)
             v.cursor = NEED_KEYFRAME
             return
+        if v.starting is not None and not v.starting(self):
+            return  # it could not start (closed by its owner)
         out = self.gop.header_packets(pkts[k].timestamp)
         out.extend(pkts[k:])
         if not self._write_within_limit(v, v.fmt.encode(out)):
@@ -280,6 +291,8 @@ class Stream:
     def admit(self, v: Viewer) -> None:
         """Start a registered viewer: the GOP burst at once when live, else it waits for a keyframe."""
         if self.state is State.LIVE and self.gop.gop:
+            if v.starting is not None and not v.starting(self):
+                return  # it could not start (closed by its owner)
             start = self.gop.start_packets()
             v.write(v.fmt.encode(start))
             v.cursor = self.next_seq
@@ -292,7 +305,7 @@ class Stream:
         self.gop.clear()
         self.metadata = {}
         self._last_in = None
-        self.has_video = False
+        self.has_video = self.has_audio = False
         self._resume_pending = True
         for v in self.viewers.values():
             if v.cursor >= 0:

@@ -7,6 +7,7 @@ the connection implements :class:`ViewerOwner` for the few notifications that ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from livesrv.media.formats import Format
@@ -36,7 +37,7 @@ class ViewerOwner(Protocol):
 class Viewer:
     __slots__ = (
         "cid", "ip", "protocol", "fmt", "transport", "owner", "stream", "cursor", "blocked", "stalled_since",
-        "wait_deadline", "send_bytes", "dropped", "created", "param", "detached", "limit",
+        "wait_deadline", "send_bytes", "dropped", "created", "param", "detached", "limit", "starting",
     )
 
     def __init__(
@@ -61,6 +62,10 @@ class Viewer:
         # Bytes the transport may hold for this viewer: a batch that would go past it is skipped (the viewer
         # rejoins at a keyframe), so a stuck viewer costs at most this much memory.
         self.limit = 4 * 1024 * 1024
+        # Called by the stream right before the viewer (re)starts at a random access point with fresh headers
+        # (its first media, after a skip, with a new publisher). It may write a prelude and change ``fmt`` (the
+        # FLV header, whose track flags can only be known once media is there); False: the owner closed it.
+        self.starting: Callable[[Stream], bool] | None = None
 
     def write(self, data: bytes) -> None:
         self.send_bytes += len(data)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from livesrv.media.packet import MediaPacket
+from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
 
 
 class Format:
@@ -26,12 +26,26 @@ class Format:
 
 
 class FlvFormat(Format):
-    """FLV tags (with their previous-tag-size trailers), as HTTP-FLV sends them."""
+    """FLV tags (with their previous-tag-size trailers), as HTTP-FLV sends them.
 
-    __slots__ = ()
+    ``kinds`` limits the tags to the tracks the viewer's FLV header announced (SRS ``drop_if_not_match``):
+    a player told "video only" may break on an audio tag. Script data always goes out. ``None``: every tag.
+    """
+
+    __slots__ = ("kinds",)
+
+    def __init__(self, name: str, kinds: frozenset[int] | None = None) -> None:
+        super().__init__(name)
+        self.kinds = kinds
+
+    def tags(self, pkts: Sequence[MediaPacket]) -> bytes:
+        kinds = self.kinds
+        if kinds is None:
+            return b"".join([p.flv_bytes() for p in pkts])
+        return b"".join([p.flv_bytes() for p in pkts if p.kind in kinds])
 
     def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
-        return b"".join([p.flv_bytes() for p in pkts])
+        return self.tags(pkts)
 
 
 def ws_binary_frame_header(length: int) -> bytes:
@@ -47,14 +61,14 @@ def ws_binary_frame_header(length: int) -> bytes:
     return struct.pack("!BBQ", 0x82, 127, length)
 
 
-class WsFlvFormat(Format):
+class WsFlvFormat(FlvFormat):
     """FLV tags carried in one binary WebSocket frame per batch (mpegts.js reads it as a byte stream)."""
 
     __slots__ = ()
 
     def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
-        body = b"".join([p.flv_bytes() for p in pkts])
-        return ws_binary_frame_header(len(body)) + body
+        body = self.tags(pkts)
+        return ws_binary_frame_header(len(body)) + body if body else b""
 
 
 class RtmpFormat(Format):
@@ -72,8 +86,7 @@ class RtmpFormat(Format):
         return b"".join([p.rtmp_bytes(cs, sid) for p in pkts])
 
 
-FLV = FlvFormat("flv")
-WS_FLV = WsFlvFormat("ws-flv")
+_FLV: dict[tuple[bool, bool, bool], FlvFormat] = {}
 _RTMP: dict[tuple[int, int], RtmpFormat] = {}
 
 
@@ -82,3 +95,19 @@ def rtmp_format(chunk_size: int, stream_id: int) -> RtmpFormat:
     if fmt is None:
         fmt = _RTMP[(chunk_size, stream_id)] = RtmpFormat(chunk_size, stream_id)
     return fmt
+
+
+def flv_format(audio: bool = True, video: bool = True, websocket: bool = False) -> FlvFormat:
+    """The interned FLV (or WebSocket-FLV) format carrying the given tracks (both: every tag, no filter)."""
+    key = (audio, video, websocket)
+    fmt = _FLV.get(key)
+    if fmt is None:
+        kinds = None if audio and video else frozenset({DATA} | ({AUDIO} if audio else set()) | ({VIDEO} if video else set()))
+        tracks = ("a" if audio else "") + ("v" if video else "")
+        name = ("ws-flv" if websocket else "flv") + ("" if kinds is None else "/" + (tracks or "data"))
+        fmt = _FLV[key] = (WsFlvFormat if websocket else FlvFormat)(name, kinds)
+    return fmt
+
+
+FLV = flv_format()
+WS_FLV = flv_format(websocket=True)

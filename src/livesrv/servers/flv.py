@@ -24,13 +24,15 @@ from livesrv.hub.keys import StreamRequest, parse_http_path
 from livesrv.hub.stream import Stream
 from livesrv.hub.viewer import Viewer
 from livesrv.log import client_event
-from livesrv.media.formats import FLV, WS_FLV, ws_binary_frame_header
+from livesrv.media.formats import FLV, WS_FLV, flv_format, ws_binary_frame_header
+from livesrv.media.tracks import Tracks
 from livesrv.servers.common import new_client_id, stream_settings
 from livesrv.servers.http import HTTPConnection, Request, Response
 
 if TYPE_CHECKING:
     from livesrv.access import Access
     from livesrv.config import Config
+    from livesrv.config import HttpRemuxConfig
     from livesrv.hub.hub import Hub
 
 log = logging.getLogger("livesrv.flv")
@@ -41,7 +43,6 @@ CORS = [
     ("Access-Control-Allow-Headers", "*"),
     ("Access-Control-Expose-Headers", "Server, Content-Type"),
 ]
-FLV_HEAD = flv.file_header(True, True)
 
 
 def resolve(config: Config, req: Request, suffix: str) -> StreamRequest | None:
@@ -58,13 +59,57 @@ def resolve(config: Config, req: Request, suffix: str) -> StreamRequest | None:
 class FlvViewerOwner:
     """The hub's view of an HTTP-FLV / WS-FLV connection."""
 
-    __slots__ = ("conn", "viewer", "ws", "reason")
+    __slots__ = ("conn", "viewer", "ws", "reason", "remux", "tracks", "_late_logged")
 
-    def __init__(self, conn: HTTPConnection, ws: WSConnection | None) -> None:
+    def __init__(self, conn: HTTPConnection, ws: WSConnection | None, remux: HttpRemuxConfig) -> None:
         self.conn = conn
         self.ws = ws
         self.viewer: Viewer | None = None
         self.reason = "viewer closed"  # why the connection ends, for the one log line
+        self.remux = remux
+        self.tracks: Tracks | None = None  # what the FLV header announced, once sent
+        self._late_logged = False
+
+    def send_header(self, tracks: Tracks) -> None:
+        """The FLV header (in its own frame over WebSocket); the viewer's format then carries those tracks."""
+        viewer = self.viewer
+        assert viewer is not None
+        self.tracks = tracks
+        drop = self.remux.drop_if_not_match
+        viewer.fmt = flv_format(tracks.audio or not drop, tracks.video or not drop, self.ws is not None)
+        head = flv.file_header(tracks.audio, tracks.video)
+        viewer.write(ws_binary_frame_header(len(head)) + head if self.ws is not None else head)
+
+    def starting(self, stream: Stream) -> bool:
+        """Before the viewer's (re)start at a random access point: the header on the first, then a check that
+        the stream still has a track the header announced."""
+        now = stream.tracks()
+        remux = self.remux
+        wanted = Tracks(now.audio and remux.has_audio, now.video and remux.has_video)
+        told = self.tracks
+        viewer = self.viewer
+        assert viewer is not None
+        if told is None:
+            if not wanted.audio and not wanted.video:
+                self.close_viewer(f"the stream has no track this vhost serves over HTTP-FLV "
+                                  f"(audio={now.audio} video={now.video}, http_remux has_audio={remux.has_audio} "
+                                  f"has_video={remux.has_video})")
+                return False
+            self.send_header(wanted)
+            client_event(log, "flv-header", viewer.cid, viewer.ip, stream.key, level=logging.DEBUG,
+                         audio=wanted.audio, video=wanted.video)
+            return True
+        if not (told.audio and now.audio) and not (told.video and now.video):
+            self.close_viewer(f"the stream's tracks changed (audio={now.audio} video={now.video}) and none "
+                              f"is one its FLV header announced (audio={told.audio} video={told.video})")
+            return False
+        if not self._late_logged and ((wanted.audio and not told.audio) or (wanted.video and not told.video)):
+            self._late_logged = True
+            late = "audio" if wanted.audio and not told.audio else "video"
+            client_event(log, "track-late", viewer.cid, viewer.ip, stream.key,
+                         f"{late} appeared after this viewer's FLV header: "
+                         + ("not sent to it" if remux.drop_if_not_match else "sent anyway (drop_if_not_match off)"))
+        return True
 
     def publisher_left(self, stream: Stream) -> None:
         pass  # the body goes on; the viewer gets the next publisher's media or is closed after the grace
@@ -121,7 +166,8 @@ async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn
     cid = new_client_id()
     is_ws = req.headers.get("upgrade", "").lower() == "websocket"
     protocol = "ws-flv" if is_ws else "flv"
-    owner = FlvViewerOwner(conn, None)
+    remux = config.vhost(key.vhost).http_remux
+    owner = FlvViewerOwner(conn, None, remux)
     viewer = owner.viewer = Viewer(cid, conn.ip, protocol, WS_FLV if is_ws else FLV, conn.transport, owner, sreq.param)
     viewer.limit = config.rtmp_limits.max_write_buffer
     ctx, refused = await gate_http_viewer(access, hub, viewer, sreq, req.headers.get("referer", ""),
@@ -146,10 +192,12 @@ async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn
             hub.detach(viewer)
             return Response(400, f"bad websocket request: {exc}\n".encode())
         owner.ws = ws
-        conn.write(ws_binary_frame_header(len(FLV_HEAD)) + FLV_HEAD)
     else:
         conn.start_stream(200, [("Content-Type", "video/x-flv"), ("Cache-Control", "no-cache"), *CORS])
-        conn.write(FLV_HEAD)
+    if remux.guess_has_av:
+        viewer.starting = owner.starting  # the header goes out with the first media, saying its real tracks
+    else:
+        owner.send_header(Tracks(remux.has_audio, remux.has_video))
     conn.attach_viewer(viewer, owner)
     client_event(log, "play", cid, conn.ip, key, param=sreq.masked_param(), protocol=protocol)
     conn.on_close.append(lambda: _closed(hub, access, viewer, owner, ctx))
