@@ -18,7 +18,8 @@ from typing import Any
 from livesrv.config import Config
 from livesrv.hooks import payloads
 from livesrv.hooks.client import HookClient, hook_urls
-from livesrv.hooks.payloads import HookContext, ServerIdentity
+from livesrv.hooks.payloads import ServerIdentity
+from livesrv.hub.clients import HookContext
 from livesrv.hooks.security import check
 from livesrv.hub.hub import Hub
 from livesrv.hub.keys import StreamRequest

@@ -10,14 +10,12 @@ from pathlib import Path
 from livesrv import log as logsetup
 from livesrv.access import Access, default_identity
 from livesrv.config import Config, listen_addresses, load_config
-from livesrv.hooks import payloads
-from livesrv.hooks.payloads import HookContext
 from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
-from livesrv.servers.api import ApiService
+from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
+from livesrv.servers.api.service import ApiService
 from livesrv.servers.flv import serve_flv
-from livesrv.remux.hls import SegmentInfo
-from livesrv.servers.hls import HlsService, HlsSession, HlsState
+from livesrv.servers.hls import HlsService
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
@@ -30,18 +28,15 @@ class App:
         self.config = config
         self.config_path = config_path  # re-read by reload(); None: the embedded defaults (and environment)
         self.hub = Hub()
-        self.api_service = ApiService(self)
+        current = self.current_config
         # Hooks report the same server/service ids as the API.
-        self.access = Access(lambda: self.config,
-                             default_identity(self.api_service.server_id, self.api_service.service_id))
+        self.access = Access(current, default_identity(config.server_id or SERVER_ID, SERVICE_ID))
         self.hub.drain_handlers.append(self._on_unpublish)
         self.rtmp = RTMPServer(config, self.hub, self.access)
         self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = HTTPServer(self._handle_api, "api")
-        self.hls = HlsService(self)
-        self.hls.session_gate = self._hls_gate
-        self.hls.session_ended = self._hls_ended
-        self.hls.segment_written = self._hls_segment
+        self.hls = HlsService(self.hub, current, self.access)
+        self.api_service = ApiService(self.hub, current, self.reload, self._connections, self.hls.info)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
 
@@ -84,37 +79,16 @@ class App:
         await self.hls.stop()
         log.info("event=stopped")
 
+    def current_config(self) -> Config:
+        """The configuration now (services read it per event, so a reload applies to the next one)."""
+        return self.config
+
+    def _connections(self) -> int:
+        return len(self.rtmp.connections) + len(self.http.connections) + len(self.api.connections)
+
     async def _on_unpublish(self, stream: Stream, generation: int, publisher: Publisher) -> None:
         """on_unpublish, awaited while the stream drains (a new publisher is not kept waiting by it)."""
-        ctx = getattr(publisher, "publish_ctx", None)
-        if ctx is not None:
-            await self.access.unpublish(ctx)
-
-    @staticmethod
-    def _hls_context(session: HlsSession, param: str = "", page_url: str = "") -> HookContext:
-        key = session.key
-        return HookContext(session.id, session.ip, key.vhost, key.app, key.stream, param, "", page_url)
-
-    async def _hls_gate(self, session: HlsSession, req: Request) -> bool:
-        """A new HLS viewer: security rules, then on_play (HLS viewers hold no stream: nothing to register)."""
-        if self.access.security(session.key.vhost, "play", session.ip) is not None:
-            return False
-        return await self.access.play(self._hls_context(session, req.raw_query, req.headers.get("referer", ""))) is None
-
-    def _hls_ended(self, session: HlsSession) -> None:
-        self.access.stop(self._hls_context(session))
-
-    def _hls_segment(self, state: HlsState, info: SegmentInfo) -> None:
-        """on_hls, with the publisher's context, once a segment is on disk."""
-        stream = state.live_for[0] if state.live_for else None
-        ctx = getattr(stream.publisher, "publish_ctx", None) if stream is not None else None
-        if ctx is None:
-            return
-        m3u8 = os.path.join(state.root, state.playlist_name)
-        self.access.hls(ctx.vhost, lambda ident: payloads.on_hls(
-            ident, ctx, duration=info.duration, file=os.path.join(state.root, info.name), url=info.uri,
-            m3u8=m3u8, m3u8_url="/" + state.playlist_name, seq_no=info.sequence,
-        ))
+        await self.access.unpublish(publisher.context)
 
     def port(self, name: str) -> int:
         return self.addresses[name][0][1]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from livesrv.codec import flv
 from livesrv.codec.errors import FLVError, ProtocolError
-from livesrv.codec.flv import AACConfig, FLVDecoder, FLVHeader, FLVTag
+from livesrv.codec.flv import FLVDecoder, FLVHeader, FLVTag
 
 # --------------------------------------------------------------------------- container
 
@@ -353,7 +353,7 @@ def bits(spec: str) -> bytes:
 
 
 ASC_LC_44K_STEREO = bits("00010 0100 0010 000")  # 0x12 0x10
-ASC_HE_48K_MONO = bits("00101 0011 0001 000")
+ASC_HE_48K_MONO = bits("00101 0011 0001 0011 00010")  # explicit SBR: extension rate index, core object type
 ASC_ESCAPED_AOT = bits("11111 001010 0100 0010")  # object type 32 + 10 = 42
 ASC_EXPLICIT_RATE = bits("00010 1111 " + format(24000, "024b") + " 0001")
 ASC_7_1 = bits("00010 0011 0111 000")
@@ -469,19 +469,20 @@ def test_parse_audio_errors(payload: bytes) -> None:
 @pytest.mark.parametrize(
     ("asc", "expected"),
     [
-        (ASC_LC_44K_STEREO, AACConfig(2, 44100, 2, 4, 2)),
-        (ASC_HE_48K_MONO, AACConfig(5, 48000, 1, 3, 1)),
-        (ASC_ESCAPED_AOT, AACConfig(42, 44100, 2, 4, 2)),
-        (ASC_EXPLICIT_RATE, AACConfig(2, 24000, 1, 15, 1)),
-        (ASC_7_1, AACConfig(2, 48000, 8, 3, 7)),
-        (bits("00010 1011 0000 000"), AACConfig(2, 8000, 0, 11, 0)),  # channels in a PCE
-        (bits("00010 1100 0001 000"), AACConfig(2, 7350, 1, 12, 1)),
-        (ASC_LC_44K_STEREO + b"\x56\xe5\x00", AACConfig(2, 44100, 2, 4, 2)),  # trailing SBR signalling
+        (ASC_LC_44K_STEREO, (2, 44100, 2, 4, 2)),
+        (ASC_HE_48K_MONO, (5, 48000, 1, 3, 1)),
+        (ASC_ESCAPED_AOT, (42, 44100, 2, 4, 2)),
+        (ASC_EXPLICIT_RATE, (2, 24000, 1, 15, 1)),
+        (ASC_7_1, (2, 48000, 8, 3, 7)),
+        (bits("00010 1011 0000 000"), (2, 8000, 0, 11, 0)),  # channels in a PCE
+        (bits("00010 1100 0001 000"), (2, 7350, 1, 12, 1)),
+        (ASC_LC_44K_STEREO + b"\x56\xe5\x00", (2, 44100, 2, 4, 2)),  # trailing SBR signalling
     ],
 )
-def test_parse_aac_config(asc: bytes, expected: AACConfig) -> None:
-    assert flv.parse_aac_config(asc) == expected
-    assert flv.parse_aac_config(memoryview(asc)) == expected
+def test_parse_aac_config(asc: bytes, expected: tuple[int, int, int, int, int]) -> None:
+    for data in (asc, memoryview(asc)):
+        c = flv.parse_aac_config(data)
+        assert (c.object_type, c.sample_rate, c.channels, c.sample_rate_index, c.channel_config) == expected
 
 
 @pytest.mark.parametrize(

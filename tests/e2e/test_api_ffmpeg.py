@@ -154,7 +154,7 @@ async def test_every_endpoint_reports_real_values(server, procs, source: Source)
     assert body["vhost"]["clients"] == 2
 
     # Rates over (up to) 30 s: the stream receives at the source's bitrate; the viewer gets the same media.
-    acct = server.api_service.account(stream_obj)
+    acct = server.api_service.sampler.account(stream_obj)
     await wait_until(lambda: acct.meter.samples and acct.meter.samples[-1][0] - acct.meter.samples[0][0] >= 11, 20,
                      "11 s of samples")
     _, body = await api(server, f"/api/v1/streams/{s['id']}")
@@ -307,11 +307,14 @@ async def test_hls_players_and_http_ts_viewers_are_clients(make_server, procs, s
         assert hls["stream"] == stream.extra["id"] and hls["ip"] == "127.0.0.1" and hls["publish"] is False
         _, one = await api(app, f"/api/v1/clients/{hls['id']}")
         assert one["client"]["type"] == "hls-play"
-        status, err = await api(app, f"/api/v1/clients/{hls['id']}", "DELETE")
-        assert status == 400 and err["code"] == 400  # nothing to close: an HLS player only polls
         _, body = await api(app, f"/api/v1/streams/{stream.extra['id']}")
         assert body["stream"]["clients"] == 3 and body["stream"]["hls"]["segments"] >= 1
+        # A kicked HLS player: its session ends (gone from the registry) and its id is refused from then on.
+        status, _ = await api(app, f"/api/v1/clients/{hls['id']}", "DELETE")
+        assert status == 200 and hls["id"] not in app.hub.clients
+        async with s.get(f"{base}.m3u8?hls_ctx={hls['id']}", allow_redirects=False) as r:
+            assert r.status == 403
         status, _ = await api(app, f"/api/v1/clients/{by_type['ts-play']['id']}", "DELETE")
         assert status == 200
         await asyncio.wait_for(asyncio.gather(ts, return_exceptions=True), 5)  # its body ended
-        await poll(app, "/api/v1/clients", lambda b: b["total"] == 2, "the HTTP-TS viewer to be gone")
+        await poll(app, "/api/v1/clients", lambda b: b["total"] == 1, "the HLS player and HTTP-TS viewer to be gone")

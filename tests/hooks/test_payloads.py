@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from livesrv.hooks import payloads as p
-from livesrv.hooks.payloads import HookContext, ServerIdentity
+from livesrv.hooks.payloads import ServerIdentity
+from livesrv.hub.clients import HookContext
 from livesrv.hub.keys import parse_rtmp_request
 
 SERVER = ServerIdentity(server_id="vid-0w9f3xy", service_id="k7r2m1q9", cwd="/srv/livesrv")

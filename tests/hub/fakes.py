@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from livesrv.codec import flv
+from livesrv.hub.clients import HookContext
 from livesrv.hub.hub import Hub, PublishToken
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.stream import Stream, StreamSettings
@@ -62,6 +63,10 @@ class FakePublisher:
     ip: str = "127.0.0.1"
     token: PublishToken | None = None
     kicked: list[str] = field(default_factory=list)
+
+    @property
+    def context(self) -> HookContext:
+        return HookContext(self.cid, self.ip, "", "")
 
     def kick(self, reason: str) -> None:
         self.kicked.append(reason)

@@ -15,7 +15,6 @@ import os
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -301,8 +300,7 @@ async def test_random_interleavings_with_hls_output(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(HlsWriter, "submit", counting_submit)
 
     async def setup(w: World) -> None:
-        app = SimpleNamespace(config=config, hub=w.hub, access=Access(lambda: config, default_identity("vid-t", "t")))
-        svc = HlsService(app)  # type: ignore[arg-type]
+        svc = HlsService(w.hub, lambda: config, Access(lambda: config, default_identity("vid-t", "t")))
         await svc.start()
         services.append(svc)
 
@@ -317,4 +315,4 @@ async def test_random_interleavings_with_hls_output(tmp_path: Path, monkeypatch:
     assert files == [], files[:5]
     assert w.stats["ready"] > 20 and len(written) > 100, (w.stats, len(written))
     await svc.stop()
-    await svc.app.access.aclose()
+    await svc.access.aclose()

@@ -22,7 +22,8 @@ from hypothesis import given, settings, strategies as st
 from livesrv.app import App
 from livesrv.config import load_config, parse_text
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
-from livesrv.servers.api import Meter, audio_info, video_info
+from livesrv.codec.inspect import audio_info, video_info
+from livesrv.servers.api.sampling import Meter
 from tests.helpers import Procs, wait_until
 
 
@@ -186,7 +187,7 @@ def burn(seconds: float) -> int:
 
 async def test_summaries_are_real_measurements(server) -> None:  # type: ignore[no-untyped-def]
     await asyncio.to_thread(burn, 1.3)  # this process uses CPU: the sampler must see it
-    await wait_until(lambda: server.api_service.cpu_percent > 10, 5, "the sampler to measure this process's CPU")
+    await wait_until(lambda: server.api_service.sampler.cpu_percent > 10, 5, "the sampler to measure this process's CPU")
     _, _, text = await get(server, "/api/v1/summaries")
     body = json.loads(text)
     envelope_ok(body)
@@ -218,15 +219,15 @@ def test_meter_rate_over_the_window() -> None:
 
 def test_codec_details_from_sequence_headers() -> None:
     # AAC LC 44.1 kHz stereo (AudioSpecificConfig 0x12 0x10) and HE-AAC 48 kHz mono (explicit SBR).
-    assert audio_info(MediaPacket(AUDIO, 0, b"\xaf\x00\x12\x10", sequence_header=True)) == {
+    assert audio_info(b"\xaf\x00\x12\x10") == {
         "codec": "AAC", "sample_rate": 44100, "channel": 2, "profile": "LC"}
-    he = audio_info(MediaPacket(AUDIO, 0, b"\xaf\x00\x2b\x8a\x08\x00", sequence_header=True))
+    he = audio_info(b"\xaf\x00\x2b\x8a\x08\x00")
     assert he is not None and he["codec"] == "AAC" and he["profile"] == "HE" and he["channel"] == 1
     # MP3 has no sequence header: the FLV audio header says what it is.
-    assert audio_info(MediaPacket(AUDIO, 0, b"\x2f\xff\xfb")) == {
+    assert audio_info(b"\x2f\xff\xfb") == {
         "codec": "MP3", "sample_rate": 44100, "channel": 2, "profile": "Other"}
     # A broken AVC header still says H264, with the size from onMetaData.
-    broken = video_info(MediaPacket(VIDEO, 0, b"\x17\x00\x00\x00\x00\x01\x64"), {"width": 1280.0, "height": 720.0})
+    broken = video_info(b"\x17\x00\x00\x00\x00\x01\x64", {"width": 1280.0, "height": 720.0})
     assert broken == {"codec": "H264", "profile": "Other", "level": "Other", "width": 1280, "height": 720}
 
 
@@ -236,10 +237,10 @@ def test_codec_details_from_sequence_headers() -> None:
 def test_codec_details_never_raise(kind: int, payload: bytes, meta: dict[str, object]) -> None:
     """Sequence headers come from publishers: whatever they hold, the API answers."""
     if kind == AUDIO:
-        out = audio_info(MediaPacket(kind, 0, payload, sequence_header=True))
+        out = audio_info(payload)
         assert out is None or isinstance(out["codec"], str)
     else:
-        out2 = video_info(MediaPacket(kind, 0, payload, sequence_header=True), meta)
+        out2 = video_info(payload, meta)
         assert isinstance(out2["codec"], str) and out2["width"] >= 0 and out2["height"] >= 0
 
 

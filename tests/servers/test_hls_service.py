@@ -10,7 +10,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from livesrv.access import Access, default_identity
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 
 from livesrv.codec import mpegts
 from livesrv.codec.hls_playlist import parse_media_playlist
+from livesrv.hub.clients import HookContext
 from livesrv.hub.hub import Hub, PublishToken
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.stream import Stream, StreamSettings
@@ -153,6 +153,7 @@ class Pub:
         self.cid = cid
         self.ip = "127.0.0.1"
         self.kicked: str | None = None
+        self.context = HookContext(cid, self.ip, KEY.vhost, KEY.app, KEY.stream)
 
     def kick(self, reason: str) -> None:
         self.kicked = reason
@@ -167,18 +168,17 @@ async def service(tmp_path: Path) -> Any:
     hls_path = tmp_path / "hls"
     config = server_config(vhost=f"hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {hls_path}; "
                                  f"hls_dispose 0.3; }}")
-    app = SimpleNamespace(config=config, hub=Hub(), access=Access(lambda: config, default_identity("vid-t", "t")))
-    svc = HlsService(app)  # type: ignore[arg-type]
+    svc = HlsService(Hub(), lambda: config, Access(lambda: config, default_identity("vid-t", "t")))
     await svc.start()
     svc.hls_path = hls_path  # type: ignore[attr-defined]
     yield svc
     await svc.stop()
-    await app.hub.close()
-    await app.access.aclose()
+    await svc.hub.close()
+    await svc.access.aclose()
 
 
 def publish(svc: HlsService, cid: str) -> PublishToken:
-    token = svc.app.hub.begin_publish(KEY, Pub(cid), SETTINGS)
+    token = svc.hub.begin_publish(KEY, Pub(cid), SETTINGS)
     assert token.ready()
     return token
 
@@ -240,7 +240,7 @@ async def test_republish_continues_the_playlist_and_a_stale_dispose_timer_delete
 
 async def test_takeover_drain_never_finishes_the_new_publishers_output(service: Any) -> None:
     svc: HlsService = service
-    hub = svc.app.hub
+    hub = svc.hub
     token = publish(svc, "pub1")
     feed(token, 2.5)
     state = svc.state(KEY)
@@ -285,8 +285,6 @@ async def test_hls_viewer_sessions(service: Any) -> None:
     state = svc.state(KEY)
     assert state is not None
     await wait_until(lambda: state.playlist_body is not None, 10, "a playlist")
-    ended: list[str] = []
-    svc.session_ended = lambda s: ended.append(s.id)
 
     resp = await get(svc, "/live/test.m3u8?token=abc")
     assert resp.status == 302
@@ -296,7 +294,9 @@ async def test_hls_viewer_sessions(service: Any) -> None:
     resp = await get(svc, location)
     assert resp.status == 200 and resp.body == state.playlist_body and resp.content_type == "application/vnd.apple.mpegurl"
     sid = location.rsplit("=", 1)[1]
-    assert [v["id"] for v in svc.viewers(KEY)] == [sid] and svc.viewers(KEY)[0]["ip"] == "10.0.0.1"
+    assert [v.id for v in svc.viewers(KEY)] == [sid] and svc.viewers(KEY)[0].ip == "10.0.0.1"
+    assert svc.hub.clients[sid] is svc.viewers(KEY)[0]  # a client in the hub's registry
+    assert svc.viewers(KEY)[0].context.param == "?token=abc"  # the player's query, without hls_ctx
     # ffmpeg reloads the original URL: the same client is sent back to its session, not counted twice.
     again = await get(svc, "/live/test.m3u8")
     assert again.status == 302 and header(again, "location") == f"/live/test.m3u8?hls_ctx={sid}"
@@ -304,19 +304,21 @@ async def test_hls_viewer_sessions(service: Any) -> None:
     other_id = header(other, "location").rsplit("=", 1)[1]  # type: ignore[union-attr]
     assert other_id != sid
     assert (await get(svc, f"/live/test.m3u8?hls_ctx={other_id}", ua="player/2")).status == 200
-    assert sorted(v["id"] for v in svc.viewers(KEY)) == sorted([sid, other_id])
+    assert sorted(v.id for v in svc.viewers(KEY)) == sorted([sid, other_id])
     # HEAD is not a viewer; a bad session id is refused.
     assert (await get(svc, "/live/test.m3u8", method="HEAD")).status == 200
     assert (await get(svc, "/live/test.m3u8?hls_ctx=../x")).status == 400
-    # The on_play gate can refuse a new viewer.
-    async def refuse(session: Any, req: Request) -> bool:
-        return False
-    svc.session_gate = refuse
+    # The security rules (and on_play) can refuse a new viewer: nothing is registered for it.
+    access = svc.access
+    deny = server_config(vhost="security { enabled on; deny play 10.0.0.9; allow play all; }")
+    svc.access = Access(lambda: deny, default_identity("vid-t", "t"))
     assert (await get(svc, "/live/test.m3u8?hls_ctx=newone", ip="10.0.0.9")).status == 403
-    svc.session_gate = None
-    # Sessions end when their player stops polling (on_stop).
+    assert "newone" not in svc.hub.clients
+    await svc.access.aclose()
+    svc.access = access
+    # Sessions end when their player stops polling, and leave the registry.
     svc.expire_sessions(time.monotonic() + SESSION_TIMEOUT + 1)
-    assert svc.viewers(KEY) == [] and sorted(ended) == sorted([sid, other_id])
+    assert svc.viewers(KEY) == [] and sid not in svc.hub.clients and other_id not in svc.hub.clients
     token.release("left")
 
 
@@ -471,7 +473,7 @@ class FakeHttpConn(FakeConn):
 
 async def test_http_ts_viewer_waits_for_the_publisher_and_leaves_nothing_behind(service: Any) -> None:
     svc: HlsService = service
-    hub = svc.app.hub
+    hub = svc.hub
     conn = FakeHttpConn()
     assert await svc.handle(request("/live/test.ts"), conn) is None  # type: ignore[arg-type]
     assert conn.head is not None and conn.head[0] == 200 and ("Content-Type", "video/mp2t") in conn.head[1]

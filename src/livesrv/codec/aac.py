@@ -6,8 +6,8 @@ express AAC Main/LC/SSR/LTP with a table sample rate and channel configurations 
 (object type 5/29) is framed with its core (LC) parameters and the decoder finds the SBR/PS itself, as
 ffmpeg's ``adts`` muxer does.
 
-:func:`livesrv.codec.flv.parse_aac_config` answers "rate and channels" for FLV inspection; this module also
-unwraps explicit SBR/PS signalling because ADTS needs the core object type.
+This is the one AudioSpecificConfig parser: FLV inspection (:func:`livesrv.codec.flv.parse_aac_config`), the API
+and the TS muxer all use it. It unwraps explicit SBR/PS signalling because ADTS needs the core object type.
 """
 
 from __future__ import annotations

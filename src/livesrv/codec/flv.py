@@ -14,13 +14,13 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from livesrv.codec.aac import AACError, AudioSpecificConfig, parse_asc
 from livesrv.codec.errors import FLVError
 
 __all__ = [
     "AUDIO",
     "VIDEO",
     "SCRIPT",
-    "AACConfig",
     "AudioInfo",
     "FLVDecoder",
     "FLVHeader",
@@ -166,10 +166,6 @@ _FIXED_AUDIO: Final[dict[int, tuple[int, int]]] = {
     SOUND_SPEEX: (16000, 1),
     SOUND_MP3_8K: (8000, 0),  # channels 0: take them from the header bits
 }
-
-AAC_SAMPLE_RATES: Final = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-# Channel configuration -> channel count (ISO/IEC 14496-3 and its 2009 amendments); 0 = in a PCE.
-_AAC_CHANNELS: Final = (0, 1, 2, 3, 4, 5, 6, 8, 0, 0, 0, 7, 8, 24, 8, 0)
 
 _TAG_HEAD = struct.Struct(">IIHB")
 _U32 = struct.Struct(">I")
@@ -557,49 +553,13 @@ def _slow_video(payload: bytes | bytearray | memoryview, keyframe: bool) -> bool
 # --------------------------------------------------------------------------- audio
 
 
-@dataclass(frozen=True, slots=True)
-class AACConfig:
-    """The fields of an AudioSpecificConfig that muxers need (ADTS headers, codec strings).
-
-    ``sample_rate_index`` is 15 when the rate was given explicitly; ``channels`` is 0 when
-    the layout lives in a program config element or the configuration is reserved.
-    """
-
-    object_type: int
-    sample_rate: int
-    channels: int
-    sample_rate_index: int
-    channel_config: int
-
-
-def parse_aac_config(asc: bytes | bytearray | memoryview) -> AACConfig:
-    n = len(asc)
-    if n < 2:
-        raise _truncated("AAC AudioSpecificConfig")
-    # All fields are within the first 7 bytes even with both escapes (5+6+4+24+4 = 43 bits).
-    bits = int.from_bytes(asc[:7], "big") << (8 * (7 - min(n, 7)))
-    avail = 8 * min(n, 7)
-    pos = 0
-
-    def take(k: int) -> int:
-        nonlocal pos
-        if pos + k > avail:
-            raise _truncated("AAC AudioSpecificConfig")
-        pos += k
-        return (bits >> (56 - pos)) & ((1 << k) - 1)
-
-    object_type = take(5)
-    if object_type == 31:
-        object_type = 32 + take(6)
-    index = take(4)
-    if index == 15:
-        sample_rate = take(24)
-    elif index < len(AAC_SAMPLE_RATES):
-        sample_rate = AAC_SAMPLE_RATES[index]
-    else:
-        raise FLVError(f"reserved AAC sampling frequency index {index}")
-    channel_config = take(4)
-    return AACConfig(object_type, sample_rate, _AAC_CHANNELS[channel_config], index, channel_config)
+def parse_aac_config(asc: bytes | bytearray | memoryview) -> AudioSpecificConfig:
+    """The AudioSpecificConfig of an AAC sequence header (:func:`livesrv.codec.aac.parse_asc`), with a bad one
+    reported as the FLV error it is here."""
+    try:
+        return parse_asc(asc)
+    except AACError as exc:
+        raise FLVError(f"AAC AudioSpecificConfig: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

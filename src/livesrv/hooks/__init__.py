@@ -18,7 +18,8 @@ from livesrv.hooks.client import (
     judge_response,
     mask_url,
 )
-from livesrv.hooks.payloads import HookContext, ServerIdentity
+from livesrv.hooks.payloads import ServerIdentity
+from livesrv.hub.clients import HookContext
 
 __all__ = [
     "GATE_HOOKS",

@@ -13,7 +13,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
-from livesrv.hub.keys import StreamKey, StreamRequest
+from livesrv.hub.clients import HookContext
 
 __all__ = [
     "ServerIdentity",
@@ -45,45 +45,6 @@ class ServerIdentity:
     server_id: str
     service_id: str
     cwd: str
-
-
-@dataclass(frozen=True, slots=True)
-class HookContext:
-    """What a protocol server knows about one client when an event fires.
-
-    ``param`` is the raw query (``"?token=..."`` or ``""``) exactly as the client sent it: receivers check
-    tokens in it. ``stream_id`` is the hub's id of the stream when the stream exists; SRS omits the field
-    otherwise, and so do the builders when it is None.
-    """
-
-    client_id: str
-    ip: str
-    vhost: str
-    app: str
-    stream: str = ""
-    param: str = ""
-    tc_url: str = ""
-    page_url: str = ""
-    stream_id: str | None = None
-
-    @classmethod
-    def from_request(
-        cls,
-        client_id: str,
-        ip: str,
-        request: StreamRequest,
-        page_url: str = "",
-        stream_id: str | None = None,
-    ) -> HookContext:
-        """The context of a client whose publish/play was resolved by :mod:`livesrv.hub.keys`."""
-        key = request.key
-        return cls(client_id, ip, key.vhost, key.app, key.stream, request.param, request.tc_url,
-                   page_url, stream_id)
-
-    @property
-    def stream_url(self) -> str:
-        """SRS's ``stream_url``: ``/app/stream``, prefixed by the vhost unless it is the default one."""
-        return str(StreamKey(self.vhost, self.app, self.stream))
 
 
 # ----------------------------------------------------------------------------------------------- shapes

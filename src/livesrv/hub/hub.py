@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from livesrv.hub.clients import Client
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.states import PUBLISHED, Event, State, transition
 from livesrv.hub.stream import Publisher, Stream, StreamSettings
@@ -79,11 +80,27 @@ class Hub:
         self.live_handlers: list[Callable[[Stream], None]] = []  # called on READY (sync)
         self.removed_handlers: list[Callable[[Stream], None]] = []  # called when a stream is collected
         self.tasks: set[asyncio.Task[None]] = set()
+        self.clients: dict[str, Client] = {}  # every client of every protocol, by id (see hub.clients)
 
     # ------------------------------------------------------------------------------------ lookup
 
     def get(self, key: StreamKey) -> Stream | None:
         return self.streams.get(key)
+
+    # ----------------------------------------------------------------------------------- clients
+
+    def register(self, client: Client) -> None:
+        """List a client (a publisher or viewer that started, a session, a forwarder...). Its owner
+        unregisters it exactly once when it ends; an id is never shared by two live clients."""
+        old = self.clients.get(client.cid)
+        if old is not None and old is not client:
+            raise ValueError(f"client id {client.cid} is already registered")
+        self.clients[client.cid] = client
+
+    def unregister(self, client: Client) -> None:
+        """Forget a client. Idempotent, and a stale call for another client with the same id does nothing."""
+        if self.clients.get(client.cid) is client:
+            del self.clients[client.cid]
 
     def viewers(self) -> Iterator[Viewer]:
         for stream in self.streams.values():

@@ -120,4 +120,5 @@ def parse_http_path(
     app = "/".join(parts[:-1])
     hostname = (host or "").rsplit(":", 1)[0] or None
     vhost = _resolve_vhost(query, hostname, vhosts)
-    return StreamRequest(StreamKey(vhost, app, stream), query, "")
+    # SRS reports an HTTP client's tcUrl as the URL of its app, as an RTMP client would have sent it.
+    return StreamRequest(StreamKey(vhost, app, stream), query, f"http://{host}/{app}" if host else "")

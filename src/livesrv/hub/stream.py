@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from livesrv.hub.clients import HookContext
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.states import State
 from livesrv.hub.viewer import NEED_KEYFRAME, PENDING, Viewer
@@ -40,8 +41,15 @@ DEFAULT_STEP_MS = 10
 class Publisher(Protocol):
     """The connection that publishes a stream, as the hub sees it."""
 
-    cid: str
-    ip: str
+    @property
+    def cid(self) -> str: ...
+
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def context(self) -> HookContext:
+        """What on_unpublish, on_hls and the API report about it."""
 
     def kick(self, reason: str) -> None:
         """Close the publishing connection (takeover, operator kick, stream deleted). Must not block."""

@@ -16,10 +16,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request as WSRequest
 from wsproto.utilities import RemoteProtocolError
 
-from livesrv import stats
 from livesrv.codec import flv
 from livesrv.access import gate_http_viewer
-from livesrv.hooks.payloads import HookContext
+from livesrv.hub.clients import HookContext
 from livesrv.hub.keys import StreamRequest, parse_http_path
 from livesrv.hub.stream import Stream
 from livesrv.hub.viewer import Viewer
@@ -28,6 +27,7 @@ from livesrv.media.formats import FLV, WS_FLV, flv_format, ws_binary_frame_heade
 from livesrv.media.tracks import Tracks
 from livesrv.servers.common import new_client_id, stream_settings
 from livesrv.servers.http import HTTPConnection, Request, Response
+from livesrv.servers.http_viewer import HttpViewerOwner
 
 if TYPE_CHECKING:
     from livesrv.access import Access
@@ -56,16 +56,12 @@ def resolve(config: Config, req: Request, suffix: str) -> StreamRequest | None:
     return sreq
 
 
-class FlvViewerOwner:
-    """The hub's view of an HTTP-FLV / WS-FLV connection."""
-
-    __slots__ = ("conn", "viewer", "ws", "reason", "remux", "tracks", "_late_logged")
+class FlvViewerOwner(HttpViewerOwner):
+    """An HTTP-FLV / WS-FLV viewer: its FLV header, and the WebSocket frames it sends."""
 
     def __init__(self, conn: HTTPConnection, ws: WSConnection | None, remux: HttpRemuxConfig) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.ws = ws
-        self.viewer: Viewer | None = None
-        self.reason = "viewer closed"  # why the connection ends, for the one log line
         self.remux = remux
         self.tracks: Tracks | None = None  # what the FLV header announced, once sent
         self._late_logged = False
@@ -111,23 +107,16 @@ class FlvViewerOwner:
                          + ("not sent to it" if remux.drop_if_not_match else "sent anyway (drop_if_not_match off)"))
         return True
 
-    def publisher_left(self, stream: Stream) -> None:
-        pass  # the body goes on; the viewer gets the next publisher's media or is closed after the grace
-
-    def publisher_arrived(self, stream: Stream) -> None:
-        pass
-
     def close_viewer(self, reason: str) -> None:
         conn = self.conn
         if conn.closed:
             return
-        self.reason = reason
         if self.ws is not None:
             try:
                 conn.write(self.ws.send(CloseConnection(code=1000, reason=reason[:100])))
             except Exception:  # noqa: BLE001 - a close frame is a courtesy
                 pass
-        conn.close()  # HTTP-FLV: end of the body (Connection: close)
+        super().close_viewer(reason)
 
     def data_received(self, data: bytes) -> None:
         """Frames from a WebSocket viewer: answer pings, close on close. Anything else is ignored."""
@@ -200,16 +189,8 @@ async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn
         owner.send_header(Tracks(remux.has_audio, remux.has_video))
     conn.attach_viewer(viewer, owner)
     client_event(log, "play", cid, conn.ip, key, param=sreq.masked_param(), protocol=protocol)
-    conn.on_close.append(lambda: _closed(hub, access, viewer, owner, ctx))
+    owner.start(hub, access, ctx, log)
     if conn.write_paused:
         viewer.pause(time.monotonic())
     hub.admit(viewer)
     return None
-
-
-def _closed(hub: Hub, access: Access, viewer: Viewer, owner: FlvViewerOwner, ctx: HookContext) -> None:
-    client_event(log, "close", viewer.cid, viewer.ip, viewer.stream.key if viewer.stream else "", owner.reason,
-                 protocol=viewer.protocol, send_bytes=viewer.send_bytes)
-    stats.connection_closed(viewer.protocol, 0, viewer.send_bytes, "stopped reading" in owner.reason)
-    hub.detach(viewer)
-    access.stop(ctx)

@@ -40,13 +40,15 @@ import posixpath
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import quote
 
 from livesrv import stats
 from livesrv.access import gate_http_viewer
+from livesrv.hooks import payloads
+from livesrv.hub.clients import VIEWER, HookContext
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.mpegts import TSMuxer
 from livesrv.config import HlsConfig
@@ -60,9 +62,12 @@ from livesrv.remux.hls import DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, 
 from livesrv.servers.common import new_client_id, stream_settings
 from livesrv.servers.flv import CORS, resolve
 from livesrv.servers.http import HTTPConnection, Request, Response
+from livesrv.servers.http_viewer import HttpViewerOwner
 
 if TYPE_CHECKING:
-    from livesrv.app import App
+    from livesrv.access import Access
+    from livesrv.config import Config
+    from livesrv.hub.hub import Hub
 
 log = logging.getLogger("livesrv.hls")
 
@@ -317,20 +322,38 @@ class HlsSink:
             state.writer.submit(actions)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class HlsSession:
-    """An HLS viewer: a player that keeps fetching the playlist with its ``hls_ctx``."""
+    """An HLS viewer: a player that keeps fetching the playlist with its ``hls_ctx``; a client in the hub's
+    registry (it has no connection: kicking it ends the session and refuses its id for a while)."""
 
     id: str
     key: StreamKey
     ip: str
     user_agent: str
-    created: float  # time.time()
+    started: float  # time.time()
     last_seen: float  # monotonic
+    context: HookContext
+    service: HlsService
+    sent: int = 0  # playlist bytes served to it (segment requests carry no session id)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "ip": self.ip, "user_agent": self.user_agent, "created": self.created,
-                "protocol": "hls"}
+    kind: ClassVar[str] = VIEWER
+    protocol: ClassVar[str] = "hls"
+
+    @property
+    def cid(self) -> str:
+        return self.id
+
+    @property
+    def recv_bytes(self) -> int:
+        return 0
+
+    @property
+    def send_bytes(self) -> int:
+        return self.sent
+
+    def kick(self, reason: str) -> None:
+        self.service.kick_session(self, reason)
 
 
 # ----------------------------------------------------------------------------------------------- HTTP-TS
@@ -365,30 +388,12 @@ class _BufferView:
 NO_FORMAT: Final = _NoFormat("ts")
 
 
-class TsViewerOwner:
-    """The hub's view of an HTTP-TS connection."""
-
-    __slots__ = ("conn", "viewer", "reason", "waiting")
+class TsViewerOwner(HttpViewerOwner):
+    """An HTTP-TS viewer: ``waiting`` for a random access point (joined, fell behind, new publisher)."""
 
     def __init__(self, conn: HTTPConnection) -> None:
-        self.conn = conn
-        self.viewer: Viewer | None = None
-        self.reason = "viewer closed"
-        self.waiting = True  # for a random access point (joined, fell behind, new publisher)
-
-    def publisher_left(self, stream: Stream) -> None:
-        pass
-
-    def publisher_arrived(self, stream: Stream) -> None:
-        pass
-
-    def close_viewer(self, reason: str) -> None:
-        if not self.conn.closed:
-            self.reason = reason
-            self.conn.close()
-
-    def data_received(self, data: bytes) -> None:
-        pass  # a TS viewer has nothing to say
+        super().__init__(conn)
+        self.waiting = True
 
 
 class TsFanout:
@@ -505,6 +510,14 @@ class TsFanout:
 # ----------------------------------------------------------------------------------------------- service
 
 
+def _without_ctx(query: str) -> str:
+    """The query a player sent, without the ``hls_ctx`` this server added (hooks see the player's own)."""
+    if not query:
+        return ""
+    kept = [p for p in query.lstrip("?").split("&") if p and not p.startswith("hls_ctx=")]
+    return "?" + "&".join(kept) if kept else ""
+
+
 def _segment_pattern(template: str) -> re.Pattern[str]:
     """A regex matching the names ``hls_ts_file`` produces (to tell a segment URL from an HTTP-TS one)."""
     out = re.escape(template)
@@ -514,15 +527,13 @@ def _segment_pattern(template: str) -> re.Pattern[str]:
     return re.compile(out)
 
 
-#: Called with a new HLS viewer before its first playlist is served; False refuses it (403). on_play hook.
-SessionGate = Callable[[HlsSession, Request], Awaitable[bool]]
-
-
 class HlsService:
     """Owns every stream's HLS segmenter and HTTP-TS viewers; registered with the hub by :class:`App`."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, hub: Hub, config: Callable[[], Config], access: Access) -> None:
+        self.hub = hub
+        self._config = config  # read per event: a reload applies to new streams and viewers
+        self.access = access
         self._states: dict[StreamKey, HlsState] = {}
         self._playlists: dict[str, HlsState] = {}  # name under hls_path -> state
         self._segment_files: dict[str, HlsState] = {}  # written segments -> state
@@ -530,17 +541,13 @@ class HlsService:
         self._sessions: dict[str, HlsSession] = {}
         self._session_by_client: dict[tuple[StreamKey, str, str], str] = {}
         self._segment_patterns: dict[str, re.Pattern[str]] = {}
+        self._kicked: dict[str, float] = {}  # session ids kicked by the operator -> monotonic time, refused
         self._sweeper: asyncio.Task[None] | None = None
-        # Hooks integration (another module wires these): on_play for a new HLS viewer (awaited before its
-        # first playlist, False answers 403) and on_stop when its session times out.
-        self.session_gate: SessionGate | None = None
-        self.session_ended: Callable[[HlsSession], None] | None = None
-        self.segment_written: Callable[[HlsState, SegmentInfo], None] | None = None  # on_hls
 
     # ------------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        hub = self.app.hub
+        hub = self.hub
         hub.live_handlers.append(self._on_live)
         hub.drain_handlers.append(self._on_drain)
         hub.removed_handlers.append(self._on_removed)
@@ -548,7 +555,7 @@ class HlsService:
 
     async def stop(self) -> None:
         """Finish every stream's output and dispose it (as SRS does at shutdown), bounded in time."""
-        hub = self.app.hub
+        hub = self.hub
         for lst, fn in ((hub.live_handlers, self._on_live), (hub.drain_handlers, self._on_drain),
                         (hub.removed_handlers, self._on_removed)):
             if fn in lst:
@@ -591,7 +598,7 @@ class HlsService:
         if isinstance(fan, TsFanout):
             fan.new_publisher()
         key = stream.key
-        vhost = self.app.config.vhost(key.vhost)
+        vhost = self._config().vhost(key.vhost)
         if not (vhost.enabled and vhost.hls.enabled):
             return
         state = self._states.get(key)
@@ -715,13 +722,23 @@ class HlsService:
                 state.recent[act.name] = act.data
                 while len(state.recent) > RECENT_SEGMENTS:
                     del state.recent[next(iter(state.recent))]
-                cb = self.segment_written
-                if cb is not None:
-                    info = next((x for x in state.segmenter.segments if x.name == act.name), None)
-                    if info is not None:
-                        cb(state, info)
+                info = next((x for x in state.segmenter.segments if x.name == act.name), None)
+                if info is not None:
+                    self._segment_written(state, info)
             else:
                 state.playlist_body = act.text.encode()
+
+    def _segment_written(self, state: HlsState, info: SegmentInfo) -> None:
+        """on_hls, with the publisher's context, once a segment is on disk."""
+        stream = state.live_for[0] if state.live_for else None
+        if stream is None or stream.publisher is None:
+            return
+        ctx = stream.publisher.context
+        m3u8 = os.path.join(state.root, state.playlist_name)
+        self.access.hls(ctx.vhost, lambda ident: payloads.on_hls(
+            ident, ctx, duration=info.duration, file=os.path.join(state.root, info.name), url=info.uri,
+            m3u8=m3u8, m3u8_url="/" + state.playlist_name, seq_no=info.sequence,
+        ))
 
     # ------------------------------------------------------------------------------ queries (API)
 
@@ -732,10 +749,9 @@ class HlsService:
         state = self._states.get(key)
         return state.info() if state is not None else None
 
-    def viewers(self, key: StreamKey) -> list[dict[str, Any]]:
-        """HLS viewers (sessions) of a stream: ``id``, ``ip``, ``user_agent``, ``created`` (unix time)."""
-        limit = time.monotonic() - SESSION_TIMEOUT
-        return [s.as_dict() for s in self._sessions.values() if s.key == key and s.last_seen >= limit]
+    def viewers(self, key: StreamKey) -> list[HlsSession]:
+        """HLS viewers (sessions) of a stream (each is also in the hub's client registry)."""
+        return [s for s in self._sessions.values() if s.key == key]
 
     # ------------------------------------------------------------------------------ HTTP
 
@@ -752,13 +768,13 @@ class HlsService:
         state = self._segment_files.get(rel)
         if state is not None:
             return await self._serve_segment(req, state, rel)
-        sreq = resolve(self.app.config, req, ".ts")
-        if sreq is None or (sreq.key not in self.app.hub.streams and self._looks_like_segment(sreq.key.vhost, rel)):
+        sreq = resolve(self._config(), req, ".ts")
+        if sreq is None or (sreq.key not in self.hub.streams and self._looks_like_segment(sreq.key.vhost, rel)):
             return NotImplemented  # type: ignore[return-value]  # a file (an old segment, a VOD): static
         return await self._serve_ts(req, conn, sreq)
 
     def _looks_like_segment(self, vhost_name: str, rel: str) -> bool:
-        hls = self.app.config.vhost(vhost_name).hls
+        hls = self._config().vhost(vhost_name).hls
         if not hls.enabled:
             return False
         pattern = self._segment_patterns.get(hls.hls_ts_file)
@@ -781,6 +797,9 @@ class HlsService:
         body = state.playlist_body  # (read after the await: the newest)
         if body is None or self._states.get(state.key) is not state:
             return Response(404, b"not found\n", headers=CORS)
+        session = self._sessions.get(req.query.get("hls_ctx", ""))
+        if session is not None and req.method == "GET":
+            session.sent += len(body)
         return Response(200, body, PLAYLIST_TYPE, headers)
 
     async def _serve_segment(self, req: Request, state: HlsState, rel: str) -> Response:
@@ -818,18 +837,26 @@ class HlsService:
             return None
         if not _CTX_RE.fullmatch(ctx):
             return Response(400, b"bad hls_ctx\n", headers=CORS)
+        kicked = self._kicked.get(ctx)
+        if kicked is not None and now - kicked < SESSION_TIMEOUT:
+            return Response(403, b"forbidden: kicked\n", headers=CORS)
         if len(self._sessions) >= MAX_SESSIONS:
             return None  # (ids are the client's to choose: bounded memory) served, not counted
         # A new viewer (or one whose session expired, or from before a restart: it keeps its URL).
-        session = HlsSession(ctx, key, req.ip, ua, time.time(), now)
-        gate = self.session_gate
-        if gate is not None and not await gate(session, req):
-            client_event(log, "play-rejected", ctx, req.ip, key, "on_play refused", logging.WARNING, protocol="hls")
+        context = HookContext(ctx, req.ip, key.vhost, key.app, key.stream, _without_ctx(req.raw_query),
+                              f"http://{req.headers.get('host', '')}/{key.app}", req.headers.get("referer", ""))
+        session = HlsSession(ctx, key, req.ip, ua, time.time(), now, context, self)
+        refused = self.access.security(key.vhost, "play", req.ip)
+        if refused is None:
+            refused = await self.access.play(context)
+        if refused is not None:
+            client_event(log, "play-rejected", ctx, req.ip, key, refused, logging.WARNING, protocol="hls")
             return Response(403, b"forbidden\n", headers=CORS)
         if ctx in self._sessions:  # the same id on another stream: the old one is over
             self._end_session(self._sessions[ctx], "switched stream")
         self._sessions[ctx] = session
         self._session_by_client[client] = ctx
+        self.hub.register(session)
         client_event(log, "play", ctx, req.ip, key, protocol="hls")
         return None
 
@@ -840,18 +867,24 @@ class HlsService:
         client = (session.key, session.ip, session.user_agent)
         if self._session_by_client.get(client) == session.id:
             del self._session_by_client[client]
+        self.hub.unregister(session)
         client_event(log, "close", session.id, session.ip, session.key, reason, protocol="hls")
-        cb = self.session_ended  # on_stop
-        if cb is not None:
-            try:
-                cb(session)
-            except Exception:  # noqa: BLE001
-                log.exception("event=hls-session-error client=%s", session.id)
+        stats.connection_closed("hls", 0, session.sent)
+        self.access.stop(session.context)
+
+    def kick_session(self, session: HlsSession, reason: str) -> None:
+        """End a session now; its id is refused (403) for :data:`SESSION_TIMEOUT`, so the player stops."""
+        if len(self._kicked) >= MAX_SESSIONS:
+            self._kicked.clear()
+        self._kicked[session.id] = time.monotonic()
+        self._end_session(session, reason)
 
     def expire_sessions(self, now: float | None = None) -> None:
         limit = (time.monotonic() if now is None else now) - SESSION_TIMEOUT
         for session in [s for s in self._sessions.values() if s.last_seen < limit]:
             self._end_session(session, f"no playlist request for {SESSION_TIMEOUT:g}s")
+        for sid in [sid for sid, t in self._kicked.items() if t < limit]:
+            del self._kicked[sid]
 
     async def _sweep_sessions(self) -> None:
         while True:
@@ -871,14 +904,14 @@ class HlsService:
             return Response(200, b"", TS_TYPE, headers)  # without attaching a viewer
         if req.method != "GET":
             return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
-        config = self.app.config
-        hub = self.app.hub
+        config = self._config()
+        hub = self.hub
         key = sreq.key
         cid = new_client_id()
         owner = TsViewerOwner(conn)
         viewer = owner.viewer = Viewer(cid, conn.ip, "ts", NO_FORMAT, _BufferView(conn), owner, sreq.param)
         viewer.limit = config.rtmp_limits.max_write_buffer
-        ctx, refused = await gate_http_viewer(self.app.access, hub, viewer, sreq, req.headers.get("referer", ""),
+        ctx, refused = await gate_http_viewer(self.access, hub, viewer, sreq, req.headers.get("referer", ""),
                                               stream_settings(config, key.vhost))
         if refused is not None:
             client_event(log, "play-rejected", cid, conn.ip, key, refused, logging.WARNING, protocol="ts")
@@ -896,19 +929,15 @@ class HlsService:
             fan = stream.extra[TS_EXTRA] = TsFanout(stream)
             stream.sinks.append(fan)
         fan.add(owner)
-        conn.on_close.append(lambda: self._ts_closed(viewer, owner, stream, fan))
-        conn.on_close.append(lambda: self.app.access.stop(ctx))
+        conn.on_close.append(lambda: self._ts_closed(viewer, stream, fan))
+        owner.start(hub, self.access, ctx, log)
         if conn.write_paused:
             viewer.pause(time.monotonic())
         hub.admit(viewer)
         return None
 
-    def _ts_closed(self, viewer: Viewer, owner: TsViewerOwner, stream: Stream, fan: TsFanout) -> None:
-        client_event(log, "close", viewer.cid, viewer.ip, stream.key, owner.reason, protocol="ts",
-                     send_bytes=viewer.send_bytes)
-        stats.connection_closed("ts", 0, viewer.send_bytes)
+    def _ts_closed(self, viewer: Viewer, stream: Stream, fan: TsFanout) -> None:
         if fan.remove(viewer.cid) and stream.extra.get(TS_EXTRA) is fan:
             del stream.extra[TS_EXTRA]  # no viewer left: no muxing
             if fan in stream.sinks:
                 stream.sinks.remove(fan)
-        self.app.hub.detach(viewer)

@@ -9,28 +9,32 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from livesrv import __version__, stats
+from livesrv.config import Config
+from livesrv.hub.clients import PUBLISHER, VIEWER
+from livesrv.hub.hub import Hub
 from livesrv.servers.http import HTTPConnection, Request, Response
 
-if TYPE_CHECKING:
-    from livesrv.app import App
-    from livesrv.servers.api import ApiService
+from livesrv.servers.api.sampling import Sampler, stream_send_bytes
 
 
 class LivesrvCollector(Collector):
     """Reads everything at scrape time. Counters are clamped so that they never go back (a protocol whose
     close path does not report to :mod:`livesrv.stats` would otherwise lose its share when it closes)."""
 
-    def __init__(self, app: App, service: ApiService) -> None:
-        self.app = app
-        self.service = service
+    def __init__(self, hub: Hub, config: Callable[[], Config], sampler: Sampler, server_id: Callable[[], str],
+                 service_id: str) -> None:
+        self.hub = hub
+        self._config = config
+        self.sampler = sampler
+        self.server_id = server_id
+        self.service_id = service_id
         self._high: dict[tuple[str, ...], float] = {}
 
     def _mono(self, key: tuple[str, ...], value: float) -> float:
@@ -41,11 +45,11 @@ class LivesrvCollector(Collector):
         return value
 
     def collect(self) -> Iterator[Metric]:
-        app, service = self.app, self.service
-        cfg = app.config
+        sampler = self.sampler
+        cfg = self._config()
 
         labels = ["server", "service", "pid", "version", "major", "code"]
-        values = [service.server_id, service.service_id, str(os.getpid()), __version__,
+        values = [self.server_id(), self.service_id, str(os.getpid()), __version__,
                   __version__.split(".")[0], "livesrv"]
         if cfg.exporter.label:
             labels.append("label")
@@ -61,20 +65,24 @@ class LivesrvCollector(Collector):
                                  labels=["sysname", "nodename", "release", "version", "machine"])
         node.add_metric([uname.system, uname.node, uname.release, uname.version, uname.machine], 1)
         yield node
-        yield GaugeMetricFamily("srs_cpu_percent", "Process CPU use, percent of one core.", value=service.cpu_percent)
-        yield GaugeMetricFamily("srs_memory", "Process resident memory, kilobytes.", value=service.rss_kbyte())
+        yield GaugeMetricFamily("srs_cpu_percent", "Process CPU use, percent of one core.", value=sampler.cpu_percent)
+        yield GaugeMetricFamily("srs_memory", "Process resident memory, kilobytes.", value=sampler.rss_kbyte())
 
-        totals = stats.traffic(app)
-        clients = list(stats.live_clients(app))
-        streams = list(app.hub.streams.values())
-        hls = {s.key: len(service.hls_viewers(s)) for s in streams}  # HLS players: sessions, not connections
+        clients = tuple(self.hub.clients.values())  # every kind and protocol, HLS sessions included
+        totals = stats.traffic(clients)
+        streams = list(self.hub.streams.values())
+        by_key: dict[object, list[int]] = {}  # stream key -> [clients, viewers]
+        for c in clients:
+            n = by_key.setdefault(c.context.key, [0, 0])
+            n[0] += 1
+            n[1] += c.kind == VIEWER
         recv = sum(t.recv_bytes for t in totals.values())
         send = sum(t.send_bytes for t in totals.values())
         yield _counter("srs_send_bytes_total", "Bytes sent by the server.", self._mono(("send",), send))
         yield _counter("srs_receive_bytes_total", "Bytes received by the server.", self._mono(("recv",), recv))
         yield GaugeMetricFamily("srs_streams", "Streams with a publisher.",
                                 value=sum(1 for s in streams if s.publisher is not None))
-        yield GaugeMetricFamily("srs_clients", "Publishers and viewers connected.", value=len(clients) + sum(hls.values()))
+        yield GaugeMetricFamily("srs_clients", "Publishers and viewers connected.", value=len(clients))
         yield _counter("srs_clients_total", "Connections accepted so far.",
                        self._mono(("conns",), sum(t.connections for t in totals.values())))
         yield _counter("srs_clients_errs_total", "Connections that ended on an error.",
@@ -83,9 +91,9 @@ class LivesrvCollector(Collector):
         by_role = GaugeMetricFamily("livesrv_clients", "Clients connected, by protocol and role.",
                                     labels=["protocol", "role"])
         counts: dict[tuple[str, str], int] = {("rtmp", "publish"): 0, ("rtmp", "play"): 0, ("flv", "play"): 0,
-                                              ("hls", "play"): sum(hls.values())}
+                                              ("hls", "play"): 0}
         for c in clients:
-            k = (c.protocol, "publish" if c.publish else "play")
+            k = (c.protocol, "publish" if c.kind == PUBLISHER else "play" if c.kind == VIEWER else c.kind)
             counts[k] = counts.get(k, 0) + 1
         for (protocol, role), n in sorted(counts.items()):
             by_role.add_metric([protocol, role], n)
@@ -113,11 +121,12 @@ class LivesrvCollector(Collector):
                                        labels=["stream", "kind"])
         for s in streams:
             name = str(s.key)
-            s_clients.add_metric([name], len(s.viewers) + (s.publisher is not None) + hls[s.key])
-            s_viewers.add_metric([name], len(s.viewers) + hls[s.key])
+            n_clients, n_viewers = by_key.get(s.key, (0, 0))
+            s_clients.add_metric([name], n_clients)
+            s_viewers.add_metric([name], n_viewers)
             s_live.add_metric([name], 1 if s.live else 0)
             s_recv.add_metric([name], s.stats.recv_bytes)
-            s_send.add_metric([name], service.stream_send_bytes(s))
+            s_send.add_metric([name], stream_send_bytes(s))
             s_frames.add_metric([name, "video"], s.stats.video_frames)
             s_frames.add_metric([name, "audio"], s.stats.audio_frames)
         yield from (s_clients, s_viewers, s_live, s_recv, s_send, s_frames)
@@ -132,9 +141,10 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 class Metrics:
     """The registry of one server: livesrv's collector and the standard process metrics."""
 
-    def __init__(self, app: App, service: ApiService) -> None:
+    def __init__(self, hub: Hub, config: Callable[[], Config], sampler: Sampler, server_id: Callable[[], str],
+                 service_id: str) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(LivesrvCollector(app, service))
+        self.registry.register(LivesrvCollector(hub, config, sampler, server_id, service_id))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> Response:

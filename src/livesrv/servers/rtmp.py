@@ -22,7 +22,7 @@ from livesrv.codec.rtmp import session as s
 from livesrv.access import Access
 from livesrv.config import Config
 from livesrv.hub.hub import Hub, PublishToken, StreamBusy
-from livesrv.hooks.payloads import HookContext
+from livesrv.hub.clients import PUBLISHER, VIEWER, HookContext
 from livesrv.hub.keys import StreamKey, StreamRequest, mask_query, parse_rtmp_request
 from livesrv.hub.stream import Stream
 from livesrv.hub.viewer import NEED_KEYFRAME, Viewer
@@ -79,15 +79,43 @@ class RTMPConnection(asyncio.Protocol):
         self.write_paused = False
         self.stalled_since: float | None = None
         self.recv_bytes = 0
-        self.send_bytes = 0
+        self._sent = 0  # by the session; media a viewer got through the fan-out is in viewer.send_bytes
+        self.started = 0.0  # wall clock, when it started publishing or playing (the hub's client registry)
+        self._context: HookContext | None = None  # set while it is a registered client
         # A gate (an awaited on_connect/on_publish/on_play hook) holds later events back, in order.
         self._gate: asyncio.Task[None] | None = None
         self._backlog: list[s.Event] = []
         self.connected: HookContext | None = None  # set once connect was accepted (for on_close)
-        self.publish_ctx: HookContext | None = None  # what on_unpublish reports
         self.page_url = ""
         self.swf_url = ""
         self.playing: HookContext | None = None  # set while an admitted play runs (for on_stop)
+
+    # ---------------------------------------------------------------------------- the hub's client
+
+    @property
+    def kind(self) -> str:
+        return PUBLISHER if self.pub_token is not None else VIEWER
+
+    protocol = "rtmp"
+
+    @property
+    def context(self) -> HookContext:
+        ctx = self._context
+        return ctx if ctx is not None else HookContext(self.cid, self.ip, "", "")
+
+    @property
+    def send_bytes(self) -> int:
+        viewer = self.viewer
+        return self._sent + (viewer.send_bytes if viewer is not None else 0)
+
+    def _register(self, req: StreamRequest) -> None:
+        """It publishes or plays now: listed in the hub's registry until it stops (or closes)."""
+        self._context = HookContext.from_request(self.cid, self.ip, req, self.page_url, swf_url=self.swf_url)
+        self.started = time.time()
+        self.server.hub.register(self)
+
+    def _unregister(self) -> None:
+        self.server.hub.unregister(self)
 
     # ------------------------------------------------------------------------------- asyncio protocol
 
@@ -191,7 +219,7 @@ class RTMPConnection(asyncio.Protocol):
     def _flush(self) -> None:
         out = self.session.data_to_send()
         if out and self.transport is not None and not self.closed:
-            self.send_bytes += len(out)
+            self._sent += len(out)
             self.transport.write(out)
 
     def close(self, reason: str, *, abort: bool = False, level: int = logging.INFO) -> None:
@@ -219,6 +247,7 @@ class RTMPConnection(asyncio.Protocol):
         if self.pub_token is not None:
             token, self.pub_token = self.pub_token, None
             token.release("publisher closed")
+            self._unregister()
         if self.viewer is not None:
             self._stop_viewer()
         if self.connected is not None:
@@ -228,8 +257,9 @@ class RTMPConnection(asyncio.Protocol):
     def _stop_viewer(self) -> None:
         viewer, self.viewer = self.viewer, None
         assert viewer is not None
-        self.send_bytes += viewer.send_bytes  # media went out through the fan-out, not the session
+        self._sent += viewer.send_bytes  # media went out through the fan-out, not the session
         self.server.hub.detach(viewer)
+        self._unregister()
         self.idle_since = time.monotonic()
         if self.playing is not None:
             ctx, self.playing = self.playing, None
@@ -260,6 +290,7 @@ class RTMPConnection(asyncio.Protocol):
             if self.pub_token is not None and ev.stream_id == self.pub_stream_id:
                 token, self.pub_token = self.pub_token, None
                 token.release(ev.reason)
+                self._unregister()
                 self.idle_since = time.monotonic()
                 client_event(log, "unpublish", self.cid, self.ip, self.key or "", ev.reason)
         elif isinstance(ev, s.StopPlayRequest):
@@ -332,6 +363,7 @@ class RTMPConnection(asyncio.Protocol):
             self._refuse_publish(ev, f"Stream already exists or busy: {exc}", "NetStream.Publish.BadName")
             return
         self.pub_token, self.pub_stream_id = token, ev.stream_id
+        self._register(req)
         if not access.urls(req.key.vhost, "on_publish"):
             self._start_publish(ev, req, token)
             return
@@ -351,7 +383,6 @@ class RTMPConnection(asyncio.Protocol):
             self._refuse_publish(ev, "another publisher took the stream while on_publish was pending")
             return
         self.session.accept_publish(ev)
-        self.publish_ctx = HookContext.from_request(self.cid, self.ip, req, self.page_url)
         client_event(log, "publish", self.cid, self.ip, req.key, param=req.masked_param(), type=ev.publish_type)
 
     def kick(self, reason: str) -> None:
@@ -385,6 +416,7 @@ class RTMPConnection(asyncio.Protocol):
         self.play_stream_id = ev.stream_id
         # Registered (it holds the stream) before the on_play hook is awaited (SRS #4397); media only after.
         self.server.hub.attach(req.key, viewer, stream_settings(self.server.config, req.key.vhost))
+        self._register(req)
         if not access.urls(req.key.vhost, "on_play"):
             self._start_play(ev, req, viewer, None)
             return

@@ -1,0 +1,323 @@
+"""The HTTP API on ``http_api.listen``, in SRS's shapes, so that SRS dashboards, scripts and the SRS console work.
+
+Every answer carries ``code`` (0 = ok), ``server``, ``service`` and ``pid``. Errors are JSON with a non-zero
+``code`` (SRS's error numbers where SRS has one) and ``error``, with the HTTP status that says what went wrong
+(404 unknown id, 400 bad parameter, 405 wrong method) — except for JSONP (``?callback=``), which is always
+200 because a browser's ``<script>`` tag cannot read an error status (SRS answers JSONP the same way).
+
+This module routes and wraps; the shapes are in :mod:`.views`, the rates in :mod:`.sampling`, the machine's
+figures in :mod:`.system`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from livesrv import __version__
+from livesrv.config import Config, ConfigError, listen_addresses
+from livesrv.hub.clients import Client
+from livesrv.hub.hub import Hub
+from livesrv.hub.stream import Stream
+from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
+from livesrv.servers.api.sampling import SAMPLE_INTERVAL, Sampler
+from livesrv.servers.api.system import SystemFigures
+from livesrv.servers.api.views import StreamDetails, Views
+from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
+from livesrv.servers.metrics import Metrics
+
+log = logging.getLogger("livesrv.api")
+
+# SRS error codes (srs_kernel_error.hpp).
+ERROR_SYSTEM_CONFIG_INVALID = 1023
+ERROR_SYSTEM_CONFIG_RAW = 1060
+ERROR_SYSTEM_CONFIG_RAW_DISABLED = 1061
+ERROR_SYSTEM_CONFIG_RAW_NOT_ALLOWED = 1062
+ERROR_RTMP_VHOST_NOT_FOUND = 2014
+ERROR_RTMP_STREAM_NOT_FOUND = 2048
+ERROR_RTMP_CLIENT_NOT_FOUND = 2049
+ERROR_HTTP_HANDLER_MATCH_URL = 3010
+# Not SRS's: the HTTP status as the code.
+ERROR_BAD_PARAMETER = 400
+ERROR_UNAUTHORIZED = 401
+ERROR_METHOD_NOT_ALLOWED = 405
+
+#: Default ``count`` of the stream and client lists (SRS: 10; more is more useful and still small).
+DEFAULT_COUNT = 100
+
+CORS_HEADERS = [
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "GET, POST, HEAD, PUT, DELETE, OPTIONS"),
+    # "*" does not cover Authorization in a preflight: name it, or Basic auth from a page cannot work.
+    ("Access-Control-Allow-Headers", "Authorization, Content-Type, Origin, Accept, X-Requested-With"),
+    ("Access-Control-Expose-Headers", "Server, Content-Type, Content-Length"),
+]
+_JS_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,127}")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or []
+
+
+# ------------------------------------------------------------------------------------------- service
+
+
+class ApiService:
+    """Answers API requests. It reads the hub (streams, the client registry), the config and the sampler; the
+    few actions it takes go through the hub (end a stream, kick a client) or the ``reload`` it was given."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        config: Callable[[], Config],
+        reload: Callable[[], list[str]],
+        connections: Callable[[], int],
+        hls_info: StreamDetails,
+        interval: float = SAMPLE_INTERVAL,
+    ) -> None:
+        self.hub = hub
+        self._config = config
+        self._reload = reload
+        self.sampler = Sampler(hub, interval)
+        self.system = SystemFigures(hub, self.sampler, connections)
+        self.views = Views(hub, config, self.sampler, hls_info)
+        self.service_id = SERVICE_ID
+        self.metrics = Metrics(hub, config, self.sampler, lambda: self.server_id, self.service_id)
+        self.exporter: HTTPServer | None = None
+
+    @property
+    def server_id(self) -> str:
+        return self._config().server_id or SERVER_ID
+
+    # ---------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> dict[str, list[tuple[str, int]]]:
+        """Start the sampler and, when configured, the exporter's port; returns the exporter's addresses."""
+        await self.sampler.start()
+        cfg = self._config().exporter
+        if cfg.enabled:
+            self.exporter = HTTPServer(self.metrics.handle_exporter, "exporter")
+            return {"exporter": await self.exporter.start(listen_addresses(cfg.listen))}
+        return {}
+
+    async def stop(self) -> None:
+        await self.sampler.stop()
+        if self.exporter is not None:
+            await self.exporter.close()
+            self.exporter = None
+
+    # ---------------------------------------------------------------------------------- requests
+
+    async def handle(self, req: Request, conn: HTTPConnection) -> Response:
+        cfg = self._config().http_api
+        cors = CORS_HEADERS if cfg.crossdomain else []
+        if req.method == "OPTIONS":  # a CORS preflight: never behind auth (browsers send no credentials)
+            if not cfg.crossdomain:
+                return self._reply({"code": ERROR_METHOD_NOT_ALLOWED, "error": "cross-domain requests are off"}, 405, [])
+            return Response(200, b"", headers=cors)
+        callback = req.query.get("callback")
+        if callback is not None and not _JS_NAME.fullmatch(callback):
+            return self._reply({"code": ERROR_BAD_PARAMETER, "error": "callback must be a JavaScript name"}, 400, cors)
+        # The SRS console kicks a client with JSONP: GET ...?callback=f&method=DELETE.
+        method = req.query.get("method", req.method).upper() if callback is not None else req.method
+        try:
+            if cfg.auth.enabled and not _authorized(req, cfg.auth.username, cfg.auth.password):
+                raise ApiError(401, ERROR_UNAUTHORIZED, "authentication required",
+                               [("WWW-Authenticate", 'Basic realm="livesrv", charset="UTF-8"')])
+            path = req.path.rstrip("/")
+            if path == "/metrics":
+                _allow(method, "GET", "HEAD")
+                resp = self.metrics.render()
+                resp.headers.extend(cors)
+                return resp
+            data = self._route(method, path, req)
+        except ApiError as exc:
+            body = {"code": exc.code, "error": str(exc)}
+            return self._reply(body, exc.status, cors + exc.headers, callback)
+        return self._reply(data, 200, cors, callback)
+
+    def _reply(self, data: dict[str, Any], status: int, headers: list[tuple[str, str]],
+               callback: str | None = None) -> Response:
+        body: dict[str, Any] = {"code": data.pop("code", 0), "server": self.server_id, "service": self.service_id,
+                                "pid": str(os.getpid())}
+        body.update(data)
+        text = json.dumps(body, separators=(",", ":"))
+        if callback is not None:
+            return Response(200, f"{callback}({text})".encode(), "text/javascript", list(headers))
+        return Response(status, text.encode(), "application/json", list(headers))
+
+    def _route(self, method: str, path: str, req: Request) -> dict[str, Any]:
+        if path == "":
+            _allow(method, "GET", "HEAD")
+            return {"urls": {"api": "the api root"}}
+        if path == "/api":
+            _allow(method, "GET", "HEAD")
+            return {"urls": {"v1": "the api version 1.0"}}
+        if path == "/api/v1":
+            _allow(method, "GET", "HEAD")
+            return {"urls": {
+                "versions": "the version of livesrv",
+                "summaries": "the summary (pid, argv, cwd, cpu, mem) of livesrv and the system",
+                "vhosts": "all vhosts or one: /api/v1/vhosts/ID",
+                "streams": "all streams or one: /api/v1/streams/ID (DELETE ends it)",
+                "clients": "all clients or one: /api/v1/clients/ID (DELETE kicks it)",
+                "raw": "?rpc=reload re-reads the config file (needs http_api.raw_api)",
+            }, "metrics": "/metrics"}
+        if not path.startswith("/api/v1/"):
+            raise ApiError(404, ERROR_HTTP_HANDLER_MATCH_URL, f"no api at {path}")
+        name, _, ident = path[len("/api/v1/") :].partition("/")
+        handler: Callable[[str, str, Request], dict[str, Any]] | None = {
+            "versions": self._versions,
+            "summaries": self._summaries,
+            "vhosts": self._vhosts,
+            "streams": self._streams,
+            "clients": self._clients,
+            "raw": self._raw,
+        }.get(name)
+        if handler is None:
+            raise ApiError(404, ERROR_HTTP_HANDLER_MATCH_URL, f"no api at {path}")
+        return handler(method, ident, req)
+
+    # ---------------------------------------------------------------------------------- endpoints
+
+    def _versions(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        _no_id(ident)
+        _allow(method, "GET", "HEAD")
+        parts = [int(x) if x.isdigit() else 0 for x in (__version__.split(".") + ["0", "0"])[:3]]
+        return {"data": {"major": parts[0], "minor": parts[1], "revision": parts[2], "version": __version__}}
+
+    def _summaries(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        _no_id(ident)
+        _allow(method, "GET", "HEAD")
+        return {"data": self.system.summaries()}
+
+    def _vhosts(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        _allow(method, "GET", "HEAD")
+        views = self.views
+        names = views.vhost_names()
+        by_key = views.clients_of()
+        if ident:
+            for name in names:
+                if self.sampler.vhost_account(name).id == ident:
+                    return {"vhost": views.vhost_json(name, by_key)}
+            raise ApiError(404, ERROR_RTMP_VHOST_NOT_FOUND, f"no vhost with id {ident}")
+        return {"vhosts": [views.vhost_json(name, by_key) for name in names]}
+
+    def _streams(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        if method == "DELETE":
+            if not ident:
+                raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, "DELETE needs a stream id: /api/v1/streams/ID",
+                               [("Allow", "GET, HEAD")])
+            stream = self._stream_or_404(ident)
+            log.warning("event=api-delete-stream stream=%s id=%s", stream.key, ident)
+            self.hub.end_stream(stream.key, "stream deleted by the HTTP API")
+            return {}
+        _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
+        by_key = self.views.clients_of()
+        if ident:
+            return {"stream": self.views.stream_json(self._stream_or_404(ident), by_key)}
+        streams = list(self.hub.streams.values())
+        start, count = _paging(req)
+        return {"total": len(streams),
+                "streams": [self.views.stream_json(s, by_key) for s in streams[start : start + count]]}
+
+    def _stream_or_404(self, ident: str) -> Stream:
+        stream = self.views.find_stream(ident)
+        if stream is None:
+            raise ApiError(404, ERROR_RTMP_STREAM_NOT_FOUND, f"no stream with id {ident}")
+        return stream
+
+    def _clients(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        if method == "DELETE":
+            if not ident:
+                raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, "DELETE needs a client id: /api/v1/clients/ID",
+                               [("Allow", "GET, HEAD")])
+            client = self._client_or_404(ident)
+            log.warning("event=api-kick client=%s ip=%s stream=%s protocol=%s", client.cid, client.ip,
+                        client.context.key, client.protocol)
+            client.kick("kicked by the HTTP API")
+            return {}
+        _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
+        if ident:
+            return {"client": self.views.client_json(self._client_or_404(ident))}
+        start, count = _paging(req)
+        clients = list(self.hub.clients.values())
+        return {"total": len(clients), "clients": [self.views.client_json(c) for c in clients[start : start + count]]}
+
+    def _client_or_404(self, ident: str) -> Client:
+        client = self.hub.clients.get(ident)
+        if client is None:
+            raise ApiError(404, ERROR_RTMP_CLIENT_NOT_FOUND, f"no client with id {ident}")
+        return client
+
+    def _raw(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        _no_id(ident)
+        _allow(method, "GET", "POST")
+        raw = self._config().http_api.raw_api
+        if not raw.enabled:
+            raise ApiError(403, ERROR_SYSTEM_CONFIG_RAW_DISABLED, "raw api is disabled (http_api.raw_api.enabled)")
+        rpc = req.query.get("rpc", "")
+        if rpc != "reload":
+            raise ApiError(400, ERROR_SYSTEM_CONFIG_RAW, f"unsupported rpc {rpc!r}: want rpc=reload")
+        if not raw.allow_reload:
+            raise ApiError(403, ERROR_SYSTEM_CONFIG_RAW_NOT_ALLOWED,
+                           "reload is not allowed (http_api.raw_api.allow_reload)")
+        try:
+            restart = self._reload()
+        except (ConfigError, OSError) as exc:
+            log.error("event=reload-failed reason=%r", str(exc))
+            raise ApiError(500, ERROR_SYSTEM_CONFIG_INVALID, f"reload failed: {exc}") from None
+        return {"data": {"restart_needed": restart}}
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, f"method {method} not allowed here",
+                       [("Allow", ", ".join(allowed))])
+
+
+def _no_id(ident: str) -> None:
+    if ident:
+        raise ApiError(404, ERROR_HTTP_HANDLER_MATCH_URL, f"unexpected id {ident!r}")
+
+
+def _paging(req: Request) -> tuple[int, int]:
+    out = []
+    for name, default in (("start", 0), ("count", DEFAULT_COUNT)):
+        text = req.query.get(name, "")
+        if text == "":
+            out.append(default)
+            continue
+        if not text.isdigit():
+            raise ApiError(400, ERROR_BAD_PARAMETER, f"{name} must be a number >= 0, not {text!r}")
+        out.append(int(text))
+    return out[0], out[1]
+
+
+def _authorized(req: Request, username: str, password: str) -> bool:
+    header = req.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, pw = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    # Both compared, always: the time taken says nothing about which one was wrong.
+    ok_user = secrets.compare_digest(user.encode(), username.encode())
+    ok_pw = secrets.compare_digest(pw.encode(), password.encode())
+    return bool(sep) and ok_user and ok_pw
