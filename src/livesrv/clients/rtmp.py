@@ -377,7 +377,8 @@ class RtmpClient:
         step.name = "handshake"
         if self._handshake is not None:
             return self._handshake
-        return cast(HandshakeComplete, await self._wait(self._expect(lambda ev: type(ev) is HandshakeComplete, step.name)))
+        waiter = self._expect(lambda ev: type(ev) is HandshakeComplete, step.name)
+        return cast(HandshakeComplete, await self._wait(waiter))
 
     async def _connect_app(
         self, step: _Step, app: str, tc_url: str, properties: dict[str, Any] | None
@@ -390,7 +391,9 @@ class RtmpClient:
 
     # --------------------------------------------------------------------------------- publish, play
 
-    async def publish(self, stream: str | None = None, *, timeout: float | None = 10.0, publish_type: str = "live") -> None:
+    async def publish(
+        self, stream: str | None = None, *, timeout: float | None = 10.0, publish_type: str = "live"
+    ) -> None:
         """createStream and publish ``stream`` (default: the URL's); returns on ``NetStream.Publish.Start``.
 
         ``releaseStream`` and ``FCPublish`` go first, unanswered, as FFmpeg and OBS send them: some servers
@@ -497,8 +500,7 @@ class RtmpClient:
 
     async def drain(self, *, timeout: float | None = None) -> None:
         """Wait while more than ``write_buffer_limit`` bytes wait for the socket; raises once it is closed."""
-        if self._closed or self._closing:
-            raise self._ended_error("drain")
+        self._check_open("drain")
         if not self._write_paused:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -510,7 +512,7 @@ class RtmpClient:
             self._drainers.remove(future)
 
     def _cannot_send(self, what: str) -> None:
-        if self._closed or self._closing:
+        if self._ending:
             raise self._ended_error(what)
         raise RuntimeError(f"{what}() before publish() succeeded")
 
@@ -680,8 +682,13 @@ class RtmpClient:
     def _check_open(self, step: str) -> None:
         if self._loop is None:
             raise RuntimeError(f"{step}: the client is not open")
-        if self._closed or self._closing or self._end_cause:
+        if self._ending:
             raise self._ended_error(step)
+
+    @property
+    def _ending(self) -> bool:
+        """Closed, or on its way there: no new operation may start."""
+        return self._closed or self._closing or bool(self._end_cause)
 
     def _ended_error(self, step: str) -> RtmpClientError:
         cause = self._end_cause or "closed by the client"
@@ -693,7 +700,7 @@ class RtmpClient:
 
     @property
     def closed(self) -> bool:
-        """The connection is gone (closed by either side, lost, or never opened)."""
+        """The connection is gone: closed by either side, lost, or it could not be opened."""
         return self._closed
 
     @property
