@@ -131,6 +131,23 @@ async def test_publish_then_play_back_byte_exact(server) -> None:  # type: ignor
     assert pub.closed and player.closed and pub.error is None and player.error is None
 
 
+async def test_a_small_message_queue_loses_nothing(server) -> None:  # type: ignore[no-untyped-def]
+    """messages() holds at most max_queued messages before the client stops reading, then reads on as they
+    are consumed: every frame still arrives, in order."""
+    port = server.port("rtmp")
+    async with await RtmpClient.connect(url(port), timeout=5, max_queued=2) as player:
+        await player.play(timeout=5)  # before the publisher: the server holds the viewer
+        async with await RtmpClient.connect(url(port), timeout=5) as pub:
+            await pub.publish(timeout=5)
+            sent = [(m.VIDEO, 0, AVC_SEQUENCE_HEADER), *frames(0, 100)]
+            for type_id, ts, payload in sent:
+                pub.send_media(type_id, ts, payload)
+            await pub.drain()
+            got: list[m.Message] = []
+            await asyncio.wait_for(collect(player, len(sent), got), 10)
+    assert [(x.type_id, x.timestamp, x.payload) for x in got if x.type_id in (m.AUDIO, m.VIDEO)] == sent
+
+
 async def test_refused_publish_carries_the_servers_status(make_server) -> None:  # type: ignore[no-untyped-def]
     app = await make_server(vhost="publish { takeover off; }")
     port = app.port("rtmp")
