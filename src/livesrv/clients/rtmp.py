@@ -534,8 +534,9 @@ class RtmpClient:
         """The audio, video and data messages received while playing, in order; ends when the connection
         closes (``error`` says why, None after :meth:`close`).
 
-        At most ``max_queued`` messages wait here: beyond that the client stops reading the socket, so TCP
-        slows the server down instead of this process buffering a stream it cannot keep up with.
+        Once ``max_queued`` messages wait here (plus the rest of the read that brought the last one), the client
+        stops reading the socket until half of them are consumed, so TCP slows the server down instead of this
+        process buffering a stream it cannot keep up with.
         """
         if self._on_media is not None:
             raise RuntimeError("messages() is not available with on_media")
