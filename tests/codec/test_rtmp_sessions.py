@@ -99,6 +99,19 @@ def test_client_reply_transaction_id() -> None:
     assert events == [CommandReply("_result", 7.0, [None, 1.0])]
 
 
+def test_a_long_connect_refusal_reaches_the_client() -> None:
+    """The _error is chunked at the server's chunk size, so the chunk size must be announced before it."""
+    server = server_session()
+    connect = amf0.encode("connect", 1.0, {"app": "live"})
+    (request,) = server.receive_data(encode_message(m.Message(m.COMMAND_AMF0, 0, 0, connect), 3, 128))
+    assert isinstance(request, s.ConnectRequest)
+    server.reject_connect(request, "on_connect refused: " + "x" * 300)
+    client = client_session()
+    replies = [e for e in client.receive_data(server.data_to_send()) if isinstance(e, CommandReply)]
+    assert [(r.name, r.transaction_id) for r in replies] == [("_error", 1.0)]
+    assert replies[0].values[1]["description"] == "on_connect refused: " + "x" * 300
+
+
 # ------------------------------------------------------------------------------------------- fuzzing
 
 _NAMES = [

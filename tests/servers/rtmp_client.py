@@ -1,4 +1,4 @@
-"""An asyncio RTMP test client: livesrv's sans-IO :class:`ClientSession` over a real socket.
+"""The RTMP test client: livesrv's own :class:`~livesrv.clients.rtmp.RtmpClient`, with synthetic media.
 
 Tests use it to publish synthetic FLV-shaped media and to play it back byte-exactly, without ffmpeg, and to
 act as a viewer that stops reading. :class:`RawConn` is its counterpart for speaking deliberately wrong RTMP.
@@ -14,15 +14,9 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from livesrv.clients.rtmp import RtmpClient
 from livesrv.codec.rtmp import messages as m
-from livesrv.codec.rtmp.client import (
-    ClientEvent,
-    ClientSession,
-    CommandReply,
-    HandshakeComplete,
-    MediaEvent,
-    StatusEvent,
-)
+from livesrv.codec.rtmp.client import ClientEvent, HandshakeComplete
 from livesrv.codec.rtmp.handshake import ClientHandshake
 from tests.helpers import wait_until
 
@@ -78,58 +72,52 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10) -
 
 
 class RTMPClient:
-    """One RTMP connection driven by :class:`ClientSession`; a background task reads and answers the server.
+    """A test's RTMP connection: livesrv's :class:`RtmpClient` plus what tests look at.
 
-    It reads straight from a non-blocking socket (no stream buffer in between), so once :meth:`stop_reading`
-    is called every byte the server sent is accounted for: ``received_bytes`` read by us, the rest in the
-    kernel or still in the server.
+    Every event and every received message is kept (``events``, ``media``). The package client reads straight
+    from the socket into the chunk decoder (no stream buffer in between), so once :meth:`stop_reading` is
+    called every byte the server sent is accounted for: ``received_bytes`` read by us, the rest in the kernel
+    or still in the server.
     """
 
-    def __init__(self, sock: socket.socket, session: ClientSession) -> None:
+    def __init__(self, sock: socket.socket, *, complex_handshake: bool = False, chunk_size: int = 4096) -> None:
         self.sock = sock
-        self.session = session
         self.events: list[ClientEvent] = []
         #: Audio, video and data messages received, in order.
         self.media: list[m.Message] = []
-        self.received_bytes = 0
-        self.eof = False  # the server closed the connection (EOF or reset)
-        self.stream_id = 0
-        self._loop = asyncio.get_running_loop()
-        self._send_lock = asyncio.Lock()  # the reader task's answers and our own sends must not interleave
-        self._task: asyncio.Task[None] | None = None
+        self.client = RtmpClient(
+            complex_handshake=complex_handshake,
+            chunk_size=chunk_size,
+            on_event=self.events.append,
+            on_media=self.media.append,
+        )
 
     @classmethod
     async def open(
         cls, port: int, *, complex_handshake: bool = False, chunk_size: int = 4096, rcvbuf: int | None = None
     ) -> RTMPClient:
+        """Connect and start the handshake; :meth:`publish` or :meth:`play` then say where."""
         sock = await connect_socket(port, rcvbuf=rcvbuf)
-        client = cls(sock, ClientSession(complex_handshake=complex_handshake, out_chunk_size=chunk_size))
-        await client.drain()
-        client._task = asyncio.create_task(client._read_loop(), name="rtmp-test-client")
-        return client
+        conn = cls(sock, complex_handshake=complex_handshake, chunk_size=chunk_size)
+        await conn.client.open(HOST, port, sock=sock)
+        return conn
 
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                data = await self._loop.sock_recv(self.sock, 65536)
-                if not data:
-                    break
-                self.received_bytes += len(data)
-                for ev in self.session.receive_data(data):
-                    self.events.append(ev)
-                    if isinstance(ev, MediaEvent):
-                        self.media.append(ev.message)
-                await self.drain()
-        except (ConnectionError, OSError):
-            pass
-        self.eof = True
+    @property
+    def eof(self) -> bool:
+        """The connection is gone (the server closed it, or it was reset)."""
+        return self.client.closed
+
+    @property
+    def received_bytes(self) -> int:
+        return self.client.recv_bytes
+
+    @property
+    def stream_id(self) -> int:
+        return self.client.stream_id
 
     async def drain(self) -> None:
-        """Send everything the session has queued."""
-        async with self._send_lock:
-            out = self.session.data_to_send()
-            if out:
-                await self._loop.sock_sendall(self.sock, out)
+        """Wait until the socket has taken what was sent (beyond the client's write buffer limit)."""
+        await self.client.drain()
 
     async def wait_event(self, pred: Callable[[ClientEvent], bool], what: str, timeout: float = 10) -> ClientEvent:
         found: list[ClientEvent] = []
@@ -149,62 +137,30 @@ class RTMPClient:
     # -------------------------------------------------------------------------------- RTMP commands
 
     async def handshake(self) -> HandshakeComplete:
-        ev = await self.wait_event(lambda e: isinstance(e, HandshakeComplete), "the handshake")
-        assert isinstance(ev, HandshakeComplete)
-        return ev
+        return await self.client.handshake()
 
-    async def connect(self, app: str = "live", port: int | None = None) -> CommandReply:
-        await self.handshake()
-        txn = self.session.connect(app, f"rtmp://{HOST}:{port or 1935}/{app}")
-        return await self._call(txn, "connect")
-
-    async def _call(self, txn: float, what: str) -> CommandReply:
-        await self.drain()
-        reply = await self.wait_event(
-            lambda e: isinstance(e, CommandReply) and e.transaction_id == txn, f"the {what} reply"
-        )
-        assert isinstance(reply, CommandReply) and reply.name == "_result", reply
-        return reply
-
-    async def create_stream(self) -> int:
-        reply = await self._call(self.session.create_stream(), "createStream")
-        self.stream_id = int(reply.values[1])
-        return self.stream_id
+    async def _connect(self, app: str, port: int | None) -> None:
+        await self.client.connect_app(app, f"rtmp://{HOST}:{port or 1935}/{app}")
 
     async def barrier(self) -> None:
         """A command round trip: the server has processed everything we sent before it."""
-        await self._call(self.session.call("getStreamLength", "x"), "getStreamLength")
-
-    async def _status(self, code: str) -> StatusEvent:
-        ev = await self.wait_event(
-            lambda e: isinstance(e, StatusEvent) and (e.code == code or e.level == "error"), code
-        )
-        assert isinstance(ev, StatusEvent) and ev.code == code, ev
-        return ev
+        await self.client.call("getStreamLength", "x")
 
     async def publish(self, name: str, app: str = "live", port: int | None = None) -> None:
         """connect, createStream, publish; returns once the server said NetStream.Publish.Start."""
-        await self.connect(app, port)
-        sid = await self.create_stream()
-        self.session.publish(sid, name)
-        await self.drain()
-        await self._status("NetStream.Publish.Start")
+        await self._connect(app, port)
+        await self.client.publish(name)
 
     async def play(self, name: str, app: str = "live", port: int | None = None) -> None:
         """connect, createStream, play; returns once the server said NetStream.Play.Start."""
-        await self.connect(app, port)
-        sid = await self.create_stream()
-        self.session.play(sid, name)
-        await self.drain()
-        await self._status("NetStream.Play.Start")
+        await self._connect(app, port)
+        await self.client.play(name)
 
     def send_metadata(self, metadata: dict[str, Any]) -> None:
-        """Queued; :meth:`drain` sends it."""
-        self.session.send_metadata(self.stream_id, metadata)
+        self.client.send_metadata(metadata)
 
     def send_media(self, type_id: int, timestamp: int, payload: bytes) -> None:
-        """Queued; :meth:`drain` sends it."""
-        self.session.send_media(self.stream_id, type_id, timestamp, payload)
+        self.client.send_media(type_id, timestamp, payload)
 
     # ----------------------------------------------------------------------------------------- state
 
@@ -214,18 +170,10 @@ class RTMPClient:
 
     async def stop_reading(self) -> None:
         """Behave like a stuck viewer: never read again, so the kernel buffers fill and TCP stops the server."""
-        await self._stop_task()
-
-    async def _stop_task(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self.client.pause_reading()
 
     async def close(self) -> None:
-        await self._stop_task()
-        self.sock.close()
+        await self.client.close()
 
 
 class RawConn:
