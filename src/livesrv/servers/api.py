@@ -34,6 +34,7 @@ from livesrv.codec.aac import parse_asc
 from livesrv.codec.avc import parse_avc_config, parse_hevc_config, parse_hevc_sps, parse_sps
 from livesrv.codec.errors import ProtocolError
 from livesrv.config import ConfigError, listen_addresses
+from livesrv.log import event
 from livesrv.media.packet import AUDIO, MediaPacket
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.metrics import Metrics
@@ -585,7 +586,7 @@ class ApiService:
                 raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, "DELETE needs a stream id: /api/v1/streams/ID",
                                [("Allow", "GET, HEAD")])
             stream = self._stream_or_404(ident)
-            log.warning("event=api-delete-stream stream=%s id=%s", stream.key, ident)
+            event(log, "api-delete-stream", logging.WARNING, stream=stream.key, id=ident)
             self.app.hub.end_stream(stream.key, "stream deleted by the HTTP API")
             return {}
         _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
@@ -668,8 +669,8 @@ class ApiService:
             if any(c["id"] == ident for c in self.hls_clients()):
                 raise ApiError(400, ERROR_BAD_PARAMETER, "an HLS player has no connection to close: it just stops asking")
             client = self._client_or_404(ident)
-            log.warning("event=api-kick client=%s ip=%s stream=%s", client.cid, client.ip,
-                        client.stream.key if client.stream else "")
+            event(log, "api-kick", logging.WARNING, client=client.cid, ip=client.ip,
+                  stream=client.stream.key if client.stream else "")
             client.kick("kicked by the HTTP API")
             return {}
         _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
