@@ -50,7 +50,7 @@ from livesrv.access import gate_http_viewer
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.mpegts import TSMuxer
 from livesrv.config import HlsConfig
-from livesrv.hub.keys import StreamKey, StreamRequest
+from livesrv.hub.keys import StreamKey, StreamRequest, path_problem
 from livesrv.hub.stream import REPUBLISH_GAP_MS, Publisher, Stream
 from livesrv.hub.viewer import Viewer
 from livesrv.log import client_event, event
@@ -58,7 +58,7 @@ from livesrv.media.formats import Format
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
 from livesrv.remux.hls import DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, WritePlaylist, WriteSegment
 from livesrv.servers.common import new_client_id, stream_settings
-from livesrv.servers.flv import CORS, resolve
+from livesrv.servers.flv import CORS, refuse_bad_name, resolve
 from livesrv.servers.http import HTTPConnection, Request, Response
 
 if TYPE_CHECKING:
@@ -741,6 +741,11 @@ class HlsService:
 
     async def handle(self, req: Request, conn: HTTPConnection) -> Response | None:
         """A ``.m3u8`` or ``.ts`` request; ``NotImplemented`` when this service does not serve it."""
+        problem = path_problem(req.path)
+        if problem is not None:  # (no file we write has such a name)
+            client_event(log, "play-rejected", new_client_id(), req.ip, reason=problem, level=logging.WARNING,
+                         protocol="hls")
+            return Response(400, f"bad request: {problem}\n".encode(), headers=CORS)
         rel = relative_path(req.path)
         if rel is None:
             return Response(404, b"not found\n", headers=CORS)  # never anything outside hls_path
@@ -753,6 +758,8 @@ class HlsService:
         if state is not None:
             return await self._serve_segment(req, state, rel)
         sreq = resolve(self.app.config, req, ".ts")
+        if sreq is not None and (refused := refuse_bad_name(req, sreq, "ts")) is not None:
+            return refused
         if sreq is None or (sreq.key not in self.app.hub.streams and self._looks_like_segment(sreq.key.vhost, rel)):
             return NotImplemented  # type: ignore[return-value]  # a file (an old segment, a VOD): static
         return await self._serve_ts(req, conn, sreq)
