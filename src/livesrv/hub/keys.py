@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_VHOST = "__defaultVhost__"
 
@@ -59,18 +59,17 @@ def mask_query(param: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A URL fit for logs: scheme, host and path kept; query values and any password hidden."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:***@{hostport}"
-        query = mask_query("?" + parts.query)[1:] if parts.query else ""
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return "<invalid url>"
+    """A URL fit for logs: scheme, host and path kept as sent; query values and any password hidden.
+
+    Split by hand rather than with ``urlsplit``, which silently drops tabs and line breaks: the log must show
+    what the client sent (escaped), not a cleaned-up version of it.
+    """
+    head, sep, query = url.partition("#")[0].partition("?")
+    head = _USERINFO.sub(lambda mt: f"{mt[1]}{mt[2].split(':', 1)[0]}:***@", head, count=1)
+    return head + (mask_query(sep + query) if sep else "")
+
+
+_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@")
 
 
 # ------------------------------------------------------------------------------------------ name rule
