@@ -42,7 +42,8 @@ def _escape_char(c: str) -> str:
 
 def escape_nonprintable(text: str) -> str:
     """``text`` with every non-printable character (``str.isprintable``: controls, line and paragraph
-    separators, surrogates, unassigned...) as ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN``; the space is kept."""
+    separators, surrogates, unassigned...) as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN``/``\\uNNNN``/``\\UNNNNNNNN``;
+    the space is kept."""
     if text.isprintable():  # the usual case: nothing to do, at C speed
         return text
     return "".join(c if c.isprintable() else _ESCAPES.get(c) or _escape_char(c) for c in text)
