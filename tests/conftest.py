@@ -5,6 +5,7 @@ Every process a test starts is killed in teardown; every wait is on a condition 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from livesrv.app import App
 from livesrv.config import parse_text
-from tests.helpers import FFMPEG, Procs, require_tool
+from tests.helpers import FFMPEG, LogLines, Procs, require_tool
 
 #: The recording hook server fixture (``hook_server``) for every test module.
 pytest_plugins = ["tests.hooks.hook_server"]
@@ -61,6 +62,23 @@ async def make_server() -> AsyncIterator[Callable[..., object]]:
 @pytest.fixture
 async def server(make_server) -> App:  # type: ignore[no-untyped-def]
     return await make_server()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    """Everything livesrv logs during the test, at every level, through ``livesrv.log``'s own formatter."""
+    from livesrv.log import FORMAT, LineFormatter
+
+    lines = LogLines()
+    handler = logging.StreamHandler(lines.buffer)
+    handler.setFormatter(LineFormatter(FORMAT))
+    root = logging.getLogger("livesrv")
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

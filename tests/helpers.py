@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -128,3 +130,77 @@ class FlvViewer:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------------------- log lines
+
+#: One record as livesrv.log.FORMAT writes it.
+LOG_LINE = re.compile(r"\[(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[(?P<level>[A-Z]+)\]"
+                      r"\[(?P<logger>livesrv(?:\.\w+)*)\] (?P<message>.*)")
+_VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^ "=\\]*)'
+#: ``event=x k=v k="v"``: bare values without separators, quoted ones with backslash escapes only.
+EVENT = re.compile(rf"event=[a-z-]+(?: [A-Za-z_]\w*={_VALUE})*")
+_FIELD = re.compile(rf"([A-Za-z_]\w*)=({_VALUE})")
+_ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[\\\"nrt])")
+_SIMPLE = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPE.sub(lambda m: _SIMPLE.get(m.group(1)) or chr(int(m.group(1)[1:], 16)), text)
+
+
+def parse_event(message: str) -> dict[str, str]:
+    """The fields of an ``event=...`` message, values unquoted and unescaped; fails unless the message is
+    exactly that grammar with each field once (a value that added a field or ended the line would not be)."""
+    assert EVENT.fullmatch(message), f"not one well-formed event: {message!r}"
+    fields: dict[str, str] = {}
+    for m in _FIELD.finditer(message):
+        name, value = m.group(1), m.group(2)
+        assert name not in fields, f"field {name} twice in {message!r}"
+        fields[name] = _unescape(value[1:-1]) if value.startswith('"') else value
+    return fields
+
+
+class LogLines:
+    """What the server logs, formatted by livesrv.log's own formatter, as an operator's file would hold it."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+
+    def clear(self) -> None:
+        self.buffer.seek(0)
+        self.buffer.truncate()
+
+    def lines(self) -> list[str]:
+        """The lines, each checked to be one record: the log format's prefix, no other line break in it."""
+        text = self.buffer.getvalue()
+        assert not text or text.endswith("\n")
+        out = text.split("\n")[:-1]
+        for line in out:
+            assert len(line.splitlines()) == 1, f"a line break inside a record: {line!r}"
+            assert LOG_LINE.fullmatch(line), f"not a log record: {line!r}"
+        return out
+
+    def events(self, name: str | None = None) -> list[dict[str, str]]:
+        """Every record parsed as an event (all must be), or those of event ``name``."""
+        parsed = [parse_event(LOG_LINE.fullmatch(line)["message"]) for line in self.lines()]  # type: ignore[index]
+        return [f for f in parsed if name is None or f["event"] == name]
+
+
+# ------------------------------------------------------------------------------------------- raw HTTP
+
+
+async def http_raw(port: int, target: str, method: str = "GET", headers: str = "",
+                   timeout: float = 10) -> tuple[int, bytes]:
+    """One request sent byte for byte (no client library re-encodes the target); status and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: close\r\n\r\n"
+        writer.write(head.encode("latin-1"))
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout)  # until the server closes: Connection: close
+    finally:
+        writer.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    _, _, body = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), body

@@ -16,7 +16,7 @@ from typing import Any
 
 from livesrv.clients.rtmp import RtmpClient
 from livesrv.codec.rtmp import messages as m
-from livesrv.codec.rtmp.client import ClientEvent, HandshakeComplete
+from livesrv.codec.rtmp.client import ClientEvent, ClientSession, HandshakeComplete
 from livesrv.codec.rtmp.handshake import ClientHandshake
 from tests.helpers import wait_until
 
@@ -115,9 +115,19 @@ class RTMPClient:
     def stream_id(self) -> int:
         return self.client.stream_id
 
+    @property
+    def session(self) -> ClientSession:
+        """The sans-IO session underneath, for tests that send what no well-behaved client would (raw names)."""
+        return self.client._session  # noqa: SLF001
+
     async def drain(self) -> None:
-        """Wait until the socket has taken what was sent (beyond the client's write buffer limit)."""
+        """Send what the session queued (raw commands included), then wait while the socket's buffer is full."""
+        self.client._flush()  # noqa: SLF001
         await self.client.drain()
+
+    async def create_stream(self) -> int:
+        """createStream on its own (for raw publish/play commands); the new message stream id."""
+        return int((await self.client.call("createStream"))[1])
 
     async def wait_event(self, pred: Callable[[ClientEvent], bool], what: str, timeout: float = 10) -> ClientEvent:
         found: list[ClientEvent] = []

@@ -21,14 +21,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from livesrv import __version__
 from livesrv.config.model import HttpHooksConfig
-from livesrv.hub.keys import mask_query
+from livesrv.hub.keys import mask_url
 from livesrv.log import client_event
 
 __all__ = [
@@ -107,21 +106,6 @@ def _reject_constant(name: str) -> Any:
 def _snippet(body: bytes, limit: int = 80) -> str:
     text = body[:limit].decode("utf-8", "replace")
     return repr(text) + ("..." if len(body) > limit else "")
-
-
-def mask_url(url: str) -> str:
-    """A hook URL fit for logs: query values and any password hidden (tokens often live there)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:***@{hostport}"
-        query = mask_query("?" + parts.query)[1:] if parts.query else ""
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return "<invalid url>"
 
 
 def hook_urls(hooks: HttpHooksConfig, hook: str) -> tuple[str, ...]:

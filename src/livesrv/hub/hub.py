@@ -21,6 +21,7 @@ from typing import Any
 
 from livesrv.hub.clients import Client
 from livesrv.hub.keys import StreamKey
+from livesrv.log import event
 from livesrv.hub.states import PUBLISHED, Event, State, transition
 from livesrv.hub.stream import Publisher, Stream, StreamSettings
 from livesrv.hub.viewer import PENDING, Viewer
@@ -200,7 +201,7 @@ class Hub:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # one failing step must not keep the stream draining
-                    log.warning("event=drain-error stream=%s generation=%d reason=%r", stream.key, generation, exc)
+                    event(log, "drain-error", logging.WARNING, stream=stream.key, generation=generation, reason=repr(exc))
         finally:
             self._drained(stream, generation)
 

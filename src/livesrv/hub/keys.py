@@ -4,13 +4,18 @@ A stream is named by (vhost, app, stream). RTMP clients spread that over the ``t
 (``rtmp://host[:port]/app[?vhost=v&k=v]``) and the stream name of ``publish``/``play``
 (``stream[?token=...]``); HTTP clients put it in the path (``/app/stream.flv?token=...``). Everything after
 ``?`` is kept as ``param`` for hooks and auth, and never used to name the stream.
+
+Names are checked where they enter (:func:`request_problem`, :func:`path_problem`), by one rule: no control
+characters, valid UTF-8, and short enough to become file names (see the README, "Stream names").
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from typing import Final
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_VHOST = "__defaultVhost__"
 
@@ -46,10 +51,94 @@ class StreamRequest:
 
 
 def mask_query(param: str) -> str:
+    """``?a=1&b=2`` as ``?a=***&b=***``: which keys were sent, never their values (tokens)."""
     if not param:
         return ""
     pairs = parse_qsl(param.lstrip("?"), keep_blank_values=True)
     return "?" + "&".join(f"{k}=***" for k, _ in pairs)
+
+
+def mask_url(url: str) -> str:
+    """A URL fit for logs: scheme, host and path kept as sent; query values and any password hidden.
+
+    Split by hand rather than with ``urlsplit``, which silently drops tabs and line breaks: the log must show
+    what the client sent (escaped), not a cleaned-up version of it.
+    """
+    head, sep, query = url.partition("#")[0].partition("?")
+    head = _USERINFO.sub(lambda mt: f"{mt[1]}{mt[2].split(':', 1)[0]}:***@", head, count=1)
+    return head + (mask_query(sep + query) if sep else "")
+
+
+_USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@")
+
+
+# ------------------------------------------------------------------------------------------ name rule
+
+#: Longest vhost, in UTF-8 bytes: a DNS name.
+MAX_VHOST_BYTES: Final = 253
+#: Longest app (all its levels with their ``/``) and stream name, in UTF-8 bytes. HLS turns them into file
+#: names (``[stream]-[seq].ts``, plus a temporary name while writing) that must fit a file system's 255 bytes.
+MAX_NAME_BYTES: Final = 200
+#: Longest query string (tokens) and tcUrl, in UTF-8 bytes.
+MAX_URL_BYTES: Final = 4096
+#: Longest component of an HTTP path for a file (HLS): what a file system allows (NAME_MAX).
+MAX_FILE_NAME_BYTES: Final = 255
+
+# C0 controls, DEL, C1 controls; line and paragraph separators (line breaks to some log viewers); U+FFFD and
+# lone surrogates, which is what invalid UTF-8 decodes to (AMF0 strings and percent-decoded paths: "replace").
+_BAD_CHAR: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufffd\ud800-\udfff]")
+
+
+def has_bad_char(value: str) -> bool:
+    """Does ``value`` hold a character no name may hold (a control character, invalid UTF-8)?"""
+    return _BAD_CHAR.search(value) is not None
+
+
+def _excerpt(value: str, limit: int = 40) -> str:
+    """The start of a refused value, as a Python literal: printable, one line, whatever it holds."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def name_problem(value: str, what: str, max_bytes: int) -> str | None:
+    """Why ``value`` cannot name anything (None when it can): the one rule for every name a client sends."""
+    bad = _BAD_CHAR.search(value)
+    if bad is not None:
+        ch = bad.group()
+        kind = "invalid UTF-8" if ch == "\ufffd" or "\ud800" <= ch <= "\udfff" else f"control character U+{ord(ch):04X}"
+        return f"invalid {what} {_excerpt(value)}: {kind} at position {bad.start()}"
+    size = len(value.encode("utf-8"))
+    if size > max_bytes:
+        return f"invalid {what} {_excerpt(value)}: {size} bytes long, at most {max_bytes} allowed"
+    return None
+
+
+def request_problem(req: StreamRequest) -> str | None:
+    """Why a publish or play names no acceptable stream (None when the names are fine)."""
+    key = req.key
+    checks = (
+        (key.vhost, "vhost", MAX_VHOST_BYTES),
+        (key.app, "app", MAX_NAME_BYTES),
+        (key.stream, "stream name", MAX_NAME_BYTES),
+        (req.param, "query", MAX_URL_BYTES),
+        (req.tc_url, "tcUrl", MAX_URL_BYTES),
+    )
+    for value, what, limit in checks:
+        problem = name_problem(value, what, limit)
+        if problem is not None:
+            return problem
+    return None
+
+
+def path_problem(path: str) -> str | None:
+    """Why a (percent-decoded) HTTP path cannot name a file we serve: the name rule, per path component."""
+    problem = name_problem(path, "path", MAX_URL_BYTES)
+    if problem is not None:
+        return problem
+    for part in path.split("/"):
+        problem = name_problem(part, "path component", MAX_FILE_NAME_BYTES)
+        if problem is not None:
+            return problem
+    return None
 
 
 def _split_query(s: str) -> tuple[str, str]:
@@ -108,9 +197,13 @@ def parse_http_path(
 ) -> StreamRequest | None:
     """Resolve ``/[vhost/]app/stream<suffix>[?query]`` (SRS's mount ``[vhost]/[app]/[stream].flv``).
 
-    Returns None when the path does not end with ``suffix`` or has no app.
+    The path is percent-decoded (as :attr:`Request.path` is, and as HLS file names are looked up), so
+    ``%20`` names a space and ``%0a`` a newline, which :func:`request_problem` then refuses. The query stays
+    raw: it is passed on to hooks as the client sent it. Returns None when the path does not end with
+    ``suffix`` or has no app.
     """
-    path, query = _split_query(target)
+    raw_path, query = _split_query(target)
+    path = unquote(raw_path)
     if not path.endswith(suffix):
         return None
     parts = [p for p in path[: -len(suffix)].split("/") if p]

@@ -36,6 +36,7 @@ from livesrv.codec.errors import ProtocolError
 from livesrv.codec.hls_playlist import MediaPlaylist, Segment
 from livesrv.codec.mpegts import FLVPacket, TSMuxer
 from livesrv.config import HlsConfig
+from livesrv.hub.keys import has_bad_char
 
 __all__ = [
     "DeleteFile",
@@ -98,10 +99,11 @@ class _OpenSegment:
 
 
 def _safe_name(name: str, what: str) -> str:
-    """A relative, normalized POSIX path that cannot leave ``hls_path``."""
+    """A relative, normalized POSIX path that cannot leave ``hls_path`` and holds no control character (names
+    are checked where they enter; this is the second layer)."""
     norm = posixpath.normpath(name.lstrip("/"))
-    if not norm or norm == "." or norm.startswith("../") or norm == ".." or "\x00" in norm:
-        raise ValueError(f"{what} {name!r} does not name a file inside hls_path")
+    if not norm or norm == "." or norm.startswith("../") or norm == ".." or has_bad_char(norm):
+        raise ValueError(f"{what} {name!r} is not a file name inside hls_path without control characters")
     return norm
 
 

@@ -19,7 +19,7 @@ from wsproto.utilities import RemoteProtocolError
 from livesrv.codec import flv
 from livesrv.access import gate_http_viewer
 from livesrv.hub.clients import HookContext
-from livesrv.hub.keys import StreamRequest, parse_http_path
+from livesrv.hub.keys import StreamRequest, parse_http_path, request_problem
 from livesrv.hub.stream import Stream
 from livesrv.hub.viewer import Viewer
 from livesrv.log import client_event
@@ -54,6 +54,16 @@ def resolve(config: Config, req: Request, suffix: str) -> StreamRequest | None:
     if not vhost.enabled or not vhost.http_remux.enabled:
         return None
     return sreq
+
+
+def refuse_bad_name(req: Request, sreq: StreamRequest, protocol: str) -> Response | None:
+    """400 with the reason, logged once, when the URL names no acceptable stream (the name rule of
+    :func:`~livesrv.hub.keys.request_problem`); None when its names are fine. Nothing is created for it."""
+    problem = request_problem(sreq)
+    if problem is None:
+        return None
+    client_event(log, "play-rejected", new_client_id(), req.ip, sreq.key, problem, logging.WARNING, protocol=protocol)
+    return Response(400, f"bad request: {problem}\n".encode(), headers=CORS)
 
 
 class FlvViewerOwner(HttpViewerOwner):
@@ -144,6 +154,11 @@ async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn
     sreq = resolve(config, req, ".flv")
     if sreq is None:
         return Response(404, b"not found\n", headers=CORS)
+    is_ws = req.headers.get("upgrade", "").lower() == "websocket"
+    protocol = "ws-flv" if is_ws else "flv"
+    refused = refuse_bad_name(req, sreq, protocol)
+    if refused is not None:
+        return refused
     if req.method == "OPTIONS":
         return Response(200, b"", headers=CORS)
     if req.method == "HEAD":

@@ -52,15 +52,15 @@ from livesrv.hub.clients import VIEWER, HookContext
 from livesrv.codec.errors import ProtocolError
 from livesrv.codec.mpegts import TSMuxer
 from livesrv.config import HlsConfig
-from livesrv.hub.keys import StreamKey, StreamRequest
+from livesrv.hub.keys import StreamKey, StreamRequest, path_problem
 from livesrv.hub.stream import REPUBLISH_GAP_MS, Publisher, Stream
 from livesrv.hub.viewer import Viewer
-from livesrv.log import client_event
+from livesrv.log import client_event, event
 from livesrv.media.formats import Format
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
 from livesrv.remux.hls import DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, WritePlaylist, WriteSegment
 from livesrv.servers.common import new_client_id, stream_settings
-from livesrv.servers.flv import CORS, resolve
+from livesrv.servers.flv import CORS, refuse_bad_name, resolve
 from livesrv.servers.http import HTTPConnection, Request, Response
 from livesrv.servers.http_viewer import HttpViewerOwner
 
@@ -219,17 +219,17 @@ class HlsWriter:
             try:
                 results = await asyncio.to_thread(perform_actions, self.root, batch)
             except Exception:  # noqa: BLE001 - a bug here must not stop this key's output for good
-                log.exception("event=hls-writer-error writer=%s", self.label)
+                event(log, "hls-writer-error", logging.ERROR, exc_info=True, writer=self.label)
                 continue
             for act, err in zip(batch, results):
                 if err is not None:
                     self.errors += 1
-                    log.warning("event=hls-write-error writer=%s file=%s reason=%r", self.label, act.name, err)
+                    event(log, "hls-write-error", logging.WARNING, writer=self.label, file=act.name, reason=str(err))
             if self.on_written is not None:
                 try:
                     self.on_written(batch, results)
                 except Exception:  # noqa: BLE001
-                    log.exception("event=hls-writer-error writer=%s", self.label)
+                    event(log, "hls-writer-error", logging.ERROR, exc_info=True, writer=self.label)
 
 
 # ----------------------------------------------------------------------------------------------- HLS state
@@ -316,7 +316,7 @@ class HlsSink:
         except Exception:  # noqa: BLE001 - called inside the publisher's ingest: never break it
             state.errors += 1
             if state.errors == 1:
-                log.exception("event=hls-error stream=%s", state.key)
+                event(log, "hls-error", logging.ERROR, exc_info=True, stream=state.key)
             return
         if actions:
             state.writer.submit(actions)
@@ -447,7 +447,7 @@ class TsFanout:
         except Exception:  # noqa: BLE001 - inside the publisher's ingest: never break it
             self.dropped += 1
             if self.dropped == 1:
-                log.exception("event=http-ts-error stream=%s", self.stream.key)
+                event(log, "http-ts-error", logging.ERROR, exc_info=True, stream=self.stream.key)
 
     def _on_packet(self, pkt: MediaPacket) -> None:
         kind = pkt.kind
@@ -617,14 +617,14 @@ class HlsService:
         state.live_for = (stream, stream.generation)
         state.sink = HlsSink(state)
         stream.sinks.append(state.sink)
-        log.info("event=hls-live stream=%s generation=%d playlist=%s", key, stream.generation,
-                 os.path.join(state.root, state.playlist_name))
+        event(log, "hls-live", stream=key, generation=stream.generation,
+              playlist=os.path.join(state.root, state.playlist_name))
 
     def _new_state(self, key: StreamKey, cfg: HlsConfig) -> HlsState | None:
         try:
             segmenter = HlsSegmenter(cfg, key.vhost, key.app, key.stream)
         except ValueError as exc:  # a stream name that would write outside hls_path
-            log.warning("event=hls-refused stream=%s reason=%r", key, str(exc))
+            event(log, "hls-refused", logging.WARNING, stream=key, reason=str(exc))
             return None
         root = os.path.abspath(cfg.hls_path)
         previous = self._retired.get(key)
@@ -635,7 +635,7 @@ class HlsService:
         self._states[key] = state
         other = self._playlists.get(state.playlist_name)
         if other is not None and other is not state:
-            log.warning("event=hls-conflict stream=%s other=%s playlist=%s", key, other.key, state.playlist_name)
+            event(log, "hls-conflict", logging.WARNING, stream=key, other=other.key, playlist=state.playlist_name)
         self._playlists[state.playlist_name] = state
         return state
 
@@ -653,7 +653,7 @@ class HlsService:
         try:
             await asyncio.wait_for(state.writer.flush(), FINISH_TIMEOUT)
         except asyncio.TimeoutError:
-            log.warning("event=hls-finish-timeout stream=%s", stream.key)
+            event(log, "hls-finish-timeout", logging.WARNING, stream=stream.key)
         finally:
             if state.epoch == epoch and self._states.get(stream.key) is state:
                 self._schedule_dispose(state)
@@ -695,7 +695,7 @@ class HlsService:
         task = state.writer.task
         self._retired[state.key] = task
         task.add_done_callback(lambda t, key=state.key: self._retired.pop(key) if self._retired.get(key) is t else None)
-        log.info("event=hls-dispose stream=%s", state.key)
+        event(log, "hls-dispose", stream=state.key)
 
     def _drop(self, state: HlsState) -> None:
         del self._states[state.key]
@@ -757,6 +757,11 @@ class HlsService:
 
     async def handle(self, req: Request, conn: HTTPConnection) -> Response | None:
         """A ``.m3u8`` or ``.ts`` request; ``NotImplemented`` when this service does not serve it."""
+        problem = path_problem(req.path)
+        if problem is not None:  # (no file we write has such a name)
+            client_event(log, "play-rejected", new_client_id(), req.ip, reason=problem, level=logging.WARNING,
+                         protocol="hls")
+            return Response(400, f"bad request: {problem}\n".encode(), headers=CORS)
         rel = relative_path(req.path)
         if rel is None:
             return Response(404, b"not found\n", headers=CORS)  # never anything outside hls_path
@@ -769,6 +774,8 @@ class HlsService:
         if state is not None:
             return await self._serve_segment(req, state, rel)
         sreq = resolve(self._config(), req, ".ts")
+        if sreq is not None and (refused := refuse_bad_name(req, sreq, "ts")) is not None:
+            return refused
         if sreq is None or (sreq.key not in self.hub.streams and self._looks_like_segment(sreq.key.vhost, rel)):
             return NotImplemented  # type: ignore[return-value]  # a file (an old segment, a VOD): static
         return await self._serve_ts(req, conn, sreq)

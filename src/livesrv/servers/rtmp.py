@@ -23,7 +23,7 @@ from livesrv.access import Access
 from livesrv.config import Config
 from livesrv.hub.hub import Hub, PublishToken, StreamBusy
 from livesrv.hub.clients import PUBLISHER, VIEWER, HookContext
-from livesrv.hub.keys import StreamKey, StreamRequest, mask_query, parse_rtmp_request
+from livesrv.hub.keys import StreamKey, StreamRequest, mask_url, parse_rtmp_request, request_problem
 from livesrv.hub.stream import Stream
 from livesrv.hub.viewer import NEED_KEYFRAME, Viewer
 from livesrv.log import client_event
@@ -311,8 +311,16 @@ class RTMPConnection(asyncio.Protocol):
             client_event(log, "command", self.cid, self.ip, reason=f"unknown command {ev.name!r}", level=logging.DEBUG)
 
     def _on_connect(self, ev: s.ConnectRequest) -> None:
-        client_event(log, "connect", self.cid, self.ip, tcUrl=mask_query(ev.tc_url), app=ev.app.split("?", 1)[0])
+        # What the client says about itself goes to the log as sent (quoted and escaped by client_event).
+        extra = {k: v for k, v in (("pageUrl", mask_url(ev.page_url) if ev.page_url else ""),
+                                   ("swfUrl", ev.swf_url), ("flashVer", ev.flash_ver)) if v}
+        client_event(log, "connect", self.cid, self.ip, tcUrl=mask_url(ev.tc_url), app=ev.app.split("?", 1)[0], **extra)
         req = parse_rtmp_request(ev.tc_url, ev.app, "", self.server.config.vhosts.keys())
+        bad = request_problem(req)
+        if bad is not None:
+            self.session.reject_connect(ev, bad)
+            self.close(f"connect rejected: {bad}", level=logging.WARNING)
+            return
         self.page_url = ev.page_url
         self.swf_url = ev.swf_url
         ctx = HookContext(self.cid, self.ip, req.key.vhost, req.key.app, "", req.param, ev.tc_url, ev.page_url)
@@ -345,6 +353,10 @@ class RTMPConnection(asyncio.Protocol):
             return
         if not req.key.app or not req.key.stream:
             self._refuse_publish(ev, f"invalid stream name {ev.name!r}: want rtmp://host/app/stream")
+            return
+        bad = request_problem(req)
+        if bad is not None:
+            self._refuse_publish(ev, bad)
             return
         config = self.server.config
         access = self.server.access
@@ -403,6 +415,8 @@ class RTMPConnection(asyncio.Protocol):
             reason = "this connection already publishes or plays a stream"
         elif not req.key.app or not req.key.stream:
             reason = f"invalid stream name {ev.name!r}: want rtmp://host/app/stream"
+        elif (bad := request_problem(req)) is not None:
+            reason = bad
         elif not self.server.config.vhost(req.key.vhost).enabled:
             reason = f"vhost {req.key.vhost} is disabled"
         else:

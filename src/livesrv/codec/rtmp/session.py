@@ -432,8 +432,8 @@ class ServerSession:
         self._send_command(0, CSID_COMMAND, "_result", request.transaction_id, props, info)
 
     def reject_connect(self, request: ConnectRequest, description: str) -> None:
-        # Our messages are chunked at out_chunk_size: announce it, or a client still at 128 cannot read an
-        # _error longer than 128 bytes (a hook's refusal with its URL) and sees only the connection close.
+        # Our chunk size is announced first, as accept_connect does: an _error longer than 128 bytes (a
+        # description that says why) would otherwise be chunked in a size the client was never told.
         self._send(m.set_chunk_size(self.out_chunk_size), CSID_CONTROL)
         self._send_command(
             0, CSID_COMMAND, "_error", request.transaction_id, None,

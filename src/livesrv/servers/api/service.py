@@ -26,6 +26,7 @@ from livesrv.config import Config, ConfigError, listen_addresses
 from livesrv.hub.clients import Client
 from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Stream
+from livesrv.log import event
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.sampling import SAMPLE_INTERVAL, Sampler
 from livesrv.servers.api.system import SystemFigures
@@ -220,7 +221,7 @@ class ApiService:
                 raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, "DELETE needs a stream id: /api/v1/streams/ID",
                                [("Allow", "GET, HEAD")])
             stream = self._stream_or_404(ident)
-            log.warning("event=api-delete-stream stream=%s id=%s", stream.key, ident)
+            event(log, "api-delete-stream", logging.WARNING, stream=stream.key, id=ident)
             self.hub.end_stream(stream.key, "stream deleted by the HTTP API")
             return {}
         _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
@@ -244,8 +245,8 @@ class ApiService:
                 raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, "DELETE needs a client id: /api/v1/clients/ID",
                                [("Allow", "GET, HEAD")])
             client = self._client_or_404(ident)
-            log.warning("event=api-kick client=%s ip=%s stream=%s protocol=%s", client.cid, client.ip,
-                        client.context.key, client.protocol)
+            event(log, "api-kick", logging.WARNING, client=client.cid, ip=client.ip, stream=client.context.key,
+                  protocol=client.protocol)
             client.kick("kicked by the HTTP API")
             return {}
         _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
