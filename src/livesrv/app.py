@@ -19,6 +19,7 @@ from livesrv.servers.flv import serve_flv
 from livesrv.remux.hls import SegmentInfo
 from livesrv.servers.hls import HlsService, HlsSession, HlsState
 from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
+from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
 
@@ -35,9 +36,12 @@ class App:
         self.access = Access(lambda: self.config,
                              default_identity(self.api_service.server_id, self.api_service.service_id))
         self.hub.drain_handlers.append(self._on_unpublish)
-        self.rtmp = RTMPServer(config, self.hub, self.access)
-        self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
-        self.api = HTTPServer(self._handle_api, "api")
+        # One budget for every listener: max_connections bounds the descriptors all clients hold together.
+        self.budget = ConnectionBudget(config.max_connections)
+        self.rtmp = RTMPServer(config, self.hub, self.access, budget=self.budget)
+        self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer,
+                               budget=self.budget, limits=config.http_limits)
+        self.api = HTTPServer(self._handle_api, "api", budget=self.budget, limits=config.http_limits)
         self.hls = HlsService(self)
         self.hls.session_gate = self._hls_gate
         self.hls.session_ended = self._hls_ended
@@ -47,6 +51,7 @@ class App:
 
     async def start(self) -> dict[str, list[tuple[str, int]]]:
         cfg = self.config
+        raise_open_file_limit(cfg.max_connections, cfg.hooks_max_concurrent)
         await self.hls.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
@@ -82,6 +87,7 @@ class App:
         await self.hub.close()
         await self.access.aclose()
         await self.hls.stop()
+        self.budget.close()
         log.info("event=stopped")
 
     async def _on_unpublish(self, stream: Stream, generation: int, publisher: Publisher) -> None:
@@ -116,6 +122,13 @@ class App:
             m3u8=m3u8, m3u8_url="/" + state.playlist_name, seq_no=info.sequence,
         ))
 
+    def http_servers(self) -> list[HTTPServer]:
+        """Every HTTP listener (server, API, exporter): all are subject to ``http_limits``."""
+        servers = [self.http, self.api]
+        if self.api_service.exporter is not None:
+            servers.append(self.api_service.exporter)
+        return servers
+
     def port(self, name: str) -> int:
         return self.addresses[name][0][1]
 
@@ -146,6 +159,11 @@ class App:
         old, self.config = self.config, config
         self.rtmp.apply_config(config)
         self.http.max_write_buffer = config.rtmp_limits.max_write_buffer
+        self.budget.limit = config.max_connections  # connections already open over a lower limit stay
+        for server in self.http_servers():
+            server.limits = config.http_limits
+        if (old.max_connections, old.hooks_max_concurrent) != (config.max_connections, config.hooks_max_concurrent):
+            raise_open_file_limit(config.max_connections, config.hooks_max_concurrent)
         logs = (config.srs_log_level, config.srs_log_tank, config.srs_log_file)
         if (old.srs_log_level, old.srs_log_tank, old.srs_log_file) != logs:
             logsetup.setup(*logs)

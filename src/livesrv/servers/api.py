@@ -257,7 +257,8 @@ class ApiService:
         self._task = asyncio.create_task(self._sampler(), name="api-sampler")
         cfg = self.app.config.exporter
         if cfg.enabled:
-            self.exporter = HTTPServer(self.metrics.handle_exporter, "exporter")
+            self.exporter = HTTPServer(self.metrics.handle_exporter, "exporter", budget=self.app.budget,
+                                       limits=self.app.config.http_limits)
             return {"exporter": await self.exporter.start(listen_addresses(cfg.listen))}
         return {}
 
@@ -469,7 +470,7 @@ class ApiService:
         io = self._io_sample()
         totals = stats.traffic(self.app)
         tcp, tcp_tw, udp = _sockstat()
-        conn_srs = len(self.app.rtmp.connections) + len(self.app.http.connections) + len(self.app.api.connections)
+        conn_srs = self.app.budget.open  # every listener's open connections (what max_connections counts)
         return {
             "ok": True,
             "now_ms": int(now * 1000),
