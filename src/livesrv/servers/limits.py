@@ -57,8 +57,9 @@ class ConnectionBudget:
     def reject(self, listener: str, ip: str) -> None:
         """Count a refused connection; log it unless a line was written less than ``interval`` ago.
 
-        Suppressed rejections are reported by the next line, or by a summary line one interval after the
-        last one when the burst stops (so the count is never lost)."""
+        Each line shows one rejection (its listener and address) and, as ``suppressed``, how many others
+        were left out since the previous line. When a burst stops, the last rejection left out is logged one
+        interval after the previous line (so the count is never lost)."""
         self.rejected += 1
         self._last_listener, self._last_ip = listener, ip
         now = self._clock()
@@ -75,7 +76,12 @@ class ConnectionBudget:
 
     def _flush(self) -> None:
         self._flush_handle = None
+        self._write_last()
+
+    def _write_last(self) -> None:
+        """Log the last rejection left out (the line shows it: it is no longer among the suppressed)."""
         if self._suppressed:
+            self._suppressed -= 1
             self._write(self._clock())
 
     def _write(self, now: float) -> None:
@@ -92,8 +98,7 @@ class ConnectionBudget:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._suppressed:
-            self._write(self._clock())
+        self._write_last()
 
 
 def raise_open_file_limit(max_connections: int, hooks_max_concurrent: int = 0) -> int | None:
