@@ -234,6 +234,36 @@ async def test_idle_keepalive_connection_closed_after_idle_timeout(make_server) 
     writer.close()
 
 
+async def test_a_response_being_read_slowly_is_not_idle(make_server) -> None:  # type: ignore[no-untyped-def]
+    """idle_timeout runs once the response is out: a client still reading a big one is not cut off, one that
+    reads nothing at all is closed after idle_timeout all the same."""
+    idle = 0.5
+    size = 32 * 1024 * 1024  # far more than the socket buffers hold
+    html = Path("objs/nginx/html")
+    html.mkdir(parents=True)
+    (html / "big.bin").write_bytes(b"x" * size)
+    app = await make_server(extra=f"http_limits {{ idle_timeout {idle}; }}")
+    request = b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+    (reader, writer), = await _open(app.port("http"), 1, request)
+    (stuck_reader, stuck_writer), = await _open(app.port("http"), 1, request)
+    start = time.monotonic()
+    await wait_until(lambda: len(app.http.connections) == 2, 10, "both connections")
+    stuck_port = stuck_writer.get_extra_info("sockname")[1]
+    stuck = next(c for c in app.http.connections if c.transport.get_extra_info("peername")[1] == stuck_port)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    got = 0
+    while got < size:  # about 2 MiB every 0.1 s: the whole body takes several idle_timeouts
+        got += len(await asyncio.wait_for(reader.readexactly(min(2 * 1024 * 1024, size - got)), 10))
+        await asyncio.sleep(0.1)  # the client's pace, not a synchronization
+    assert time.monotonic() - start > 2 * idle
+    # The one that read nothing: closed by the server (reset: its response could not be delivered).
+    await wait_until(lambda: stuck.closed, 10, "the stuck reader closed")
+    writer.close()
+    stuck_writer.close()
+    await wait_until(lambda: app.budget.open == 0, 10, "every connection released")
+
+
 async def test_keepalive_connection_reused_within_idle_timeout(make_server) -> None:  # type: ignore[no-untyped-def]
     app = await make_server(extra="http_limits { idle_timeout 1; }")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:

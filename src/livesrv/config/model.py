@@ -247,8 +247,9 @@ class HttpLimitsConfig(_Block):
     * ``header_timeout``: seconds for a request head to arrive, from the connection's start or from its
       first byte after an idle keep-alive wait (nginx ``client_header_timeout``, 60 there; 10 here: a
       head is a few hundred bytes, and a slowloris attack holds a descriptor this long per connection).
-    * ``idle_timeout``: seconds a keep-alive connection may wait for its next request (nginx
-      ``keepalive_timeout`` 75; 60 here: longer than any HLS player's pause between segments).
+    * ``idle_timeout``: seconds a keep-alive connection may wait for its next request, or a client take
+      nothing of a response still queued for it (nginx ``keepalive_timeout`` 75 and ``send_timeout`` 60;
+      60 here: longer than any HLS player's pause between segments).
     * ``body_timeout``: seconds for a whole request body to arrive, from the end of its head (a total,
       unlike nginx's ``client_body_timeout`` between two reads, which a trickle of bytes defeats).
     * ``max_body_size``: largest request body, bytes (nginx ``client_max_body_size`` 1m); more is 413.

@@ -94,6 +94,7 @@ class HTTPConnection(asyncio.Protocol):
         self._counted = False  # holds a slot of the connection budget
         self._busy_bytes = 0  # received while the handler runs (pipelined), buffered by h11
         self._reading_paused = False
+        self._queued = 0  # write buffer size when the idle deadline was last moved (see _writing)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
@@ -119,6 +120,8 @@ class HTTPConnection(asyncio.Protocol):
         if now <= self.deadline or self.closed:
             return None
         phase, lim = self.phase, self.server.limits
+        if phase == IDLE and self._writing(now):
+            return None
         if phase == BODY:
             self._refuse(408, f"request body not received within {lim.body_timeout:g}s", level=logging.DEBUG)
         else:
@@ -128,6 +131,16 @@ class HTTPConnection(asyncio.Protocol):
             # A FIN when nothing is queued; a reset otherwise (a client that reads nothing would hold it open).
             self.close(abort=self.transport is not None and self.transport.get_write_buffer_size() > 0)
         return phase
+
+    def _writing(self, now: float) -> bool:
+        """A response still being written is not idle: while the client keeps taking it (the queue shrinks),
+        the idle deadline moves on; a client that takes nothing for ``idle_timeout`` is closed all the same."""
+        queued = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if queued and queued != self._queued:
+            self._queued = queued
+            self.deadline = now + self.server.limits.idle_timeout
+            return True
+        return False
 
     def data_received(self, data: bytes) -> None:
         if self.streaming:
@@ -234,6 +247,7 @@ class HTTPConnection(asyncio.Protocol):
                 self._enter(HEAD, self.server.limits.header_timeout)
             else:
                 self._enter(IDLE, self.server.limits.idle_timeout)
+                self._queued = 0
             self._process()
 
     def respond(self, resp: Response, *, head: bool = False) -> None:
