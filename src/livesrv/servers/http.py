@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import time
 from http import HTTPStatus
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -37,9 +39,11 @@ log = logging.getLogger("livesrv.http")
 
 MAX_REQUEST_HEADERS = 16 * 1024
 
-#: Connection phases; each but BUSY and STREAM has a deadline.
-HEAD, BODY, BUSY, IDLE, STREAM = "head", "body", "busy", "idle", "stream"
+#: Connection phases; each but BUSY and STREAM has a deadline. CLOSING: closed, its last bytes still queued.
+HEAD, BODY, BUSY, IDLE, STREAM, CLOSING = "head", "body", "busy", "idle", "stream", "closing"
 NO_DEADLINE = float("inf")
+#: SO_LINGER on, 0 s: close() sends a reset and drops what is queued (see HTTPConnection._abort).
+_LINGER_RESET = struct.pack("ii", 1, 0)
 #: The sweeper's period: at most this, and at most a quarter of the shortest timeout.
 SWEEP_INTERVAL = 0.5
 
@@ -117,10 +121,17 @@ class HTTPConnection(asyncio.Protocol):
 
     def check_timeout(self, now: float) -> str | None:
         """Close this connection if its phase outlived its deadline; returns the phase it was closed in."""
-        if now <= self.deadline or self.closed:
+        if now <= self.deadline:
             return None
         phase, lim = self.phase, self.server.limits
-        if phase == IDLE and self._writing(now):
+        if phase in (IDLE, CLOSING) and self._writing(now):
+            return None
+        if phase == CLOSING:
+            log.debug("event=http-timeout listener=%s ip=%s phase=%s reason=%r", self.server.name, self.ip, phase,
+                      f"took nothing of its last response for {lim.idle_timeout:g}s")
+            self._abort()
+            return phase
+        if self.closed:
             return None
         if phase == BODY:
             self._refuse(408, f"request body not received within {lim.body_timeout:g}s", level=logging.DEBUG)
@@ -314,27 +325,58 @@ class HTTPConnection(asyncio.Protocol):
         self.close()
 
     def close(self, *, abort: bool = False) -> None:
+        """End this connection. Gracefully, what is queued is still sent first: until then the descriptor is
+        open, so the connection stays counted and swept (phase ``closing``) and a client that takes nothing
+        of it for ``idle_timeout`` is reset."""
         if self.closed:
+            if abort and self.phase == CLOSING:
+                self._abort()
             return
         self.closed = True
+        self.deadline = NO_DEADLINE
+        callbacks, self.on_close = self.on_close, []
+        for cb in callbacks:
+            cb()
+        transport = self.transport
+        if abort:
+            self._abort()
+        elif transport is None or not transport.get_write_buffer_size():
+            self._forget()
+            if transport is not None:
+                transport.close()
+        else:
+            self._enter(CLOSING, self.server.limits.idle_timeout)
+            self._queued = 0
+            transport.close()  # connection_lost once the queue is out
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _abort(self) -> None:
+        """Drop the connection now with a reset: what is queued, in the process or the kernel, is discarded
+        (a plain close would leave the kernel trying to deliver it to a client that takes nothing)."""
+        self._forget()
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except (OSError, ValueError):
+                pass
+        transport.abort()
+
+    def _forget(self) -> None:
+        """The descriptor is (being) closed: give back the budget slot and leave the server, exactly once."""
         self.deadline = NO_DEADLINE
         if self._counted:
             self._counted = False
             self.server.budget.release()
         self.server.connections.discard(self)
-        callbacks, self.on_close = self.on_close, []
-        for cb in callbacks:
-            cb()
-        if self.transport is not None:
-            if abort:
-                self.transport.abort()
-            else:
-                self.transport.close()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
+        self._forget()
 
 
 def _content_length(ev: h11.Request) -> int:
