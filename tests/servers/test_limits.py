@@ -14,14 +14,16 @@ import re
 import resource
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from livesrv.app import App
 from livesrv.config import HttpLimitsConfig
 from livesrv.servers import limits
+from livesrv.servers.http import MAX_REQUEST_HEADERS, HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.limits import ConnectionBudget, check_open_file_limit, raise_open_file_limit
 from tests.helpers import FlvViewer, wait_until
 
@@ -29,6 +31,7 @@ from tests.helpers import FlvViewer, wait_until
 UNFINISHED_HEAD = b"GET /live/x.flv HTTP/1.1\r\nHost: x\r\n"
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+MakeServer = Callable[..., Awaitable[App]]
 
 
 class _Lines(logging.Handler):
@@ -116,13 +119,14 @@ def _rejects(lines: list[str]) -> list[str]:
 
 def _suppressed(lines: list[str]) -> int:
     """Rejections the reject lines account for: one each, plus the count each says it left out."""
-    return sum(1 + int(re.search(r" suppressed=(\d+)", line).group(1)) for line in _rejects(lines))  # type: ignore[union-attr]
+    counts = [re.search(r" suppressed=(\d+)", line) for line in _rejects(lines)]
+    return sum(1 + int(m.group(1)) for m in counts if m is not None)
 
 
 # ------------------------------------------------------------------------------------- slowloris
 
 
-async def test_slowloris_on_http_and_api_closed_by_header_timeout_while_others_are_served(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_slowloris_on_http_and_api_closed_by_header_timeout_others_served(make_server: MakeServer) -> None:
     timeout = 1.5
     html = Path("objs/nginx/html")  # the test runs in its own directory (conftest)
     html.mkdir(parents=True)
@@ -160,7 +164,7 @@ async def test_slowloris_on_http_and_api_closed_by_header_timeout_while_others_a
         await ws.close()
 
 
-async def test_exporter_port_has_the_same_protection(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_exporter_port_has_the_same_protection(make_server: MakeServer) -> None:
     app = await make_server(extra="exporter { enabled on; listen 127.0.0.1:0; } http_limits { header_timeout 0.5; }")
     port = app.port("exporter")
     start = time.monotonic()
@@ -178,7 +182,8 @@ async def test_exporter_port_has_the_same_protection(make_server) -> None:  # ty
 # ------------------------------------------------------------------------------- max_connections
 
 
-async def test_max_connections_counts_every_listener_and_refuses_at_once(make_server, limits_log) -> None:  # type: ignore[no-untyped-def]
+async def test_max_connections_counts_every_listener_and_refuses_at_once(
+        make_server: MakeServer, limits_log: list[str]) -> None:
     app = await make_server(max_connections=20)  # default timeouts (10 s): nothing here waits for them
     rtmp, http, api = app.port("rtmp"), app.port("http"), app.port("api")
     rtmp_held = await _open(rtmp, 10, b"")  # TCP only: the RTMP handshake is never started
@@ -217,7 +222,7 @@ async def test_max_connections_counts_every_listener_and_refuses_at_once(make_se
     _close(rtmp_held[3:] + http_held[2:] + more)
 
 
-async def test_reload_applies_new_limits_to_new_connections(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_reload_applies_new_limits_to_new_connections(make_server: MakeServer) -> None:
     app = await make_server()
     assert app.reload(app.config.model_copy(update={
         "max_connections": 3, "http_limits": HttpLimitsConfig(header_timeout=0.5)})) == []
@@ -235,15 +240,16 @@ async def test_reload_applies_new_limits_to_new_connections(make_server) -> None
 # ---------------------------------------------------------------------------- idle and bodies
 
 
-async def test_idle_keepalive_connection_closed_after_idle_timeout(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_idle_keepalive_connection_closed_after_idle_timeout(make_server: MakeServer) -> None:
     header, idle = 5.0, 1.0
     app = await make_server(extra=f"http_limits {{ header_timeout {header}; idle_timeout {idle}; }}")
     start = time.monotonic()
     (reader, writer), = await _open(app.port("api"), 1, b"GET /api/v1/versions HTTP/1.1\r\nHost: x\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 200 ")
-    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-    await asyncio.wait_for(reader.readexactly(length), 10)
+    length = re.search(rb"(?i)content-length: (\d+)", head)
+    assert length is not None
+    await asyncio.wait_for(reader.readexactly(int(length.group(1))), 10)
     answered = time.monotonic()
     t, got = await asyncio.wait_for(_closed_by_server(reader), header + 10)
     assert got == b""
@@ -252,7 +258,7 @@ async def test_idle_keepalive_connection_closed_after_idle_timeout(make_server) 
     writer.close()
 
 
-async def test_a_response_being_read_slowly_is_not_idle(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_a_response_being_read_slowly_is_not_idle(make_server: MakeServer) -> None:
     """idle_timeout runs once the response is out: a client still reading a big one is not cut off, one that
     reads nothing is reset after idle_timeout, whether its connection is kept alive or closing (the
     descriptor is held until the queue is out: it stays counted and swept)."""
@@ -287,7 +293,7 @@ async def test_a_response_being_read_slowly_is_not_idle(make_server) -> None:  #
         sock.close()
 
 
-async def test_keepalive_connection_reused_within_idle_timeout(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_keepalive_connection_reused_within_idle_timeout(make_server: MakeServer) -> None:
     app = await make_server(extra="http_limits { idle_timeout 1; }")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
         for _ in range(3):
@@ -298,12 +304,12 @@ async def test_keepalive_connection_reused_within_idle_timeout(make_server) -> N
         await wait_until(lambda: not app.api.connections, 10, "the idle connection closed by the server")
 
 
-async def test_pipelined_unfinished_head_gets_header_timeout_not_idle_timeout(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_pipelined_unfinished_head_gets_header_timeout_not_idle_timeout(make_server: MakeServer) -> None:
     header, idle = 0.5, 30.0
     app = await make_server(extra=f"http_limits {{ header_timeout {header}; idle_timeout {idle}; }}")
     (reader, writer), = await _open(app.port("api"), 1, b"GET /api/v1/versions HTTP/1.1\r\nHost: x\r\n\r\n"
                                                       b"GET /api/v1/versions HTTP/1.1\r\nHost: x\r\n")
-    t, got = await asyncio.wait_for(_closed_by_server(reader), 10)  # idle_timeout (30 s) would time this out
+    _, got = await asyncio.wait_for(_closed_by_server(reader), 10)  # idle_timeout (30 s) would time this out
     assert got.startswith(b"HTTP/1.1 200 ") and got.count(b"HTTP/1.1 ") == 1
     writer.close()
 
@@ -311,11 +317,10 @@ async def test_pipelined_unfinished_head_gets_header_timeout_not_idle_timeout(ma
 async def test_pipelined_bytes_while_a_handler_runs_are_bounded() -> None:
     """A client that pipelines without end while its request is handled is read no further than one
     request's worth (the kernel pushes back), and is read again once the handler has answered."""
-    from livesrv.servers.http import HTTPServer, MAX_REQUEST_HEADERS, Response
 
     release = asyncio.Event()
 
-    async def slow(req, conn):  # type: ignore[no-untyped-def]
+    async def slow(req: Request, conn: HTTPConnection) -> Response:
         await release.wait()
         return Response(200, b"ok")
 
@@ -344,11 +349,12 @@ async def test_pipelined_bytes_while_a_handler_runs_are_bounded() -> None:
         await server.close()
 
 
-async def test_body_over_max_body_size_is_413_and_closed(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_body_over_max_body_size_is_413_and_closed(make_server: MakeServer) -> None:
     app = await make_server(extra="http_limits { max_body_size 1024; }")
     port = app.port("api")
     # Told up front (Content-Length): refused before any of it is read.
-    (reader, writer), = await _open(port, 1, b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n")
+    too_long = b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n"
+    (reader, writer), = await _open(port, 1, too_long)
     _, got = await asyncio.wait_for(_closed_by_server(reader), 10)
     assert got.startswith(b"HTTP/1.1 413 ")
     writer.close()
@@ -361,18 +367,20 @@ async def test_body_over_max_body_size_is_413_and_closed(make_server) -> None:  
     writer.close()
     # At the limit: read and answered as usual (the route refuses the method, not the size).
     body = b"x" * 1024
-    (reader, writer), = await _open(port, 1, b"POST /api/v1/versions HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n" + body)
+    head = b"POST /api/v1/versions HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n"
+    (reader, writer), = await _open(port, 1, head + body)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert not head.startswith(b"HTTP/1.1 413 ") and head.startswith(b"HTTP/1.1 ")
     writer.close()
     await wait_until(lambda: app.budget.open == 0, 5, "every connection released")
 
 
-async def test_trickled_body_closed_by_body_timeout(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_trickled_body_closed_by_body_timeout(make_server: MakeServer) -> None:
     timeout = 1.0
     app = await make_server(extra=f"http_limits {{ body_timeout {timeout}; }}")
     start = time.monotonic()
-    (reader, writer), = await _open(app.port("api"), 1, b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    head = b"POST /api/v1/streams HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    (reader, writer), = await _open(app.port("api"), 1, head)
 
     async def trickle() -> None:
         """A byte every 0.1 s: always "active", far too slow to send 1000 bytes within body_timeout."""
@@ -396,13 +404,15 @@ async def test_trickled_body_closed_by_body_timeout(make_server) -> None:  # typ
     await wait_until(lambda: app.budget.open == 0, 5, "the connection released")
 
 
-async def test_timeouts_log_one_summary_per_sweep_not_a_line_per_connection(make_server, http_log) -> None:  # type: ignore[no-untyped-def]
+async def test_timeouts_log_one_summary_per_sweep_not_a_line_per_connection(
+        make_server: MakeServer, http_log: list[str]) -> None:
     app = await make_server(extra="http_limits { header_timeout 0.5; }")
     held = await _open(app.port("http"), 50)
     await _all_closed(held, 10)
     _close(held)
     summaries = [line for line in http_log if line.startswith("event=http-timeout listener=http head=")]
-    assert summaries and sum(int(re.search(r" head=(\d+)", s).group(1)) for s in summaries) == 50  # type: ignore[union-attr]
+    heads = [re.search(r" head=(\d+)", line) for line in summaries]
+    assert summaries and sum(int(m.group(1)) for m in heads if m is not None) == 50
     assert len(summaries) <= 5  # a few sweeps, never 50 lines at INFO
     await wait_until(lambda: app.budget.open == 0, 5, "every connection released")
 
@@ -410,7 +420,7 @@ async def test_timeouts_log_one_summary_per_sweep_not_a_line_per_connection(make
 # ------------------------------------------------------------------------------------------- units
 
 
-def test_budget_counts_and_rate_limits_its_log(limits_log) -> None:  # type: ignore[no-untyped-def]
+def test_budget_counts_and_rate_limits_its_log(limits_log: list[str]) -> None:
     now = [100.0]
     budget = ConnectionBudget(2, interval=1.0, clock=lambda: now[0])
     assert budget.try_acquire() and budget.try_acquire() and not budget.try_acquire()
@@ -432,7 +442,7 @@ def test_budget_counts_and_rate_limits_its_log(limits_log) -> None:  # type: ign
     assert budget.try_acquire()
 
 
-async def test_budget_reports_the_end_of_a_burst_without_a_next_rejection(limits_log) -> None:  # type: ignore[no-untyped-def]
+async def test_budget_reports_the_end_of_a_burst_without_a_next_rejection(limits_log: list[str]) -> None:
     budget = ConnectionBudget(0, interval=0.2)
     for _ in range(10):
         budget.reject("http", "10.0.0.1")
@@ -455,13 +465,13 @@ class _FakeRlimit:
         self.limit = value
 
 
-def test_open_file_limit_raised_to_the_hard_limit(monkeypatch, limits_log) -> None:  # type: ignore[no-untyped-def]
+def test_open_file_limit_raised_to_the_hard_limit(monkeypatch: pytest.MonkeyPatch, limits_log: list[str]) -> None:
     fake = _FakeRlimit(monkeypatch, 1024, 65536)
     assert raise_open_file_limit(1000, 64) == 65536 and fake.limit == (65536, 65536)
     assert not [line for line in limits_log if "nofile-limit-low" in line]
 
 
-def test_open_file_limit_below_max_connections_warns(monkeypatch, limits_log) -> None:  # type: ignore[no-untyped-def]
+def test_open_file_limit_below_max_connections_warns(monkeypatch: pytest.MonkeyPatch, limits_log: list[str]) -> None:
     _FakeRlimit(monkeypatch, 1024, 1024)
     assert raise_open_file_limit(1000, 64) == 1024
     low = [line for line in limits_log if line.startswith("event=nofile-limit-low")]
@@ -469,6 +479,6 @@ def test_open_file_limit_below_max_connections_warns(monkeypatch, limits_log) ->
     assert check_open_file_limit(100, 64, 1024) and not check_open_file_limit(1000, 64, 1024)
 
 
-def test_open_file_limit_with_an_infinite_hard_limit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_open_file_limit_with_an_infinite_hard_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeRlimit(monkeypatch, 256, resource.RLIM_INFINITY, max_settable=70000)
     assert raise_open_file_limit(1000) == 1 << 16 and fake.limit[0] == 1 << 16
