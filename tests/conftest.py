@@ -19,10 +19,10 @@ from tests.helpers import FFMPEG, LogLines, Procs, require_tool
 #: The recording hook server fixture (``hook_server``) for every test module.
 pytest_plugins = ["tests.hooks.hook_server"]
 
-def server_config(extra: str = "", vhost: str = ""):  # -> Config
+def server_config(extra: str = "", vhost: str = "", max_connections: int = 100):  # -> Config
     text = f"""
     listen 127.0.0.1:0;
-    max_connections 100;
+    max_connections {max_connections};
     srs_log_level trace;
     http_server {{ enabled on; listen 127.0.0.1:0; dir ./objs/nginx/html; }}
     http_api {{ enabled on; listen 127.0.0.1:0; }}
@@ -48,8 +48,8 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 async def make_server() -> AsyncIterator[Callable[..., object]]:
     apps: list[App] = []
 
-    async def start(extra: str = "", vhost: str = "") -> App:
-        app = App(server_config(extra, vhost))
+    async def start(extra: str = "", vhost: str = "", max_connections: int = 100) -> App:
+        app = App(server_config(extra, vhost, max_connections))
         await app.start()
         apps.append(app)
         return app

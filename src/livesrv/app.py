@@ -16,7 +16,8 @@ from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.service import ApiService
 from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls import HlsService
-from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
+from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, Response
+from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
 
@@ -32,16 +33,20 @@ class App:
         # Hooks report the same server/service ids as the API.
         self.access = Access(current, default_identity(config.server_id or SERVER_ID, SERVICE_ID))
         self.hub.drain_handlers.append(self._on_unpublish)
-        self.rtmp = RTMPServer(config, self.hub, self.access)
-        self.http = HTTPServer(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
-        self.api = HTTPServer(self._handle_api, "api")
+        # One budget for every listener: max_connections bounds the descriptors all clients hold together.
+        self.budget = ConnectionBudget(config.max_connections)
+        self.rtmp = RTMPServer(config, self.hub, self.access, budget=self.budget)
+        self.http = self._http_server(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
+        self.api = self._http_server(self._handle_api, "api")
         self.hls = HlsService(self.hub, current, self.access)
-        self.api_service = ApiService(self.hub, current, self.reload, self._connections, self.hls.info)
+        self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
+                                      self._http_server)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, list[tuple[str, int]]]:
         cfg = self.config
+        raise_open_file_limit(cfg.max_connections, cfg.hooks_max_concurrent)
         await self.hls.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
@@ -77,18 +82,27 @@ class App:
         await self.hub.close()
         await self.access.aclose()
         await self.hls.stop()
+        self.budget.close()
         log.info("event=stopped")
 
     def current_config(self) -> Config:
         """The configuration now (services read it per event, so a reload applies to the next one)."""
         return self.config
 
-    def _connections(self) -> int:
-        return len(self.rtmp.connections) + len(self.http.connections) + len(self.api.connections)
+    def _http_server(self, handler: Handler, name: str, max_write_buffer: int = 4 * 1024 * 1024) -> HTTPServer:
+        """An HTTP listener under the shared connection budget and ``http_limits``."""
+        return HTTPServer(handler, name, max_write_buffer, budget=self.budget, limits=self.config.http_limits)
 
     async def _on_unpublish(self, stream: Stream, generation: int, publisher: Publisher) -> None:
         """on_unpublish, awaited while the stream drains (a new publisher is not kept waiting by it)."""
         await self.access.unpublish(publisher.context)
+
+    def http_servers(self) -> list[HTTPServer]:
+        """Every HTTP listener (server, API, exporter): all are subject to ``http_limits``."""
+        servers = [self.http, self.api]
+        if self.api_service.exporter is not None:
+            servers.append(self.api_service.exporter)
+        return servers
 
     def port(self, name: str) -> int:
         return self.addresses[name][0][1]
@@ -120,6 +134,11 @@ class App:
         old, self.config = self.config, config
         self.rtmp.apply_config(config)
         self.http.max_write_buffer = config.rtmp_limits.max_write_buffer
+        self.budget.limit = config.max_connections  # connections already open over a lower limit stay
+        for server in self.http_servers():
+            server.limits = config.http_limits
+        if (old.max_connections, old.hooks_max_concurrent) != (config.max_connections, config.hooks_max_concurrent):
+            raise_open_file_limit(config.max_connections, config.hooks_max_concurrent)
         logs = (config.srs_log_level, config.srs_log_tank, config.srs_log_file)
         if (old.srs_log_level, old.srs_log_tank, old.srs_log_file) != logs:
             logsetup.setup(*logs)

@@ -56,6 +56,12 @@ rtmp_limits {
     handshake_timeout   2.5;
     idle_timeout        60;
 }
+http_limits {
+    header_timeout      5;
+    idle_timeout        30.5;
+    body_timeout        7;
+    max_body_size       65536;
+}
 http_api {
     enabled         yes;
     listen          127.0.0.1:1986;
@@ -143,6 +149,9 @@ def test_full_sample_typed_values():
     assert c.rtmp_limits.max_message_size == 1048576
     assert c.rtmp_limits.handshake_timeout == 2.5
     assert c.rtmp_limits.idle_timeout == 60
+    assert c.http_limits.model_dump() == {
+        "header_timeout": 5, "idle_timeout": 30.5, "body_timeout": 7, "max_body_size": 65536,
+    }
 
     api = c.http_api
     assert api.enabled is True and api.listen == Endpoint("127.0.0.1", 1986)
@@ -443,6 +452,9 @@ def test_legacy_srs_spellings_are_accepted():
         ("http_api {\n  enabled maybe;\n}", "t.conf:2: invalid value 'maybe' for 'enabled'"),
         ("http_api { listen 99999; }", "t.conf:1: invalid value '99999' for 'listen'"),
         ("rtmp_limits { idle_timeout 0; }", "t.conf:1: invalid value '0' for 'idle_timeout'"),
+        ("http_limits {\n header_timeout 0;\n}", "t.conf:2: invalid value '0' for 'header_timeout'"),
+        ("http_limits { body_timeout -1; }", "t.conf:1: invalid value '-1' for 'body_timeout'"),
+        ("http_limits { max_body_size 1m; }", "t.conf:1: invalid value '1m' for 'max_body_size'"),
         ("vhost a {\n hls {\n  hls_fragment -1;\n }\n}", "t.conf:3: invalid value '-1' for 'hls_fragment'"),
         ("vhost a { play { time_jitter fast; } }", "t.conf:1: invalid value 'fast' for 'time_jitter'"),
         ("vhost a { play { mw_latency 1.5; } }", "t.conf:1: invalid value '1.5' for 'mw_latency'"),
@@ -527,6 +539,10 @@ def _get(cfg: Config, path: str):
         ("SRS_EXPORTER_LISTEN", "9100", "exporter.listen", Endpoint("0.0.0.0", 9100)),
         ("SRS_RTMP_LIMITS_IDLE_TIMEOUT", "5", "rtmp_limits.idle_timeout", 5.0),
         ("SRS_RTMP_LIMITS_MAX_MESSAGE_SIZE", "65536", "rtmp_limits.max_message_size", 65536),
+        ("SRS_HTTP_LIMITS_HEADER_TIMEOUT", "2.5", "http_limits.header_timeout", 2.5),
+        ("SRS_HTTP_LIMITS_IDLE_TIMEOUT", "15", "http_limits.idle_timeout", 15.0),
+        ("SRS_HTTP_LIMITS_BODY_TIMEOUT", "3", "http_limits.body_timeout", 3.0),
+        ("SRS_HTTP_LIMITS_MAX_BODY_SIZE", "4096", "http_limits.max_body_size", 4096),
     ],
 )
 def test_env_overrides_beat_file(var, value, path, expected):
@@ -648,6 +664,9 @@ def test_defaults_match_srs_minimal_default():
         "max_message_size": 8388608, "handshake_timeout": 10, "idle_timeout": 30,
         "max_write_buffer": 4194304,
     }
+    assert c.http_limits.model_dump() == {  # livesrv's own (see conf/livesrv.conf)
+        "header_timeout": 10, "idle_timeout": 60, "body_timeout": 10, "max_body_size": 1048576,
+    }
     assert list(c.vhosts) == [DEFAULT_VHOST]
     v = c.vhost(DEFAULT_VHOST)
     assert v.http_remux.enabled is True and v.http_remux.mount == "[vhost]/[app]/[stream].flv"
@@ -689,6 +708,7 @@ def test_livesrv_example_conf_parses_cleanly():
     res = load_config(CONF_DIR / "livesrv.conf", environ={})
     assert res.warnings == []
     assert res.config.rtmp_limits.idle_timeout == 30
+    assert res.config.http_limits == default_config().http_limits  # the example shows the defaults
     assert res.config.vhost("live.example.com").hls.hls_fragment == 2
 
 

@@ -7,11 +7,11 @@ defaults for ``http_api.enabled``, ``http_server.enabled`` and
 (:data:`livesrv.config.loader.DEFAULT_CONF_TEXT`, used when no file is given)
 turns them on, exactly as SRS's ``conf/srs.conf`` does.
 
-livesrv extensions are marked as such (``rtmp_limits``).
+livesrv extensions are marked as such (``rtmp_limits``, ``http_limits``).
 
 Times follow SRS units: ``*_timeout`` in ``publish`` and ``mw_latency`` are in
-milliseconds; ``queue_length``, ``hls_*`` durations, ``dvr_duration`` and all of
-``rtmp_limits`` are in seconds.
+milliseconds; ``queue_length``, ``hls_*`` durations, ``dvr_duration`` and the
+timeouts of ``rtmp_limits`` and ``http_limits`` are in seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "HttpServerConfig",
     "ExporterConfig",
     "RtmpLimitsConfig",
+    "HttpLimitsConfig",
     "PlayConfig",
     "PublishConfig",
     "HttpRemuxConfig",
@@ -238,6 +239,28 @@ class RtmpLimitsConfig(_Block):
     max_write_buffer: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024
 
 
+class HttpLimitsConfig(_Block):
+    """``http_limits { ... }`` -- a **livesrv extension**: slow and idle clients of every HTTP listener
+    (``http_server``, ``http_api``, ``exporter``). Live bodies (HTTP-FLV, HTTP-TS, WebSocket) are not
+    subject to these timeouts: a viewer that stops reading is ``rtmp_limits.idle_timeout``'s business.
+
+    * ``header_timeout``: seconds for a request head to arrive, from the connection's start or from its
+      first byte after an idle keep-alive wait (nginx ``client_header_timeout``, 60 there; 10 here: a
+      head is a few hundred bytes, and a slowloris attack holds a descriptor this long per connection).
+    * ``idle_timeout``: seconds a keep-alive connection may wait for its next request, or a client take
+      nothing of a response still queued for it (nginx ``keepalive_timeout`` 75 and ``send_timeout`` 60;
+      60 here: longer than any HLS player's pause between segments).
+    * ``body_timeout``: seconds for a whole request body to arrive, from the end of its head (a total,
+      unlike nginx's ``client_body_timeout`` between two reads, which a trickle of bytes defeats).
+    * ``max_body_size``: largest request body, bytes (nginx ``client_max_body_size`` 1m); more is 413.
+    """
+
+    header_timeout: PosSeconds = 10.0
+    idle_timeout: PosSeconds = 60.0
+    body_timeout: PosSeconds = 10.0
+    max_body_size: Annotated[int, Field(ge=0)] = 1024 * 1024
+
+
 # --------------------------------------------------------------------------- vhost blocks
 
 
@@ -422,6 +445,7 @@ class Config(_Block):
     http_api: HttpApiConfig = HttpApiConfig()
     exporter: ExporterConfig = ExporterConfig()
     rtmp_limits: RtmpLimitsConfig = RtmpLimitsConfig()
+    http_limits: HttpLimitsConfig = HttpLimitsConfig()
     # livesrv: seconds a hook server may take to answer one callback (SRS: 30, not configurable), and how many
     # callbacks may be in flight at once.
     hooks_timeout: PosSeconds = 5.0

@@ -30,6 +30,7 @@ from livesrv.log import client_event
 from livesrv.media.formats import rtmp_format
 from livesrv.media.packet import DATA, MediaPacket
 from livesrv.servers.common import new_client_id, stream_settings
+from livesrv.servers.limits import ConnectionBudget
 
 log = logging.getLogger("livesrv.rtmp")
 
@@ -131,10 +132,10 @@ class RTMPConnection(asyncio.Protocol):
                 pass
         # The write buffer limit is how a viewer that stops reading is noticed without polling.
         transport.set_write_buffer_limits(high=self.server.limits.max_write_buffer)
-        if len(self.server.connections) >= self.server.max_connections:
-            client_event(log, "reject", self.cid, self.ip, reason="max_connections reached", level=logging.WARNING)
+        if not self.server.budget.try_acquire():  # max_connections counts every listener's clients
             self.closed = True
             transport.abort()
+            self.server.budget.reject("rtmp", self.ip)  # rate-limited: an attack must not flood the log
             return
         self.server.connections[self.cid] = self
         client_event(log, "connect", self.cid, self.ip, level=logging.DEBUG)
@@ -232,6 +233,7 @@ class RTMPConnection(asyncio.Protocol):
             self._gate.cancel()  # its finally/except paths release nothing: _release below does it all
         self._release()
         self.server.connections.pop(self.cid, None)
+        self.server.budget.release()
         client_event(
             log, "close", self.cid, self.ip, self.key or "", reason, level,
             recv_bytes=self.recv_bytes, send_bytes=self.send_bytes,
@@ -501,10 +503,11 @@ class RTMPConnection(asyncio.Protocol):
 class RTMPServer:
     """Accepts RTMP connections on one or more addresses and owns them until they close."""
 
-    def __init__(self, config: Config, hub: Hub, access: Access) -> None:
+    def __init__(self, config: Config, hub: Hub, access: Access, *, budget: ConnectionBudget) -> None:
         self.config = config
         self.hub = hub
         self.access = access
+        self.budget = budget  # shared with the HTTP listeners: max_connections counts them all
         self.connections: dict[str, RTMPConnection] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -520,7 +523,6 @@ class RTMPServer:
             max_write_buffer=rl.max_write_buffer,
             chunk_size=config.chunk_size,
         )
-        self.max_connections = config.max_connections
         self.tcp_nodelay = config.vhost("__defaultVhost__").tcp_nodelay
 
     async def start(self, addresses: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:

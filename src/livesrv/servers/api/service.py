@@ -31,7 +31,7 @@ from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.sampling import SAMPLE_INTERVAL, Sampler
 from livesrv.servers.api.system import SystemFigures
 from livesrv.servers.api.views import StreamDetails, Views
-from livesrv.servers.http import HTTPConnection, HTTPServer, Request, Response
+from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.metrics import Metrics
 
 log = logging.getLogger("livesrv.api")
@@ -85,6 +85,7 @@ class ApiService:
         reload: Callable[[], list[str]],
         connections: Callable[[], int],
         hls_info: StreamDetails,
+        http_server: Callable[[Handler, str], HTTPServer],
         interval: float = SAMPLE_INTERVAL,
     ) -> None:
         self.hub = hub
@@ -95,6 +96,7 @@ class ApiService:
         self.views = Views(hub, config, self.sampler, hls_info)
         self.service_id = SERVICE_ID
         self.metrics = Metrics(hub, config, self.sampler, lambda: self.server_id, self.service_id)
+        self._http_server = http_server  # makes a listener under the server's connection budget and limits
         self.exporter: HTTPServer | None = None
 
     @property
@@ -108,7 +110,7 @@ class ApiService:
         await self.sampler.start()
         cfg = self._config().exporter
         if cfg.enabled:
-            self.exporter = HTTPServer(self.metrics.handle_exporter, "exporter")
+            self.exporter = self._http_server(self.metrics.handle_exporter, "exporter")
             return {"exporter": await self.exporter.start(listen_addresses(cfg.listen))}
         return {}
 
