@@ -23,8 +23,7 @@ from livesrv.hub.clients import HookContext
 from livesrv.hooks.security import check
 from livesrv.hub.hub import Hub
 from livesrv.hub.keys import StreamRequest
-from livesrv.hub.stream import StreamSettings
-from livesrv.hub.viewer import Viewer
+from livesrv.hub.stream import StreamSettings, Viewer
 
 log = logging.getLogger("livesrv.access")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from livesrv import log as logsetup
@@ -15,11 +14,12 @@ from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.service import ApiService
 from livesrv.servers.flv import serve_flv
-from livesrv.servers.hls import HlsService
+from livesrv.servers.hls.service import HlsService
 from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
+from livesrv.servers.ts import serve_ts
 
 log = logging.getLogger("livesrv.app")
 
@@ -113,7 +113,9 @@ class App:
         if path.endswith(".flv"):
             return await serve_flv(self.config, self.hub, self.access, req, conn)
         if path.endswith((".m3u8", ".ts")):
-            resp = await self.hls.handle(req, conn)
+            resp = await self.hls.handle(req, conn)  # a file HLS wrote
+            if resp is NotImplemented and path.endswith(".ts"):
+                resp = await serve_ts(self.config, self.hub, self.access, req, conn)  # a live HTTP-TS URL
             if resp is not NotImplemented:
                 return resp
         return await serve_file(Path(self.config.http_server.dir), req)

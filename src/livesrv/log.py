@@ -85,8 +85,8 @@ def setup(level: str = "trace", tank: str = "console", file: str | None = None) 
     root.propagate = False
 
 
-def event(logger: logging.Logger, name: str, /, level: int = logging.INFO, *, exc_info: bool = False,
-          **fields: object) -> None:
+def event(logger: logging.Logger, name: str, /, level: int = logging.INFO, *,
+          exc_info: bool | BaseException = False, **fields: object) -> None:
     """Log one event on one greppable line: ``event=<name> k=v ...``, every value through :func:`quote`."""
     if not logger.isEnabledFor(level):
         return

@@ -13,8 +13,7 @@ from livesrv.codec import flv
 from livesrv.hub.clients import HookContext
 from livesrv.hub.hub import Hub, PublishToken
 from livesrv.hub.keys import StreamKey
-from livesrv.hub.stream import Stream, StreamSettings
-from livesrv.hub.viewer import Viewer
+from livesrv.hub.stream import Stream, StreamSettings, Viewer
 from livesrv.media.formats import FLV
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from livesrv.hub.hub import Hub
 from livesrv.hub.states import State
-from livesrv.hub.stream import StreamSettings
-from livesrv.hub.viewer import NEED_KEYFRAME
+from livesrv.hub.stream import NEED_KEYFRAME, StreamSettings
 from livesrv.media.packet import DATA, MediaPacket
 from tests.hub.fakes import AAC_HEADER, AVC_HEADER, KEY, PER_MESSAGE, FakePublisher, audio, make_viewer, video
 from livesrv.codec import flv

@@ -1,4 +1,4 @@
-"""The name rule (hub.keys) and the log-line format (livesrv.log), as pure functions, over arbitrary text.
+"""The name rule (livesrv.names, hub.keys) and the log-line format (livesrv.log), as pure functions, over arbitrary text.
 
 Names: what SRS users use stays accepted; anything with a control character, invalid UTF-8 or over the limits
 is refused with a printable one-line reason; what is accepted makes HLS files inside hls_path only. Log lines:
@@ -18,21 +18,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from livesrv.config import HlsConfig
-from livesrv.hub.keys import (
-    MAX_NAME_BYTES,
-    MAX_URL_BYTES,
-    StreamKey,
-    StreamRequest,
-    mask_url,
-    name_problem,
-    parse_http_path,
-    parse_rtmp_request,
-    path_problem,
-    request_problem,
-)
+from livesrv.hub.keys import StreamKey, StreamRequest, mask_url, parse_http_path, parse_rtmp_request, request_problem
+from livesrv.names import MAX_NAME_BYTES, MAX_URL_BYTES, name_problem, path_problem
 from livesrv.log import FORMAT, LineFormatter, client_event, event, quote
 from livesrv.remux.hls import HlsSegmenter, render_template
-from livesrv.servers.hls import write_atomic
+from livesrv.servers.hls.files import write_atomic
 from tests.helpers import LOG_LINE, parse_event
 
 #: Every code point, surrogates included (what a decoder with surrogateescape, or a bug, could produce).

@@ -22,8 +22,7 @@ from livesrv.codec import flv
 from livesrv.hub.hub import Hub, StreamBusy
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.states import PUBLISHED, State
-from livesrv.hub.stream import Stream, StreamSettings
-from livesrv.hub.viewer import Viewer
+from livesrv.hub.stream import Stream, StreamSettings, Viewer
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
 from tests.hub.fakes import AAC_HEADER, AVC_HEADER, FakePublisher, make_viewer
 
@@ -280,7 +279,7 @@ async def test_random_interleavings_with_hls_output(tmp_path: Path, monkeypatch:
     """The same, with the real HLS service writing segments for every stream (its finish runs in the drain,
     its dispose timers carry epochs): at the end every writer is done and every file is gone."""
     from livesrv.access import Access, default_identity
-    from livesrv.servers.hls import HlsService
+    from livesrv.servers.hls.service import HlsService
     from tests.conftest import server_config
 
     hls_dir = tmp_path / "hls"
@@ -289,7 +288,7 @@ async def test_random_interleavings_with_hls_output(tmp_path: Path, monkeypatch:
     services: list[HlsService] = []
     written: list[str] = []  # segments the segmenters produced (the writers' pace is the threads')
     from livesrv.remux.hls import WriteSegment
-    from livesrv.servers.hls import HlsWriter
+    from livesrv.servers.hls.files import HlsWriter
 
     submit = HlsWriter.submit
 

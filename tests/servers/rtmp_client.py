@@ -149,7 +149,8 @@ class RTMPClient:
     async def handshake(self) -> HandshakeComplete:
         return await self.client.handshake()
 
-    async def _connect(self, app: str, port: int | None) -> None:
+    async def connect(self, app: str = "live", port: int | None = None) -> None:
+        """The handshake, then ``connect`` (answered ``_result``)."""
         await self.client.connect_app(app, f"rtmp://{HOST}:{port or 1935}/{app}")
 
     async def barrier(self) -> None:
@@ -158,12 +159,12 @@ class RTMPClient:
 
     async def publish(self, name: str, app: str = "live", port: int | None = None) -> None:
         """connect, createStream, publish; returns once the server said NetStream.Publish.Start."""
-        await self._connect(app, port)
+        await self.connect(app, port)
         await self.client.publish(name)
 
     async def play(self, name: str, app: str = "live", port: int | None = None) -> None:
         """connect, createStream, play; returns once the server said NetStream.Play.Start."""
-        await self._connect(app, port)
+        await self.connect(app, port)
         await self.client.play(name)
 
     def send_metadata(self, metadata: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 
 from livesrv.app import App
 from livesrv.config import load_config, parse_text
-from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
+from livesrv.media.packet import AUDIO, VIDEO
 from livesrv.codec.inspect import audio_info, video_info
 from livesrv.servers.api.sampling import Meter
 from tests.helpers import Procs, wait_until

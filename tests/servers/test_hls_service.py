@@ -16,27 +16,17 @@ from typing import Any
 
 import pytest
 
-from livesrv.codec import mpegts
 from livesrv.codec.hls_playlist import parse_media_playlist
 from livesrv.hub.clients import HookContext
 from livesrv.hub.hub import Hub, PublishToken
 from livesrv.hub.keys import StreamKey
-from livesrv.hub.stream import Stream, StreamSettings
-from livesrv.hub.viewer import Viewer
+from livesrv.hub.stream import StreamSettings
 from livesrv.media.packet import MediaPacket
 from livesrv.remux.hls import DeleteFile, WritePlaylist, WriteSegment
-from livesrv.servers.hls import (
-    NO_FORMAT,
-    SESSION_TIMEOUT,
-    HlsService,
-    HlsWriter,
-    TsFanout,
-    TsViewerOwner,
-    _BufferView,
-    relative_path,
-)
+from livesrv.servers.hls.files import HlsWriter, relative_path
+from livesrv.servers.hls.service import HlsService
+from livesrv.servers.hls.sessions import SESSION_TIMEOUT
 from livesrv.servers.http import Request, Response
-from tests.codec.test_mpegts import check_continuity, read_ts
 from tests.conftest import server_config
 from tests.helpers import wait_until
 from tests.remux.test_hls_segmenter import av_stream
@@ -199,13 +189,13 @@ async def test_republish_continues_the_playlist_and_a_stale_dispose_timer_delete
     root: Path = svc.hls_path  # type: ignore[attr-defined]
     token = publish(svc, "pub1")
     state = svc.state(KEY)
-    assert state is not None and state.sink in token.stream.sinks
+    assert state is not None and state.output in token.stream.outputs
     feed(token, 3.5)
     await wait_until(lambda: state.playlist_body is not None and len(state.segmenter.segments) >= 3, 10, "segments")
     token.release("left")
     await wait_until(lambda: state.dispose_handle is not None, 10, "the drain to finish and arm the dispose timer")
     old_epoch = state.epoch
-    assert state.sink is None and not any(s is state.sink for s in token.stream.sinks)
+    assert state.live_for is None
     written = files(root)
     assert "live/test.m3u8" in written and len(written) >= 4
 
@@ -249,7 +239,7 @@ async def test_takeover_drain_never_finishes_the_new_publishers_output(service: 
     assert token.publisher.kicked  # type: ignore[attr-defined]
     await wait_until(lambda: not hub.tasks, 10, "the old generation's drain")
     assert state.live_for == (token2.stream, token2.generation)
-    assert state.sink is not None and state.sink in token2.stream.sinks and len(token2.stream.sinks) == 1
+    assert token2.stream.outputs == [state.output]
     assert state.dispose_handle is None
     n = len(state.segmenter.segments)
     feed(token2, 2.5)
@@ -309,15 +299,15 @@ async def test_hls_viewer_sessions(service: Any) -> None:
     assert (await get(svc, "/live/test.m3u8", method="HEAD")).status == 200
     assert (await get(svc, "/live/test.m3u8?hls_ctx=../x")).status == 400
     # The security rules (and on_play) can refuse a new viewer: nothing is registered for it.
-    access = svc.access
+    access = svc.sessions.access
     deny = server_config(vhost="security { enabled on; deny play 10.0.0.9; allow play all; }")
-    svc.access = Access(lambda: deny, default_identity("vid-t", "t"))
+    svc.sessions.access = Access(lambda: deny, default_identity("vid-t", "t"))
     assert (await get(svc, "/live/test.m3u8?hls_ctx=newone", ip="10.0.0.9")).status == 403
     assert "newone" not in svc.hub.clients
-    await svc.access.aclose()
-    svc.access = access
+    await svc.sessions.access.aclose()
+    svc.sessions.access = access
     # Sessions end when their player stops polling, and leave the registry.
-    svc.expire_sessions(time.monotonic() + SESSION_TIMEOUT + 1)
+    svc.sessions.expire(time.monotonic() + SESSION_TIMEOUT + 1)
     assert svc.viewers(KEY) == [] and sid not in svc.hub.clients and other_id not in svc.hub.clients
     token.release("left")
 
@@ -337,157 +327,9 @@ async def test_paths_outside_hls_path_are_refused(service: Any) -> None:
 # ------------------------------------------------------------------------------------------- HTTP-TS fan-out
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.buffered = 0
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-
-class FakeConn:
-    def __init__(self) -> None:
-        self.transport = FakeTransport()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-def ts_viewer(cid: str, limit: int = 1_000_000) -> TsViewerOwner:
-    conn = FakeConn()
-    owner = TsViewerOwner(conn)  # type: ignore[arg-type]
-    owner.viewer = Viewer(cid, "127.0.0.1", "ts", NO_FORMAT, _BufferView(conn), owner)  # type: ignore[arg-type]
-    owner.viewer.limit = limit
-    return owner
-
-
-def first_video_pes_is_random_access(data: bytes) -> bool:
-    video = read_ts(bytes(data)).pes_of(mpegts.VIDEO_PID)
-    return bool(video) and video[0].random_access
-
-
-def test_ts_fanout_joiners_start_with_psi_and_a_keyframe_slow_viewers_skip() -> None:
-    stream = Stream(KEY, SETTINGS)
-    fan = TsFanout(stream)
-    pkts = media(6)
-    early, late, slow = ts_viewer("early"), ts_viewer("late"), ts_viewer("slow", limit=10_000)
-    fan.add(early)
-    fan.add(slow)
-    assert early.conn.transport.data == b""  # no codec known yet: nothing to announce
-    for i, pkt in enumerate(pkts):
-        if i == len(pkts) // 4:
-            fan.add(late)  # mid-GOP
-            assert bytes(late.conn.transport.data[:3]) == b"\x47\x40\x00"  # PAT at once, before any media
-        if i == len(pkts) // 2:
-            slow.conn.transport.buffered = 20_000  # its socket stopped draining
-            skipped_at = slow.viewer.dropped  # type: ignore[union-attr]
-        if i == 3 * len(pkts) // 4:
-            assert slow.viewer.dropped > skipped_at and slow.waiting  # type: ignore[union-attr]
-            assert slow.viewer.stalled_since is not None  # type: ignore[union-attr]
-            slow.conn.transport.buffered = 0
-        fan.on_packet(pkt)
-    for owner in (early, late, slow):
-        data = bytes(owner.conn.transport.data)
-        ts = read_ts(data)
-        assert ts.pat and ts.pmt and ts.pmt[-1]["streams"] == [(0x1B, mpegts.VIDEO_PID), (0x0F, mpegts.AUDIO_PID)]
-        assert first_video_pes_is_random_access(data), owner.viewer
-        assert owner.viewer.send_bytes == len(data)  # type: ignore[union-attr]
-    check_continuity(bytes(early.conn.transport.data))
-    check_continuity(bytes(late.conn.transport.data))  # the joining PSI continues into the shared one
-    assert slow.viewer.stalled_since is None and not slow.waiting  # type: ignore[union-attr]
-    assert len(read_ts(bytes(slow.conn.transport.data)).pes_of(mpegts.VIDEO_PID)) < len(
-        read_ts(bytes(early.conn.transport.data)).pes_of(mpegts.VIDEO_PID))
-    # Everyone in step receives the very same bytes: after the slow one rejoined, their tails match.
-    tail = bytes(early.conn.transport.data[-188 * 20 :])
-    assert bytes(late.conn.transport.data).endswith(tail) and bytes(slow.conn.transport.data).endswith(tail)
-
-    # A new publisher: everyone waits for its first keyframe.
-    fan.new_publisher()
-    assert early.waiting and late.waiting
-    mark = len(early.conn.transport.data)
-    for pkt in media(2, start_ms=6100):
-        fan.on_packet(pkt)
-    assert first_video_pes_is_random_access(bytes(early.conn.transport.data[mark:]))
-
-
-def test_ts_fanout_created_mid_stream_knows_the_codecs_from_the_gop_cache() -> None:
-    stream = Stream(KEY, SETTINGS)
-    for pkt in media(1.5):
-        stream.gop.add(pkt)
-    fan = TsFanout(stream)
-    owner = ts_viewer("v")
-    fan.add(owner)
-    ts = read_ts(bytes(owner.conn.transport.data))
-    assert ts.pmt and ts.pmt[0]["streams"] == [(0x1B, mpegts.VIDEO_PID), (0x0F, mpegts.AUDIO_PID)]
-
-
-def test_pure_audio_ts_viewers_join_at_any_audio_pes_with_the_program() -> None:
-    stream = Stream(KEY, SETTINGS)
-    fan = TsFanout(stream)
-    pkts = [MediaPacket.from_payload(p.kind, p.timestamp, p.payload) for p in av_stream(4, video=False)]
-    first, second = ts_viewer("a"), ts_viewer("b")
-    fan.add(first)
-    for i, pkt in enumerate(pkts):
-        if i == len(pkts) // 2:
-            fan.add(second)
-        fan.on_packet(pkt)
-    for owner in (first, second):
-        ts = read_ts(bytes(owner.conn.transport.data))
-        assert ts.packets[0].pid == 0 and ts.pmt[0]["streams"] == [(0x0F, mpegts.AUDIO_PID)]
-        assert ts.pes_of(mpegts.AUDIO_PID)
-    assert len(read_ts(bytes(first.conn.transport.data)).pat) >= 3  # repeated about every second
-
-
 def test_write_atomic_creates_directories_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    from livesrv.servers.hls import write_atomic
+    from livesrv.servers.hls.files import write_atomic
 
     write_atomic(str(tmp_path / "d" / "f.ts"), b"x")
     assert (tmp_path / "d" / "f.ts").read_bytes() == b"x"
     assert os.listdir(tmp_path / "d") == ["f.ts"]
-
-
-class FakeHttpConn(FakeConn):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ip = "10.0.0.2"
-        self.write_paused = False
-        self.on_close: list[Any] = []
-        self.head: tuple[int, list[tuple[str, str]]] | None = None
-
-    def start_stream(self, status: int, headers: Any) -> None:
-        self.head = (status, list(headers))
-
-    def attach_viewer(self, viewer: Any, owner: Any) -> None:
-        self.viewer = viewer
-
-    def close(self) -> None:
-        self.closed = True
-        for cb in self.on_close:
-            cb()
-
-
-async def test_http_ts_viewer_waits_for_the_publisher_and_leaves_nothing_behind(service: Any) -> None:
-    svc: HlsService = service
-    hub = svc.hub
-    conn = FakeHttpConn()
-    assert await svc.handle(request("/live/test.ts"), conn) is None  # type: ignore[arg-type]
-    assert conn.head is not None and conn.head[0] == 200 and ("Content-Type", "video/mp2t") in conn.head[1]
-    stream = hub.get(KEY)
-    assert stream is not None and not stream.live and [v.protocol for v in stream.viewers.values()] == ["ts"]
-    fan = stream.extra["http-ts"]
-    assert stream.sinks == [fan]
-    token = publish(svc, "pub1")
-    assert token.stream is stream
-    feed(token, 2.5)
-    data = bytes(conn.transport.data)
-    assert read_ts(data).pat and first_video_pes_is_random_access(data)
-    check_continuity(data)
-    conn.close()
-    assert not stream.viewers and "http-ts" not in stream.extra and fan not in stream.sinks
-    token.release("left")
-    await wait_until(lambda: hub.get(KEY) is None, 10, "the stream to be collected")

@@ -14,6 +14,7 @@ first await (on_play hook) — so nothing can be freed under a client that is st
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,8 +24,7 @@ from livesrv.hub.clients import Client
 from livesrv.hub.keys import StreamKey
 from livesrv.log import event
 from livesrv.hub.states import PUBLISHED, Event, State, transition
-from livesrv.hub.stream import Publisher, Stream, StreamSettings
-from livesrv.hub.viewer import PENDING, Viewer
+from livesrv.hub.stream import PENDING, Output, Publisher, Stream, StreamSettings, Viewer
 
 log = logging.getLogger("livesrv.hub")
 
@@ -78,7 +78,8 @@ class Hub:
         self._schedule = schedule
         self.drain_timeout = drain_timeout
         self.drain_handlers: list[DrainHandler] = []
-        self.live_handlers: list[Callable[[Stream], None]] = []  # called on READY (sync)
+        # Called in the READY step: each may return an output to attach to the stream (HLS, DVR, forwards).
+        self.output_providers: list[Callable[[Stream], Output | None]] = []
         self.removed_handlers: list[Callable[[Stream], None]] = []  # called when a stream is collected
         self.tasks: set[asyncio.Task[None]] = set()
         self.clients: dict[str, Client] = {}  # every client of every protocol, by id (see hub.clients)
@@ -152,8 +153,15 @@ class Hub:
         for v in list(stream.viewers.values()):
             v.wait_deadline = None
             v.owner.publisher_arrived(stream)
-        for cb in self.live_handlers:
-            cb(stream)
+        for provide in self.output_providers:
+            output = provide(stream)
+            if output is not None:
+                stream.add_output(output)
+        for output in list(stream.outputs):
+            try:
+                output.start(stream)
+            except Exception as exc:  # isolated: this output is detached, the stream goes live
+                stream.output_failed(output, exc)
         return True
 
     def release_publish(self, token: PublishToken, reason: str = "") -> None:
@@ -184,24 +192,36 @@ class Hub:
         self._start_drain(stream, token.generation, publisher)
 
     def _start_drain(self, stream: Stream, generation: int, publisher: Publisher) -> None:
-        if not self.drain_handlers:
+        """The slow work of a period that ended: its outputs' ``end`` and the drain handlers (on_unpublish), all
+        at once, each bounded by ``drain_timeout``; the stream is DRAINED when every one has returned."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            (getattr(h, "__name__", "handler"), functools.partial(h, stream, generation, publisher))
+            for h in self.drain_handlers
+        ]
+        steps += [(o.name, functools.partial(o.end, stream, generation)) for o in stream.outputs]
+        if not steps:
             self._drained(stream, generation)
             return
         task = asyncio.get_running_loop().create_task(
-            self._drain(stream, generation, publisher), name=f"drain {stream.key} gen={generation}"
+            self._drain(stream, generation, steps), name=f"drain {stream.key} gen={generation}"
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _drain(self, stream: Stream, generation: int, publisher: Publisher) -> None:
+    async def _drain(
+        self, stream: Stream, generation: int, steps: list[tuple[str, Callable[[], Awaitable[None]]]]
+    ) -> None:
+        async def bounded(name: str, step: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await asyncio.wait_for(step(), self.drain_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one failing step must not keep the stream draining
+                event(log, "drain-error", logging.WARNING, stream=stream.key, generation=generation, step=name,
+                      reason=repr(exc))
+
         try:
-            for handler in list(self.drain_handlers):
-                try:
-                    await asyncio.wait_for(handler(stream, generation, publisher), self.drain_timeout)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # one failing step must not keep the stream draining
-                    event(log, "drain-error", logging.WARNING, stream=stream.key, generation=generation, reason=repr(exc))
+            await asyncio.gather(*(bounded(name, step) for name, step in steps))
         finally:
             self._drained(stream, generation)
 

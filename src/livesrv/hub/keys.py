@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from livesrv.names import MAX_NAME_BYTES, MAX_URL_BYTES, MAX_VHOST_BYTES, name_problem
+
 DEFAULT_VHOST = "__defaultVhost__"
 
 
@@ -72,46 +74,6 @@ def mask_url(url: str) -> str:
 _USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@")
 
 
-# ------------------------------------------------------------------------------------------ name rule
-
-#: Longest vhost, in UTF-8 bytes: a DNS name.
-MAX_VHOST_BYTES: Final = 253
-#: Longest app (all its levels with their ``/``) and stream name, in UTF-8 bytes. HLS turns them into file
-#: names (``[stream]-[seq].ts``, plus a temporary name while writing) that must fit a file system's 255 bytes.
-MAX_NAME_BYTES: Final = 200
-#: Longest query string (tokens) and tcUrl, in UTF-8 bytes.
-MAX_URL_BYTES: Final = 4096
-#: Longest component of an HTTP path for a file (HLS): what a file system allows (NAME_MAX).
-MAX_FILE_NAME_BYTES: Final = 255
-
-# C0 controls, DEL, C1 controls; line and paragraph separators (line breaks to some log viewers); U+FFFD and
-# lone surrogates, which is what invalid UTF-8 decodes to (AMF0 strings and percent-decoded paths: "replace").
-_BAD_CHAR: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufffd\ud800-\udfff]")
-
-
-def has_bad_char(value: str) -> bool:
-    """Does ``value`` hold a character no name may hold (a control character, invalid UTF-8)?"""
-    return _BAD_CHAR.search(value) is not None
-
-
-def _excerpt(value: str, limit: int = 40) -> str:
-    """The start of a refused value, as a Python literal: printable, one line, whatever it holds."""
-    return repr(value[:limit]) + ("..." if len(value) > limit else "")
-
-
-def name_problem(value: str, what: str, max_bytes: int) -> str | None:
-    """Why ``value`` cannot name anything (None when it can): the one rule for every name a client sends."""
-    bad = _BAD_CHAR.search(value)
-    if bad is not None:
-        ch = bad.group()
-        kind = "invalid UTF-8" if ch == "\ufffd" or "\ud800" <= ch <= "\udfff" else f"control character U+{ord(ch):04X}"
-        return f"invalid {what} {_excerpt(value)}: {kind} at position {bad.start()}"
-    size = len(value.encode("utf-8"))
-    if size > max_bytes:
-        return f"invalid {what} {_excerpt(value)}: {size} bytes long, at most {max_bytes} allowed"
-    return None
-
-
 def request_problem(req: StreamRequest) -> str | None:
     """Why a publish or play names no acceptable stream (None when the names are fine)."""
     key = req.key
@@ -124,18 +86,6 @@ def request_problem(req: StreamRequest) -> str | None:
     )
     for value, what, limit in checks:
         problem = name_problem(value, what, limit)
-        if problem is not None:
-            return problem
-    return None
-
-
-def path_problem(path: str) -> str | None:
-    """Why a (percent-decoded) HTTP path cannot name a file we serve: the name rule, per path component."""
-    problem = name_problem(path, "path", MAX_URL_BYTES)
-    if problem is not None:
-        return problem
-    for part in path.split("/"):
-        problem = name_problem(part, "path component", MAX_FILE_NAME_BYTES)
         if problem is not None:
             return problem
     return None

@@ -9,11 +9,17 @@ backlog is its transport's buffer: a batch goes only to a viewer whose buffer is
 limit; any other viewer skips the batch and rejoins at a keyframe, so a viewer costs at most its limit plus
 one batch, and the decoder never sees a broken GOP. A viewer that keeps skipping is closed by the hub's sweep.
 
+A viewer, whatever protocol it plays over, is one :class:`Viewer`: the fan-out touches only its slots on the
+hot path (cursor, blocked, fmt, transport, send_bytes): no queue of message objects, no per-viewer task or
+timer. The protocol server that owns the connection implements :class:`ViewerOwner` for the few
+notifications that are protocol-specific.
+
 State changes are made only by :class:`livesrv.hub.hub.Hub` through :func:`livesrv.hub.states.transition`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +28,13 @@ from typing import Any, Protocol
 from livesrv.hub.clients import HookContext
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.states import State
-from livesrv.hub.viewer import NEED_KEYFRAME, PENDING, Viewer
+from livesrv.log import event
 from livesrv.media.formats import Format
 from livesrv.media.gop import GopCache
 from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
 from livesrv.media.tracks import Tracks, guess_tracks
+
+log = logging.getLogger("livesrv.hub")
 
 #: Gap left between the last timestamp of one publisher and the first of the next, in ms, so that players
 #: see time move forward across a republish.
@@ -36,6 +44,81 @@ REPUBLISH_GAP_MS = 40
 #: DEFAULT_STEP_MS, as SRS's ``time_jitter full`` does (SRS uses 250 ms; a wider bound keeps 1 fps slides).
 MAX_JITTER_MS = 3000
 DEFAULT_STEP_MS = 10
+
+
+# ------------------------------------------------------------------------------------------- viewers
+
+#: ``Viewer.cursor`` values below zero: the viewer is not in step with the shared batches.
+NEED_KEYFRAME = -1  # rejoin at the next keyframe (joined without a GOP, fell behind, paused, new publisher)
+PENDING = -2  # registered (it holds the stream) but not admitted yet: its on_play hook is being awaited
+
+
+class ViewerOwner(Protocol):
+    """The connection behind a viewer."""
+
+    def publisher_left(self, stream: Stream) -> None:
+        """The stream lost its publisher; the viewer stays attached for the grace period."""
+
+    def publisher_arrived(self, stream: Stream) -> None:
+        """A (new) publisher's media will follow."""
+
+    def close_viewer(self, reason: str) -> None:
+        """The hub wants this viewer gone (grace over, kicked, stream deleted, stalled): close the connection.
+        The owner then calls :meth:`Hub.detach`, as on any other close."""
+
+
+class Viewer:
+    __slots__ = (
+        "cid", "ip", "protocol", "fmt", "transport", "owner", "stream", "cursor", "blocked", "stalled_since",
+        "wait_deadline", "send_bytes", "dropped", "created", "param", "detached", "limit", "starting",
+    )
+
+    def __init__(
+        self, cid: str, ip: str, protocol: str, fmt: Format, transport: Any, owner: ViewerOwner, param: str = ""
+    ) -> None:
+        self.cid = cid
+        self.ip = ip
+        self.protocol = protocol  # "rtmp", "flv", "ws-flv", ...: for the API and logs
+        self.fmt = fmt
+        self.transport = transport  # anything with write(bytes); back-pressure sets ``blocked``
+        self.owner = owner
+        self.stream: Stream | None = None
+        self.cursor = PENDING
+        self.blocked = False  # the transport's buffer is above its high-water mark (pause_writing)
+        self.stalled_since: float | None = None
+        self.wait_deadline: float | None = None  # closed at this time unless a publisher is live
+        self.send_bytes = 0
+        self.dropped = 0  # packets skipped because the viewer was behind
+        self.created = 0.0
+        self.param = param
+        self.detached = False
+        # Bytes the transport may hold for this viewer: a batch that would go past it is skipped (the viewer
+        # rejoins at a keyframe), so a stuck viewer costs at most this much memory.
+        self.limit = 4 * 1024 * 1024
+        # Called by the stream right before the viewer (re)starts at a random access point with fresh headers
+        # (its first media, after a skip, with a new publisher). It may write a prelude and change ``fmt`` (the
+        # FLV header, whose track flags can only be known once media is there); False: the owner closed it.
+        self.starting: Callable[[Stream], bool] | None = None
+
+    def write(self, data: bytes) -> None:
+        self.send_bytes += len(data)
+        self.transport.write(data)
+
+    def pause(self, now: float) -> None:
+        """The transport's buffer went over its limit: skip batches until it drains, then rejoin at a keyframe."""
+        self.blocked = True
+        if self.stalled_since is None:
+            self.stalled_since = now
+
+    def resume(self) -> None:
+        self.blocked = False
+        self.stalled_since = None
+
+    def __repr__(self) -> str:
+        return f"<Viewer {self.cid} {self.protocol} cursor={self.cursor}>"
+
+
+# ------------------------------------------------------------------------------------------- streams
 
 
 class Publisher(Protocol):
@@ -55,10 +138,27 @@ class Publisher(Protocol):
         """Close the publishing connection (takeover, operator kick, stream deleted). Must not block."""
 
 
-class Sink(Protocol):
-    """A per-stream consumer of every packet (HLS segmenter, DVR): one per stream, not per viewer."""
+class Output(Protocol):
+    """Something a stream feeds besides its viewers, once per stream (not per viewer): the HLS segmenter, the
+    HTTP-TS muxer, and later DVR files and forwarders.
 
-    def on_packet(self, pkt: MediaPacket) -> None: ...
+    The hub tells it when a live period starts (:meth:`start`, inside the READY step) and ends (:meth:`end`,
+    awaited while the stream is DRAINING, concurrently with the other outputs and the hooks). It is isolated:
+    an output that raises is detached with one log line, and the publisher, the viewers and the other outputs
+    go on. ``on_packet`` runs inside the publisher's ingest: it must not block or do I/O.
+    """
+
+    name: str
+
+    def start(self, stream: Stream) -> None:
+        """A (new) publisher's media follows."""
+
+    def on_packet(self, pkt: MediaPacket) -> None:
+        """Every packet of the live period, in order (metadata included)."""
+
+    async def end(self, stream: Stream, generation: int) -> None:
+        """The live period of ``generation`` ended (unpublish, or a takeover: then a newer period may already
+        have started, and this call must not touch it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +178,7 @@ class Stream:
     __slots__ = ("settings", "clock", 
         "key", "state", "generation", "publisher", "param", "viewers", "gop", "metadata", "pending",
         "flushed_seq", "next_seq", "flush_interval", "_flush_handle", "_schedule", "_last_in", "_last_out", "last_ts",
-        "has_video", "has_audio", "sinks", "created", "live_since", "stats", "extra", "_resume_pending",
+        "has_video", "has_audio", "outputs", "created", "live_since", "stats", "extra", "_resume_pending",
     )
 
     def __init__(
@@ -110,7 +210,7 @@ class Stream:
         self.has_video = False  # a packet of the track (sequence header included) came in this generation
         self.has_audio = False
         self._resume_pending = False  # a new generation's first keyframe goes out at once, not at the next batch
-        self.sinks: list[Sink] = []
+        self.outputs: list[Output] = []  # attached by services; see Hub.output_providers
         self.created = time.time()
         self.live_since = 0.0
         self.stats = StreamStats()
@@ -176,8 +276,15 @@ class Stream:
     def _append(self, pkt: MediaPacket) -> None:
         if pkt.kind != DATA:
             self.gop.add(pkt)
-        for sink in self.sinks:
-            sink.on_packet(pkt)
+        if self.outputs:
+            failed = None
+            for output in self.outputs:
+                try:
+                    output.on_packet(pkt)
+                except Exception as exc:  # one output's bug must not cost the publisher or anyone else
+                    failed = (output, exc)
+            if failed is not None:
+                self.output_failed(*failed)
         self.pending.append(pkt)
         self.next_seq += 1
         if self.flush_interval <= 0 or self._schedule is None:
@@ -318,6 +425,25 @@ class Stream:
         for v in self.viewers.values():
             if v.cursor >= 0:
                 v.cursor = NEED_KEYFRAME  # rejoin at the new publisher's first keyframe, with its headers
+
+    # -------------------------------------------------------------------------------- outputs
+
+    def add_output(self, output: Output) -> None:
+        if output not in self.outputs:
+            self.outputs.append(output)
+
+    def remove_output(self, output: Output) -> bool:
+        """Detach an output; False when it was not attached. Its ``end`` is not called."""
+        if output in self.outputs:
+            self.outputs.remove(output)
+            return True
+        return False
+
+    def output_failed(self, output: Output, exc: BaseException) -> None:
+        """Detach an output that raised, with one log line; everything else goes on."""
+        if self.remove_output(output):
+            event(log, "output-detached", logging.ERROR, exc_info=exc, stream=self.key, output=output.name,
+                  reason=repr(exc))
 
     def cancel_timers(self) -> None:
         if self._flush_handle is not None:

@@ -97,6 +97,20 @@ def rtmp_format(chunk_size: int, stream_id: int) -> RtmpFormat:
     return fmt
 
 
+class TsFormat(Format):
+    """MPEG-TS, as HTTP-TS sends it. Muxing is stateful (continuity counters, PSI), so it cannot happen per
+    batch or per viewer: the stream's HTTP-TS output muxes each packet once, in order, into ``pkt.mpegts``, and
+    every batch and catch-up is a join of those bytes."""
+
+    __slots__ = ()
+
+    def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
+        return b"".join([ts for p in pkts if (ts := p.mpegts)])
+
+
+TS = TsFormat("ts")
+
+
 def flv_format(audio: bool = True, video: bool = True, websocket: bool = False) -> FlvFormat:
     """The interned FLV (or WebSocket-FLV) format carrying the given tracks (both: every tag, no filter)."""
     key = (audio, video, websocket)

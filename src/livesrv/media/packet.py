@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from livesrv.codec import flv
 from livesrv.codec.rtmp.chunk import encode_message
-from livesrv.codec.rtmp.messages import Message
+from livesrv.codec.rtmp.messages import Message, csid_for
 
-AUDIO = 8
-VIDEO = 9
-DATA = 18
+AUDIO = flv.AUDIO
+VIDEO = flv.VIDEO
+DATA = flv.SCRIPT  # metadata (onMetaData), an RTMP data message
 
 
 @dataclass(slots=True, eq=False)
@@ -27,6 +27,9 @@ class MediaPacket:
     sequence_header: bool = False
     _rtmp: dict[tuple[int, int], bytes] = field(default_factory=dict, repr=False)
     _flv: bytes | None = field(default=None, repr=False)
+    #: This packet as MPEG-TS, set by the stream's HTTP-TS output (stateful muxing: once, in order) while the
+    #: stream has HTTP-TS viewers; the fan-out's TS format joins these.
+    mpegts: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_payload(cls, kind: int, timestamp: int, payload: bytes) -> MediaPacket:
@@ -40,8 +43,8 @@ class MediaPacket:
         key = (chunk_size, stream_id)
         data = self._rtmp.get(key)
         if data is None:
-            csid = 6 if self.kind == VIDEO else 7 if self.kind == AUDIO else 5
-            data = encode_message(Message(self.kind, stream_id, self.timestamp, self.payload), csid, chunk_size)
+            data = encode_message(Message(self.kind, stream_id, self.timestamp, self.payload), csid_for(self.kind),
+                                  chunk_size)
             self._rtmp[key] = data
         return data
 

@@ -36,7 +36,7 @@ from livesrv.codec.errors import ProtocolError
 from livesrv.codec.hls_playlist import MediaPlaylist, Segment
 from livesrv.codec.mpegts import FLVPacket, TSMuxer
 from livesrv.config import HlsConfig
-from livesrv.hub.keys import has_bad_char
+from livesrv.names import has_bad_char
 
 __all__ = [
     "DeleteFile",

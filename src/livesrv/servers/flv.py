@@ -2,14 +2,13 @@
 
 A request is resolved against the hub when it arrives: nothing is mounted, so nothing can stay mounted after
 its stream is gone (SRS #4140 "pattern duplicated"). The response is a live body with no length; each viewer
-is a :class:`~livesrv.hub.viewer.Viewer` whose transport is the connection's, so the fan-out writes the shared
+is a :class:`~livesrv.hub.stream.Viewer` whose transport is the connection's, so the fan-out writes the shared
 batch bytes straight to the socket.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from wsproto import ConnectionType, WSConnection
@@ -17,32 +16,22 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, Request as W
 from wsproto.utilities import RemoteProtocolError
 
 from livesrv.codec import flv
-from livesrv.access import gate_http_viewer
-from livesrv.hub.clients import HookContext
 from livesrv.hub.keys import StreamRequest, parse_http_path, request_problem
-from livesrv.hub.stream import Stream
-from livesrv.hub.viewer import Viewer
+from livesrv.hub.stream import Stream, Viewer
 from livesrv.log import client_event
 from livesrv.media.formats import FLV, WS_FLV, flv_format, ws_binary_frame_header
 from livesrv.media.tracks import Tracks
-from livesrv.servers.common import new_client_id, stream_settings
+from livesrv.servers.common import new_client_id
 from livesrv.servers.http import HTTPConnection, Request, Response
-from livesrv.servers.http_viewer import HttpViewerOwner
+from livesrv.servers.http_viewer import CORS, HttpViewerOwner, admit_http_viewer, not_a_viewer
 
 if TYPE_CHECKING:
     from livesrv.access import Access
-    from livesrv.config import Config
-    from livesrv.config import HttpRemuxConfig
+    from livesrv.config import Config, HttpRemuxConfig
     from livesrv.hub.hub import Hub
 
 log = logging.getLogger("livesrv.flv")
 
-CORS = [
-    ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
-    ("Access-Control-Allow-Headers", "*"),
-    ("Access-Control-Expose-Headers", "Server, Content-Type"),
-]
 
 
 def resolve(config: Config, req: Request, suffix: str) -> StreamRequest | None:
@@ -159,53 +148,32 @@ async def serve_flv(config: Config, hub: Hub, access: Access, req: Request, conn
     refused = refuse_bad_name(req, sreq, protocol)
     if refused is not None:
         return refused
-    if req.method == "OPTIONS":
-        return Response(200, b"", headers=CORS)
-    if req.method == "HEAD":
-        # Answered without attaching a viewer (SRS crashed on this, #4140's title).
-        return Response(200, b"", "video/x-flv", [*CORS, ("Cache-Control", "no-cache")])
-    if req.method != "GET":
-        return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
-    key = sreq.key
-    cid = new_client_id()
-    is_ws = req.headers.get("upgrade", "").lower() == "websocket"
-    protocol = "ws-flv" if is_ws else "flv"
-    remux = config.vhost(key.vhost).http_remux
+    answer = not_a_viewer(req, "video/x-flv")
+    if answer is not None:
+        return answer
+    remux = config.vhost(sreq.key.vhost).http_remux
     owner = FlvViewerOwner(conn, None, remux)
-    viewer = owner.viewer = Viewer(cid, conn.ip, protocol, WS_FLV if is_ws else FLV, conn.transport, owner, sreq.param)
-    viewer.limit = config.rtmp_limits.max_write_buffer
-    ctx, refused = await gate_http_viewer(access, hub, viewer, sreq, req.headers.get("referer", ""),
-                                          stream_settings(config, key.vhost))
-    if refused is not None:
-        client_event(log, "play-rejected", cid, conn.ip, key, refused, logging.WARNING, protocol=protocol)
-        return Response(403, f"forbidden: {refused}\n".encode(), headers=CORS)
-    if conn.closed:  # it left while its hook was awaited
-        hub.detach(viewer)
+
+    def open_body(viewer: Viewer) -> Response | None:
+        if is_ws:
+            ws = WSConnection(ConnectionType.SERVER)
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
+            try:
+                ws.initiate_upgrade_connection(headers, req.target)
+                ev = next(ws.events())
+                if not isinstance(ev, WSRequest):
+                    raise RemoteProtocolError("not a websocket request", event_hint=None)
+                conn.take_over(ws.send(AcceptConnection()))
+            except RemoteProtocolError as exc:
+                return Response(400, f"bad websocket request: {exc}\n".encode())
+            owner.ws = ws
+        else:
+            conn.start_stream(200, [("Content-Type", "video/x-flv"), ("Cache-Control", "no-cache"), *CORS])
+        if remux.guess_has_av:
+            viewer.starting = owner.starting  # the header goes out with the first media, saying its real tracks
+        else:
+            owner.send_header(Tracks(remux.has_audio, remux.has_video))
         return None
-    ws: WSConnection | None = None
-    if is_ws:
-        ws = WSConnection(ConnectionType.SERVER)
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
-        try:
-            ws.initiate_upgrade_connection(headers, req.target)
-            ev = next(ws.events())
-            if not isinstance(ev, WSRequest):
-                raise RemoteProtocolError("not a websocket request", event_hint=None)
-            conn.take_over(ws.send(AcceptConnection()))
-        except RemoteProtocolError as exc:
-            hub.detach(viewer)
-            return Response(400, f"bad websocket request: {exc}\n".encode())
-        owner.ws = ws
-    else:
-        conn.start_stream(200, [("Content-Type", "video/x-flv"), ("Cache-Control", "no-cache"), *CORS])
-    if remux.guess_has_av:
-        viewer.starting = owner.starting  # the header goes out with the first media, saying its real tracks
-    else:
-        owner.send_header(Tracks(remux.has_audio, remux.has_video))
-    conn.attach_viewer(viewer, owner)
-    client_event(log, "play", cid, conn.ip, key, param=sreq.masked_param(), protocol=protocol)
-    owner.start(hub, access, ctx, log)
-    if conn.write_paused:
-        viewer.pause(time.monotonic())
-    hub.admit(viewer)
-    return None
+
+    return await admit_http_viewer(config, hub, access, req, conn, sreq, owner, protocol, WS_FLV if is_ws else FLV,
+                                   open_body, log)

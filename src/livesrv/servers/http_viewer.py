@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from livesrv import stats
+from livesrv.access import gate_http_viewer
 from livesrv.hub.clients import VIEWER, HookContext
-from livesrv.hub.viewer import Viewer
+from livesrv.hub.keys import StreamRequest
+from livesrv.hub.stream import Viewer
 from livesrv.log import client_event
+from livesrv.media.formats import Format
+from livesrv.servers.common import new_client_id, stream_settings
+from livesrv.servers.http import HTTPConnection, Request, Response
 
 if TYPE_CHECKING:
     from livesrv.access import Access
+    from livesrv.config import Config
     from livesrv.hub.hub import Hub
     from livesrv.hub.stream import Stream
-    from livesrv.servers.http import HTTPConnection
+
+CORS = [
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+    ("Access-Control-Allow-Headers", "*"),
+    ("Access-Control-Expose-Headers", "Server, Content-Type"),
+]
 
 
 class HttpViewerOwner:
@@ -91,3 +104,48 @@ class HttpViewerOwner:
         hub.unregister(self)
         hub.detach(viewer)
         access.stop(self.context)
+
+
+def not_a_viewer(req: Request, content_type: str) -> Response | None:
+    """The answer to a request on a live URL that attaches no viewer (OPTIONS, HEAD, a wrong method), or None
+    for a GET. HEAD answers without attaching anything (SRS crashed on this, #4140's title)."""
+    if req.method == "OPTIONS":
+        return Response(200, b"", headers=CORS)
+    if req.method == "HEAD":
+        return Response(200, b"", content_type, [*CORS, ("Cache-Control", "no-cache")])
+    if req.method != "GET":
+        return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
+    return None
+
+
+async def admit_http_viewer(
+    config: Config, hub: Hub, access: Access, req: Request, conn: HTTPConnection, sreq: StreamRequest,
+    owner: HttpViewerOwner, protocol: str, fmt: Format, open_body: Callable[[Viewer], Response | None],
+    log: logging.Logger,
+) -> Response | None:
+    """What every HTTP live viewer goes through: registered with the hub before its hooks are awaited, refused
+    (403) or accepted; ``open_body`` then sends the response head (or the WebSocket 101) and may refuse with a
+    Response of its own; the viewer is listed, and gets media from the hub's fan-out."""
+    key = sreq.key
+    cid = new_client_id()
+    viewer = owner.viewer = Viewer(cid, conn.ip, protocol, fmt, conn.transport, owner, sreq.param)
+    viewer.limit = config.rtmp_limits.max_write_buffer
+    ctx, refused = await gate_http_viewer(access, hub, viewer, sreq, req.headers.get("referer", ""),
+                                          stream_settings(config, key.vhost))
+    if refused is not None:
+        client_event(log, "play-rejected", cid, conn.ip, key, refused, logging.WARNING, protocol=protocol)
+        return Response(403, f"forbidden: {refused}\n".encode(), headers=CORS)
+    if conn.closed:  # it left while its hook was awaited
+        hub.detach(viewer)
+        return None
+    answer = open_body(viewer)
+    if answer is not None:
+        hub.detach(viewer)
+        return answer
+    conn.attach_viewer(viewer, owner)
+    client_event(log, "play", cid, conn.ip, key, param=sreq.masked_param(), protocol=protocol)
+    owner.start(hub, access, ctx, log)
+    if conn.write_paused:
+        viewer.pause(time.monotonic())
+    hub.admit(viewer)
+    return None

@@ -24,8 +24,7 @@ from livesrv.config import Config
 from livesrv.hub.hub import Hub, PublishToken, StreamBusy
 from livesrv.hub.clients import PUBLISHER, VIEWER, HookContext
 from livesrv.hub.keys import StreamKey, StreamRequest, mask_url, parse_rtmp_request, request_problem
-from livesrv.hub.stream import Stream
-from livesrv.hub.viewer import NEED_KEYFRAME, Viewer
+from livesrv.hub.stream import NEED_KEYFRAME, Stream, Viewer
 from livesrv.log import client_event
 from livesrv.media.formats import rtmp_format
 from livesrv.media.packet import DATA, MediaPacket

@@ -98,7 +98,7 @@ class ClientSession:
                 return events
             events.append(HandshakeComplete(self._handshake.server_digest_valid))
             if self.out_chunk_size != 128:
-                self._send(m.set_chunk_size(self.out_chunk_size), 2)
+                self._send(m.set_chunk_size(self.out_chunk_size), m.CSID_CONTROL)
                 self._encoder.chunk_size = self.out_chunk_size
             data = self._handshake.leftover
             if not data:
@@ -107,7 +107,7 @@ class ClientSession:
             self._handle(msg, events)
         if self._window and self._decoder.bytes_received - self._acked >= self._window:
             self._acked = self._decoder.bytes_received
-            self._send(m.ack(self._acked & 0xFFFFFFFF), 2)
+            self._send(m.ack(self._acked & 0xFFFFFFFF), m.CSID_CONTROL)
         return events
 
     def _handle(self, msg: m.Message, events: list[ClientEvent]) -> None:
@@ -139,7 +139,7 @@ class ClientSession:
             elif t == m.USER_CONTROL:
                 event, values = m.parse_user_control(msg.payload)
                 if event == m.PING_REQUEST and values:
-                    self._send(m.user_control(m.PING_RESPONSE, values[0]), 2)
+                    self._send(m.user_control(m.PING_RESPONSE, values[0]), m.CSID_CONTROL)
             events.append(ControlEvent(msg))
 
     def _send(self, msg: m.Message, csid: int) -> None:
@@ -149,7 +149,7 @@ class ClientSession:
         if txn is None:
             self._txn += 1
             txn = float(self._txn)
-        csid = 3 if stream_id == 0 else 8
+        csid = m.CSID_COMMAND if stream_id == 0 else m.CSID_STREAM_COMMAND
         self._send(m.Message(m.COMMAND_AMF0, stream_id, 0, amf0.encode(name, txn, *args)), csid)
         return txn
 
@@ -186,7 +186,7 @@ class ClientSession:
 
     def send_metadata(self, stream_id: int, metadata: dict[str, Any]) -> None:
         payload = amf0.encode("@setDataFrame", "onMetaData", amf0.ECMAArray(metadata))
-        self._send(m.Message(m.DATA_AMF0, stream_id, 0, payload), 4)
+        self._send(m.Message(m.DATA_AMF0, stream_id, 0, payload), m.CSID_STREAM)
 
     def send_media(self, stream_id: int, type_id: int, timestamp: int, payload: bytes) -> None:
-        self._send(m.Message(type_id, stream_id, timestamp, payload), 6 if type_id == m.VIDEO else 4)
+        self._send(m.Message(type_id, stream_id, timestamp, payload), m.csid_for(type_id))

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from livesrv.codec import flv
 from livesrv.codec.errors import RTMPCommandError
 
 __all__ = [
@@ -69,7 +70,7 @@ class MessageType(IntEnum):
     DATA_AMF3 = 15
     SHARED_OBJECT_AMF3 = 16
     COMMAND_AMF3 = 17
-    DATA_AMF0 = 18
+    DATA_AMF0 = flv.SCRIPT
     SHARED_OBJECT_AMF0 = 19
     COMMAND_AMF0 = 20
     AGGREGATE = 22
@@ -92,12 +93,12 @@ ACK = 3
 USER_CONTROL = 4
 WINDOW_ACK_SIZE = 5
 SET_PEER_BANDWIDTH = 6
-AUDIO = 8
-VIDEO = 9
+AUDIO = flv.AUDIO  # media messages have the type ids of the FLV tags they carry
+VIDEO = flv.VIDEO
 DATA_AMF3 = 15
 SHARED_OBJECT_AMF3 = 16
 COMMAND_AMF3 = 17
-DATA_AMF0 = 18
+DATA_AMF0 = flv.SCRIPT
 SHARED_OBJECT_AMF0 = 19
 COMMAND_AMF0 = 20
 AGGREGATE = 22
@@ -232,3 +233,24 @@ def parse_user_control(payload: bytes) -> tuple[int, tuple[int, ...]]:
     elif available < arity:
         raise RTMPCommandError(f"user control event {event} needs {4 * arity} bytes of data, got {len(payload) - 2}")
     return event, struct.unpack_from(f">{arity}I", payload, 2)
+
+
+# ---------------------------------------------------------------------------------------- chunk streams
+
+# Chunk stream ids for what we send (server and client alike), as SRS uses them. Any id is valid on the wire;
+# one definition keeps every sender of media on the same ones.
+CSID_CONTROL = 2  # protocol control and user control messages
+CSID_COMMAND = 3  # commands on the connection (message stream 0)
+CSID_STREAM = 5  # onStatus and data messages (metadata) on a message stream
+CSID_VIDEO = 6
+CSID_AUDIO = 7
+CSID_STREAM_COMMAND = 8  # a client's commands on a message stream (publish, play)
+
+
+def csid_for(type_id: int) -> int:
+    """The chunk stream a media or data message goes out on."""
+    if type_id == VIDEO:
+        return CSID_VIDEO
+    if type_id == AUDIO:
+        return CSID_AUDIO
+    return CSID_STREAM

@@ -21,25 +21,11 @@ from typing import Any
 from livesrv.codec import amf0
 from livesrv.codec.errors import RTMPCommandError
 from livesrv.codec.rtmp import messages as m
+from livesrv.codec.rtmp.messages import CSID_AUDIO, CSID_COMMAND, CSID_CONTROL, CSID_STREAM, CSID_VIDEO, csid_for
 from livesrv.codec.rtmp.chunk import ChunkDecoder, encode_message
 from livesrv.codec.rtmp.handshake import ServerHandshake
 
-# Chunk stream ids for what we send, as SRS uses them.
-CSID_CONTROL = 2
-CSID_COMMAND = 3
-CSID_STREAM = 5  # onStatus and data messages on a message stream
-CSID_VIDEO = 6
-CSID_AUDIO = 7
-
 DEFAULT_WINDOW_ACK_SIZE = 2_500_000
-
-
-def csid_for(type_id: int) -> int:
-    if type_id == m.VIDEO:
-        return CSID_VIDEO
-    if type_id == m.AUDIO:
-        return CSID_AUDIO
-    return CSID_STREAM
 
 
 # ---------------------------------------------------------------------------------------------- events

@@ -1,0 +1,295 @@
+"""HLS output and serving: the asyncio side of :mod:`livesrv.remux.hls`.
+
+Each stream key of an hls-enabled vhost has one :class:`~.output.HlsState`, whose output the hub feeds while a
+publisher is live (see :mod:`.output`); its files go through one writer per key (:mod:`.files`). After a
+period's last segment, ``hls_dispose`` seconds without a new publish, ``dispose()`` deletes every file. Timers
+carry the state's *epoch* (bumped on every publish), so a timer from an old period can never delete the files
+of a newer one; a state disposed while its deletions are still queued hands its writer task to the next state
+of that key, which waits for it before writing anything.
+
+Serving. ``/<hls_m3u8_file>`` and the segments it names (paths relative to ``hls_path``) are looked up in an
+index of what this service wrote: nothing outside ``hls_path`` (or not written by us) can be served from here.
+The playlist comes from memory (the text last *written*, so it never names a segment that is not on disk yet),
+segments from a small in-memory cache of the newest ones or from disk in a thread. HLS players are counted as
+sessions (:mod:`.sessions`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from livesrv.config import HlsConfig
+from livesrv.hooks import payloads
+from livesrv.hub.keys import StreamKey
+from livesrv.names import path_problem
+from livesrv.hub.stream import Stream
+from livesrv.log import client_event, event
+from livesrv.remux.hls import DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, WriteSegment
+from livesrv.servers.common import new_client_id
+from livesrv.servers.hls.files import HlsWriter, read_file, relative_path
+from livesrv.servers.hls.output import HlsOutput, HlsState
+from livesrv.servers.hls.sessions import HlsSession, HlsSessions
+from livesrv.servers.http import HTTPConnection, Request, Response
+from livesrv.servers.http_viewer import CORS
+
+if TYPE_CHECKING:
+    from livesrv.access import Access
+    from livesrv.config import Config
+    from livesrv.hub.hub import Hub
+
+log = logging.getLogger("livesrv.hls")
+
+PLAYLIST_TYPE: Final = "application/vnd.apple.mpegurl"
+SEGMENT_TYPE: Final = "video/mp2t"
+#: Segments never change once written (until a dispose reuses their names, hls_dispose later).
+SEGMENT_CACHE_CONTROL: Final = "max-age=60"
+#: Seconds ``stop()`` waits for every writer to finish.
+STOP_TIMEOUT: Final = 10.0
+#: Newest segments kept in memory: live players all fetch the same few, so they are served without disk I/O.
+RECENT_SEGMENTS: Final = 3
+
+
+class HlsService:
+    """Owns every stream key's HLS output and serves its files; the hub asks it for an output when a stream
+    goes live (:meth:`_provide`)."""
+
+    def __init__(self, hub: Hub, config: Callable[[], Config], access: Access) -> None:
+        self.hub = hub
+        self._config = config  # read per event: a reload applies to new streams and viewers
+        self.access = access
+        self.sessions = HlsSessions(hub, access)
+        self._states: dict[StreamKey, HlsState] = {}
+        self._playlists: dict[str, HlsState] = {}  # name under hls_path -> state
+        self._segment_files: dict[str, HlsState] = {}  # written segments -> state
+        self._retired: dict[StreamKey, asyncio.Task[None]] = {}  # writers of disposed states, still working
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.hub.output_providers.append(self._provide)
+        self.hub.removed_handlers.append(self._on_removed)
+        self.sessions.start()
+
+    async def stop(self) -> None:
+        """Finish every stream's output and dispose it (as SRS does at shutdown), bounded in time."""
+        hub = self.hub
+        if self._provide in hub.output_providers:
+            hub.output_providers.remove(self._provide)
+        if self._on_removed in hub.removed_handlers:
+            hub.removed_handlers.remove(self._on_removed)
+        tasks = list(self._retired.values())
+        for state in list(self._states.values()):
+            if state.dispose_handle is not None:
+                state.dispose_handle.cancel()
+                state.dispose_handle = None
+            state.epoch += 1
+            state.live_for = None
+            actions = list(state.segmenter.finish())
+            if state.config.hls_dispose > 0:
+                actions += state.segmenter.dispose()
+            state.writer.submit(actions)
+            state.writer.close()
+            tasks.append(state.writer.task)
+        self._states.clear()
+        self._playlists.clear()
+        self._segment_files.clear()
+        for state in list(self._states.values()):
+            stream = hub.get(state.key)
+            if stream is not None:
+                stream.remove_output(state.output)
+        await self.sessions.stop()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("event=hls-stop-timeout writers=%d", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        self._retired.clear()
+
+    # ------------------------------------------------------------------------------ the hub's side
+
+    def _provide(self, stream: Stream) -> HlsOutput | None:
+        """A stream goes live: its key's HLS output (continued after a republish), when its vhost has HLS."""
+        key = stream.key
+        vhost = self._config().vhost(key.vhost)
+        if not (vhost.enabled and vhost.hls.enabled):
+            return None
+        state = self._states.get(key)
+        if state is None:
+            state = self._new_state(key, vhost.hls)
+            if state is None:
+                return None
+        return state.output
+
+    def _new_state(self, key: StreamKey, cfg: HlsConfig) -> HlsState | None:
+        try:
+            segmenter = HlsSegmenter(cfg, key.vhost, key.app, key.stream)
+        except ValueError as exc:  # a stream name that would write outside hls_path
+            event(log, "hls-refused", logging.WARNING, stream=key, reason=str(exc))
+            return None
+        root = os.path.abspath(cfg.hls_path)
+        previous = self._retired.get(key)
+        holder: list[HlsState] = []
+        writer = HlsWriter(root, str(key), lambda acts, res: self._written(holder[0], acts, res), previous)
+        state = HlsState(key, cfg, segmenter, writer, self._finished)
+        holder.append(state)
+        self._states[key] = state
+        other = self._playlists.get(state.playlist_name)
+        if other is not None and other is not state:
+            event(log, "hls-conflict", logging.WARNING, stream=key, other=other.key, playlist=state.playlist_name)
+        self._playlists[state.playlist_name] = state
+        return state
+
+    def _on_removed(self, stream: Stream) -> None:
+        state = self._states.get(stream.key)
+        if state is None:
+            return
+        if state.live_for is not None and state.live_for[0] is stream:  # (never drained: be safe)
+            state.finish()
+        if state.live_for is None and state.dispose_handle is None:
+            self._schedule_dispose(state)
+
+    def _finished(self, state: HlsState, epoch: int) -> None:
+        """A period's last segment is written: its files are disposed after ``hls_dispose`` unless a new
+        publisher continues them first."""
+        if state.epoch == epoch and self._states.get(state.key) is state:
+            self._schedule_dispose(state)
+
+    def _schedule_dispose(self, state: HlsState) -> None:
+        delay = state.config.hls_dispose
+        if delay <= 0:
+            return  # SRS: 0 keeps the files
+        if state.dispose_handle is not None:
+            state.dispose_handle.cancel()
+        state.dispose_handle = asyncio.get_running_loop().call_later(delay, self._dispose, state, state.epoch)
+
+    def _dispose(self, state: HlsState, epoch: int) -> None:
+        state.dispose_handle = None
+        if self._states.get(state.key) is not state or state.epoch != epoch or state.live_for is not None:
+            return  # a newer publish period owns these files now
+        state.epoch += 1
+        state.writer.submit(state.segmenter.dispose())
+        state.writer.close()
+        self._drop(state)
+        task = state.writer.task
+        self._retired[state.key] = task
+        task.add_done_callback(lambda t, key=state.key: self._retired.pop(key) if self._retired.get(key) is t else None)
+        event(log, "hls-dispose", stream=state.key)
+
+    def _drop(self, state: HlsState) -> None:
+        del self._states[state.key]
+        stream = self.hub.get(state.key)
+        if stream is not None:
+            stream.remove_output(state.output)  # a later publisher gets a new state (after these deletions)
+        if self._playlists.get(state.playlist_name) is state:
+            del self._playlists[state.playlist_name]
+        for name in [n for n, s in self._segment_files.items() if s is state]:
+            del self._segment_files[name]
+        state.recent.clear()
+        state.playlist_body = None
+
+    def _written(self, state: HlsState, actions: Sequence[HlsAction], results: Sequence[OSError | None]) -> None:
+        """The writer finished a batch: what may be served follows what is on disk."""
+        current = self._states.get(state.key) is state
+        for act, err in zip(actions, results):
+            if isinstance(act, DeleteFile):
+                if self._segment_files.get(act.name) is state:
+                    del self._segment_files[act.name]
+                state.recent.pop(act.name, None)
+                continue
+            if err is not None or not current:
+                continue
+            if isinstance(act, WriteSegment):
+                self._segment_files[act.name] = state
+                state.recent[act.name] = act.data
+                while len(state.recent) > RECENT_SEGMENTS:
+                    del state.recent[next(iter(state.recent))]
+                info = next((x for x in state.segmenter.segments if x.name == act.name), None)
+                if info is not None:
+                    self._segment_written(state, info)
+            else:
+                state.playlist_body = act.text.encode()
+
+    def _segment_written(self, state: HlsState, info: SegmentInfo) -> None:
+        """on_hls, with the publisher's context, once a segment is on disk."""
+        stream = state.live_for[0] if state.live_for else None
+        if stream is None or stream.publisher is None:
+            return
+        ctx = stream.publisher.context
+        m3u8 = os.path.join(state.root, state.playlist_name)
+        self.access.hls(ctx.vhost, lambda ident: payloads.on_hls(
+            ident, ctx, duration=info.duration, file=os.path.join(state.root, info.name), url=info.uri,
+            m3u8=m3u8, m3u8_url="/" + state.playlist_name, seq_no=info.sequence,
+        ))
+
+    # ------------------------------------------------------------------------------ queries (API)
+
+    def state(self, key: StreamKey) -> HlsState | None:
+        return self._states.get(key)
+
+    def info(self, key: StreamKey) -> dict[str, Any] | None:
+        state = self._states.get(key)
+        return state.info() if state is not None else None
+
+    def viewers(self, key: StreamKey) -> list[HlsSession]:
+        """HLS viewers (sessions) of a stream (each is also in the hub's client registry)."""
+        return self.sessions.of(key)
+
+    # ------------------------------------------------------------------------------ HTTP
+
+    async def handle(self, req: Request, conn: HTTPConnection) -> Response | None:
+        """A ``.m3u8`` or ``.ts`` request; ``NotImplemented`` when it names no file this service wrote."""
+        problem = path_problem(req.path)
+        if problem is not None:  # (no file we write has such a name)
+            client_event(log, "play-rejected", new_client_id(), req.ip, reason=problem, level=logging.WARNING,
+                         protocol="hls")
+            return Response(400, f"bad request: {problem}\n".encode(), headers=CORS)
+        rel = relative_path(req.path)
+        if rel is None:
+            return Response(404, b"not found\n", headers=CORS)  # never anything outside hls_path
+        if rel.endswith(".m3u8"):
+            state = self._playlists.get(rel)
+            if state is None:
+                return NotImplemented  # type: ignore[return-value]
+            return await self._serve_playlist(req, state)
+        state = self._segment_files.get(rel)
+        if state is not None:
+            return await self._serve_segment(req, state, rel)
+        return NotImplemented  # type: ignore[return-value]  # a live HTTP-TS URL, or a file: not ours
+
+    async def _serve_playlist(self, req: Request, state: HlsState) -> Response:
+        headers = [*CORS, ("Cache-Control", "no-cache")]
+        if req.method == "OPTIONS":
+            return Response(200, b"", headers=headers)
+        if req.method not in ("GET", "HEAD"):
+            return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
+        if state.playlist_body is None:  # no segment cut yet (as SRS: 404 until the first one)
+            return Response(404, b"not found\n", headers=CORS)
+        if req.method == "GET":
+            redirect = await self.sessions.check(req, state.key)
+            if redirect is not None:
+                return redirect
+        body = state.playlist_body  # (read after the await: the newest)
+        if body is None or self._states.get(state.key) is not state:
+            return Response(404, b"not found\n", headers=CORS)
+        session = self.sessions.get(req.query.get("hls_ctx", ""))
+        if session is not None and req.method == "GET":
+            session.sent += len(body)
+        return Response(200, body, PLAYLIST_TYPE, headers)
+
+    async def _serve_segment(self, req: Request, state: HlsState, rel: str) -> Response:
+        if req.method == "OPTIONS":
+            return Response(200, b"", headers=CORS)
+        if req.method not in ("GET", "HEAD"):
+            return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
+        data = state.recent.get(rel)
+        if data is None:
+            data = await asyncio.to_thread(read_file, os.path.join(state.root, rel))
+        if data is None:
+            return Response(404, b"not found\n", headers=CORS)
+        return Response(200, data, SEGMENT_TYPE, [*CORS, ("Cache-Control", SEGMENT_CACHE_CONTROL)])
