@@ -1,0 +1,144 @@
+"""Outputs of a stream (hub.stream.Output): told when a live period starts and ends, isolated from each other
+and from the publisher, and drained concurrently with the hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from livesrv.access import Access, default_identity
+from livesrv.hub.hub import Hub
+from livesrv.hub.states import State
+from livesrv.hub.stream import Stream
+from livesrv.media.packet import MediaPacket
+from livesrv.servers.hls.service import HlsService
+from tests.conftest import server_config
+from tests.hub.fakes import KEY, PER_MESSAGE, FakePublisher, make_viewer, video
+from tests.helpers import wait_until
+from tests.remux.test_hls_segmenter import av_stream
+
+
+class Recording:
+    """An output that records what the hub told it; ``fail_on`` makes one of its calls raise."""
+
+    def __init__(self, name: str, fail_on: str = "", end_delay: float = 0.0) -> None:
+        self.name = name
+        self.fail_on = fail_on
+        self.end_delay = end_delay
+        self.calls: list[tuple[str, object]] = []
+        self.packets = 0
+        self.ended = asyncio.Event()
+
+    def start(self, stream: Stream) -> None:
+        self.calls.append(("start", stream.generation))
+        if self.fail_on == "start":
+            raise RuntimeError("start failed")
+
+    def on_packet(self, pkt: MediaPacket) -> None:
+        self.packets += 1
+        if self.fail_on == "packet" and self.packets == 3:
+            raise RuntimeError("a bug in an output")
+
+    async def end(self, stream: Stream, generation: int) -> None:
+        self.calls.append(("end", generation))
+        if self.end_delay:
+            await asyncio.sleep(self.end_delay)
+        self.ended.set()
+        if self.fail_on == "end":
+            raise RuntimeError("end failed")
+
+
+def publish(hub: Hub) -> FakePublisher:
+    pub = FakePublisher()
+    pub.token = hub.begin_publish(KEY, pub, PER_MESSAGE)
+    assert pub.token.ready()
+    return pub
+
+
+async def test_an_output_that_raises_is_detached_and_everyone_else_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="livesrv")
+    hub = Hub()
+    good, bad, bad_start = Recording("good"), Recording("bad", "packet"), Recording("bad-start", "start")
+    hub.output_providers.append(lambda s: good)
+    hub.output_providers.append(lambda s: bad)
+    hub.output_providers.append(lambda s: bad_start)
+    pub = publish(hub)
+    stream = pub.token.stream  # type: ignore[union-attr]
+    assert stream.outputs == [good, bad]  # the one whose start raised is detached at once
+    v, _, transport = make_viewer(hub)
+    hub.attach(KEY, v, PER_MESSAGE)
+    hub.admit(v)
+    for i in range(10):
+        assert stream.ingest(pub.token.generation, video(i * 40, i == 0, b"x"))  # type: ignore[union-attr]
+    assert stream.outputs == [good] and stream.live and not pub.kicked
+    assert good.packets == 10 and bad.packets == 3
+    assert transport.media_tags(), "the viewer still gets media"
+    detached = [r.getMessage() for r in caplog.records if "output-detached" in r.getMessage()]
+    assert len(detached) == 2 and any("output=bad " in m for m in detached), detached
+    pub.token.release("left")  # type: ignore[union-attr]
+    await wait_until(lambda: not hub.tasks, 5, "the drain")
+    assert good.calls == [("start", 1), ("end", 1)] and bad.calls == [("start", 1)]
+
+
+async def test_outputs_and_hooks_drain_concurrently_and_a_failing_end_still_drains() -> None:
+    hub = Hub(drain_timeout=5)
+    hook_started = asyncio.Event()
+    release_hook = asyncio.Event()
+
+    async def slow_on_unpublish(stream: Stream, generation: int, publisher: object) -> None:
+        hook_started.set()
+        await release_hook.wait()
+
+    hub.drain_handlers.append(slow_on_unpublish)
+    out, failing = Recording("out"), Recording("failing", "end")
+    hub.output_providers += [lambda s: out, lambda s: failing]
+    pub = publish(hub)
+    stream = pub.token.stream  # type: ignore[union-attr]
+    pub.token.release("left")  # type: ignore[union-attr]
+    assert stream.state is State.DRAINING
+    await asyncio.wait_for(asyncio.gather(out.ended.wait(), failing.ended.wait(), hook_started.wait()), 5)
+    assert stream.state is State.DRAINING  # the hook is still running: the stream waits for it
+    release_hook.set()
+    await wait_until(lambda: hub.get(KEY) is None, 5, "the stream to be collected once every step returned")
+
+
+async def test_a_slow_on_unpublish_does_not_delay_the_last_hls_segment(tmp_path: Path) -> None:
+    """The drain's steps run at once: the last segment and the playlist are on disk while on_unpublish waits."""
+    hls = tmp_path / "hls"
+    config = server_config(vhost=f"hls {{ enabled on; hls_fragment 1; hls_window 10; hls_path {hls}; }}")
+    hub = Hub(drain_timeout=20)
+    access = Access(lambda: config, default_identity("vid-t", "t"))
+    svc = HlsService(hub, lambda: config, access)
+    await svc.start()
+    release_hook = asyncio.Event()
+
+    async def slow_on_unpublish(stream: Stream, generation: int, publisher: object) -> None:
+        await release_hook.wait()
+
+    hub.drain_handlers.append(slow_on_unpublish)
+    try:
+        pub = publish(hub)
+        token = pub.token
+        assert token is not None
+        for p in av_stream(2.5):  # real H.264 and AAC headers and frames, keyframes every second
+            token.stream.ingest(token.generation, MediaPacket.from_payload(p.kind, p.timestamp, p.payload))
+        state = svc.state(KEY)
+        assert state is not None
+        await wait_until(lambda: len(state.segmenter.segments) >= 2, 10, "two segments")
+        before = len(state.segmenter.segments)
+        token.release("left")
+        # The period's last (partial) segment is cut and written while the hook still holds the drain.
+        last = lambda: state.segmenter.segments[-1]  # noqa: E731
+        await wait_until(lambda: len(state.segmenter.segments) > before and state.live_for is None
+                         and state.playlist_body is not None and last().uri.encode() in state.playlist_body, 10,
+                         f"the last segment on disk (segments {state.segmenter.segments}, playlist {state.playlist_body!r})")
+        assert (hls / last().name).exists()
+        assert token.stream.state is State.DRAINING
+    finally:
+        release_hook.set()
+        await svc.stop()
+        await hub.close()
+        await access.aclose()
