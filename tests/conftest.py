@@ -115,3 +115,21 @@ def _objs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     """Run each test in its own directory so relative paths (./objs/...) never touch the repo."""
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture
+def restore_livesrv_logging() -> Iterator[None]:
+    """log.setup() reconfigures the "livesrv" logger for the whole process: put it back afterwards."""
+    import logging
+
+    root = logging.getLogger("livesrv")
+    saved = (list(root.handlers), root.level, root.propagate)
+    yield
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    handlers, level, propagate = saved
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = propagate

@@ -13,7 +13,6 @@ import os
 import unicodedata
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -220,19 +219,4 @@ def test_the_log_setup_installs_the_formatter(restore_livesrv_logging: None, tmp
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 and not lines[0].startswith("[2026-11-30 00:00:00,000]"), lines
     assert "value=cam\\n[2026-11-30" in lines[0]
-
-
-@pytest.fixture
-def restore_livesrv_logging() -> object:
-    root = logging.getLogger("livesrv")
-    saved = (list(root.handlers), root.level, root.propagate)
-    yield
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    handlers, level, propagate = saved
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
-    root.propagate = propagate
 

@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -325,25 +325,7 @@ async def test_livesrv_process_logs_to_its_file_and_reloads_on_sighup(tmp_path: 
     assert (await proc.stderr.read()).decode().strip() == ""  # type: ignore[union-attr]  # the file tank, not the console
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """log.setup() reconfigures the "livesrv" logger for the whole process: put it back afterwards."""
-    import logging
-
-    root = logging.getLogger("livesrv")
-    saved = (list(root.handlers), root.level, root.propagate)
-    yield
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    handlers, level, propagate = saved
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
-    root.propagate = propagate
-
-
-def test_log_level_and_tanks(tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
+def test_log_level_and_tanks(tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_livesrv_logging: None) -> None:
     import logging
 
     from livesrv import log as logsetup
