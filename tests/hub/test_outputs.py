@@ -24,8 +24,10 @@ from tests.remux.test_hls_segmenter import av_stream
 class Recording:
     """An output that records what the hub told it; ``fail_on`` makes one of its calls raise."""
 
-    def __init__(self, name: str, fail_on: str = "", end_delay: float = 0.0) -> None:
+    def __init__(self, name: str, fail_on: str = "", end_delay: float = 0.0, linger: float | None = None) -> None:
         self.name = name
+        self.linger = linger
+        self.disposed = 0
         self.fail_on = fail_on
         self.end_delay = end_delay
         self.calls: list[tuple[str, object]] = []
@@ -49,6 +51,9 @@ class Recording:
         self.ended.set()
         if self.fail_on == "end":
             raise RuntimeError("end failed")
+
+    def dispose(self) -> None:
+        self.disposed += 1
 
 
 def publish(hub: Hub) -> FakePublisher:
@@ -103,6 +108,25 @@ async def test_outputs_and_hooks_drain_concurrently_and_a_failing_end_still_drai
     assert stream.state is State.DRAINING  # the hook is still running: the stream waits for it
     release_hook.set()
     await wait_until(lambda: hub.get(KEY) is None, 5, "the stream to be collected once every step returned")
+
+
+async def test_an_output_lingers_after_its_period_and_a_new_period_cancels_the_wait() -> None:
+    """The hub owns the wait before an output is disposed (HLS files: hls_dispose): a new publisher of the same
+    key cancels it in its READY step, whether the Stream object was collected meanwhile or not."""
+    hub = Hub()
+    out = Recording("lingers", linger=0.2)
+    hub.output_providers.append(lambda s: out)
+    pub = publish(hub)
+    pub.token.release("left")  # type: ignore[union-attr]
+    await wait_until(lambda: hub.lingering(KEY) == [out], 5, "the wait to start")
+    assert hub.get(KEY) is None  # the stream was collected; the output waits on its own
+    wait = hub._lingering[KEY][out]
+    pub2 = publish(hub)  # back in time: continued, not disposed
+    assert hub.lingering(KEY) == [] and pub2.token.stream.outputs == [out]  # type: ignore[union-attr]
+    assert wait.cancelled() and out.disposed == 0
+    pub2.token.release("left")  # type: ignore[union-attr]
+    await wait_until(lambda: out.disposed == 1, 5, "the dispose after the second period")
+    assert hub.lingering(KEY) == [] and out.calls == [("start", 1), ("end", 1), ("start", 1), ("end", 1)]
 
 
 async def test_a_slow_on_unpublish_does_not_delay_the_last_hls_segment(tmp_path: Path) -> None:

@@ -243,6 +243,11 @@ async def run_world(seed: int, ops: int, setup: Callable[[World], Awaitable[None
             p.token.release("end")
     while w.hub.tasks:
         await asyncio.sleep(0)
+    # Outputs that linger after their period (HLS files until hls_dispose) are disposed when their wait ends.
+    while w.timers.live():
+        w.timers.fire_some(rng)
+        while w.hub.tasks:
+            await asyncio.sleep(0)
     return w
 
 
@@ -250,7 +255,8 @@ def assert_clean(w: World) -> None:
     hub = w.hub
     assert hub.streams == {}, hub.streams
     assert not hub.tasks
-    assert not w.timers.live(), "a flush timer outlived its stream"
+    assert not w.timers.live(), "a timer outlived its stream"
+    assert not hub._lingering, "an output was never disposed"
     for v, _, _ in w.viewers:
         assert v.detached
     # Viewers only ever got media the hub accepted from a live publisher, as well-formed FLV with timestamps
@@ -277,7 +283,8 @@ async def test_random_interleavings_leave_nothing_behind(seed: int) -> None:
 
 async def test_random_interleavings_with_hls_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same, with the real HLS service writing segments for every stream (its finish runs in the drain,
-    its dispose timers carry epochs): at the end every writer is done and every file is gone."""
+    its dispose waits are the hub's, fired at random moments like the flush timers): at the end every writer is done
+    and every file is gone."""
     from livesrv.access import Access, default_identity
     from livesrv.servers.hls.service import HlsService
     from tests.conftest import server_config
@@ -309,7 +316,9 @@ async def test_random_interleavings_with_hls_output(tmp_path: Path, monkeypatch:
     # Every stream's output is finished and disposed, every writer task done, no file left behind.
     from tests.helpers import wait_until
 
-    await wait_until(lambda: not svc._states and not svc._retired, 20, "every HLS state to be disposed")
+    await wait_until(lambda: not svc._states and not svc._retired, 20,
+                     f"every HLS state to be disposed: {[(k, st.live_for) for k, st in svc._states.items()]} "
+                     f"lingering {w.hub._lingering} streams {w.hub.streams}")
     files = [p for p in hls_dir.rglob("*") if p.is_file()] if hls_dir.exists() else []
     assert files == [], files[:5]
     assert w.stats["ready"] > 20 and len(written) > 100, (w.stats, len(written))

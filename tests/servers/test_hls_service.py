@@ -193,16 +193,17 @@ async def test_republish_continues_the_playlist_and_a_stale_dispose_timer_delete
     feed(token, 3.5)
     await wait_until(lambda: state.playlist_body is not None and len(state.segmenter.segments) >= 3, 10, "segments")
     token.release("left")
-    await wait_until(lambda: state.dispose_handle is not None, 10, "the drain to finish and arm the dispose timer")
-    old_epoch = state.epoch
+    hub = svc.hub
+    await wait_until(lambda: hub.lingering(KEY) == [state.output], 10, "the drain to finish and the wait to start")
+    old_wait = hub._lingering[KEY][state.output]
     assert state.live_for is None
     written = files(root)
     assert "live/test.m3u8" in written and len(written) >= 4
 
-    token2 = publish(svc, "pub2")  # back before hls_dispose: same state, timer cancelled
-    assert svc.state(KEY) is state and state.dispose_handle is None and state.epoch > old_epoch
-    svc._dispose(state, old_epoch)  # a timer of the old period firing late anyway
-    assert svc.state(KEY) is state and files(root) == written
+    token2 = publish(svc, "pub2")  # back before hls_dispose: same state, the wait cancelled in the READY step
+    assert svc.state(KEY) is state and hub.lingering(KEY) == [] and old_wait.cancelled()
+    hub._dispose(KEY, state.output)  # the old period's timer firing late anyway: nothing happens
+    assert svc.state(KEY) is state and files(root) == written and token2.stream.outputs == [state.output]
     feed(token2, 3.5)
     await wait_until(lambda: b"#EXT-X-DISCONTINUITY" in (state.playlist_body or b""), 10, "the discontinuity")
     pl = parse_media_playlist(state.playlist_body.decode())  # type: ignore[union-attr]
@@ -240,7 +241,7 @@ async def test_takeover_drain_never_finishes_the_new_publishers_output(service: 
     await wait_until(lambda: not hub.tasks, 10, "the old generation's drain")
     assert state.live_for == (token2.stream, token2.generation)
     assert token2.stream.outputs == [state.output]
-    assert state.dispose_handle is None
+    assert hub.lingering(KEY) == []
     n = len(state.segmenter.segments)
     feed(token2, 2.5)
     await wait_until(lambda: len(state.segmenter.segments) > n, 10, "segments of the new publisher")

@@ -80,7 +80,8 @@ class Hub:
         self.drain_handlers: list[DrainHandler] = []
         # Called in the READY step: each may return an output to attach to the stream (HLS, DVR, forwards).
         self.output_providers: list[Callable[[Stream], Output | None]] = []
-        self.removed_handlers: list[Callable[[Stream], None]] = []  # called when a stream is collected
+        # Outputs kept after their stream's live period, until a new one starts or ``linger`` seconds pass.
+        self._lingering: dict[StreamKey, dict[Output, Any]] = {}  # output -> its timer handle
         self.tasks: set[asyncio.Task[None]] = set()
         self.clients: dict[str, Client] = {}  # every client of every protocol, by id (see hub.clients)
 
@@ -150,6 +151,8 @@ class Hub:
         stream = token.stream
         stream.state = transition(stream.state, Event.READY)
         stream.live_since = time.time()
+        for handle in self._lingering.pop(stream.key, {}).values():
+            handle.cancel()  # continued: no output of this key is disposed now
         for v in list(stream.viewers.values()):
             v.wait_deadline = None
             v.owner.publisher_arrived(stream)
@@ -180,6 +183,7 @@ class Hub:
             for v in stream.viewers.values():
                 if v.wait_deadline is None and v.cursor != PENDING:
                     v.wait_deadline = now + grace
+            self._linger(stream)  # outputs of an earlier period (a takeover that never went live) wait again
             self._collect(stream)
             return
         stream.state = transition(stream.state, Event.UNPUBLISH)
@@ -227,9 +231,47 @@ class Hub:
 
     def _drained(self, stream: Stream, generation: int) -> None:
         if stream.generation != generation or stream.state is not State.DRAINING:
-            return  # a new publisher arrived meanwhile: this drain's completion is stale
+            # A new publisher arrived meanwhile: this drain's completion is stale. If that one has come and
+            # gone without going live, the outputs of this period are idle now: they wait for their dispose.
+            if stream.state is State.IDLE:
+                self._linger(stream)
+            return
         stream.state = transition(stream.state, Event.DRAINED)
+        self._linger(stream)
         self._collect(stream)
+
+    def _linger(self, stream: Stream) -> None:
+        """The period's outputs that outlive it wait (the stream may be collected meanwhile) for a new period
+        of the key, which cancels the wait in its READY step, or for ``linger`` seconds, then are disposed."""
+        for output in stream.outputs:
+            delay = output.linger
+            if delay is None:
+                continue
+            waiting = self._lingering.setdefault(stream.key, {})
+            old = waiting.pop(output, None)
+            if old is not None:
+                old.cancel()
+            schedule = self._schedule or _loop_schedule
+            waiting[output] = schedule(delay, functools.partial(self._dispose, stream.key, output))
+
+    def _dispose(self, key: StreamKey, output: Output) -> None:
+        waiting = self._lingering.get(key)
+        if waiting is None or waiting.pop(output, None) is None:
+            return  # (cancelled by a new period)
+        if not waiting:
+            del self._lingering[key]
+        stream = self.streams.get(key)
+        if stream is not None:
+            stream.remove_output(output)  # a later period gets a fresh one from its provider
+        try:
+            output.dispose()
+        except Exception as exc:  # isolated, as every output call
+            event(log, "output-dispose-error", logging.ERROR, exc_info=exc, stream=key, output=output.name,
+                  reason=repr(exc))
+
+    def lingering(self, key: StreamKey) -> list[Output]:
+        """Outputs of ``key`` waiting to be disposed (none while the key is live)."""
+        return list(self._lingering.get(key, {}))
 
     # ------------------------------------------------------------------------------------ viewers
 
@@ -271,8 +313,6 @@ class Hub:
         if stream.state is State.IDLE and not stream.viewers and self.streams.get(stream.key) is stream:
             stream.cancel_timers()
             del self.streams[stream.key]
-            for cb in self.removed_handlers:
-                cb(stream)
 
     def sweep(self, now: float | None = None) -> None:
         """Close viewers whose wait or grace period ran out, or that stopped reading. Called periodically."""
@@ -301,11 +341,15 @@ class Hub:
         return True
 
     async def close(self) -> None:
-        """Cancel running drains (server shutdown)."""
+        """Cancel running drains and lingering outputs' waits (server shutdown: each service ends its own)."""
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        for waiting in self._lingering.values():
+            for handle in waiting.values():
+                handle.cancel()
+        self._lingering.clear()
 
 
 def _loop_schedule(delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:

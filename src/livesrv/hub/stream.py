@@ -149,6 +149,9 @@ class Output(Protocol):
     """
 
     name: str
+    #: Seconds the output outlives a live period before :meth:`dispose` (HLS files: ``hls_dispose``); None:
+    #: it is never disposed by the hub. A new live period of the same stream key cancels the wait.
+    linger: float | None
 
     def start(self, stream: Stream) -> None:
         """A (new) publisher's media follows."""
@@ -159,6 +162,9 @@ class Output(Protocol):
     async def end(self, stream: Stream, generation: int) -> None:
         """The live period of ``generation`` ended (unpublish, or a takeover: then a newer period may already
         have started, and this call must not touch it)."""
+
+    def dispose(self) -> None:
+        """No publisher came back for ``linger`` seconds: let go of what the output keeps (files, state)."""
 
 
 @dataclass(frozen=True, slots=True)

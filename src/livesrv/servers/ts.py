@@ -44,6 +44,7 @@ class TsOutput:
     """One stream's MPEG-TS muxing, while it has HTTP-TS viewers (an output of the stream: see hub.stream)."""
 
     name = "http-ts"
+    linger = None  # it lives while the stream has HTTP-TS viewers, not after
 
     def __init__(self, stream: Stream) -> None:
         self.muxer = TSMuxer()
@@ -65,6 +66,9 @@ class TsOutput:
 
     async def end(self, stream: Stream, generation: int) -> None:
         pass  # nothing is buffered beyond the packets already muxed
+
+    def dispose(self) -> None:
+        pass
 
     def on_packet(self, pkt: MediaPacket) -> None:
         kind = pkt.kind

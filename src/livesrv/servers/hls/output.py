@@ -3,8 +3,10 @@
 An :class:`HlsState` is owned by the HLS service rather than by a :class:`~livesrv.hub.stream.Stream`: the
 playlist must survive a republish (and a new Stream object) so the next publisher continues it after an
 ``#EXT-X-DISCONTINUITY``. Its :class:`HlsOutput` is the stream's output (see ``hub.stream.Output``): the hub
-starts it when a publisher goes live, feeds it every packet, and awaits its ``end`` (the last segment written)
-while the stream drains, concurrently with the hooks.
+starts it when a publisher goes live, feeds it every packet, awaits its ``end`` (the last segment written)
+while the stream drains, concurrently with the hooks, and disposes it (deletes the files) ``hls_dispose``
+seconds later unless a new publisher of the key continued it first: that wait is the hub's, cancelled in the
+new period's READY step, so no timer of an old period can delete a newer one's files.
 """
 
 from __future__ import annotations
@@ -45,21 +47,19 @@ class HlsState:
     """One stream key's HLS output; outlives Stream objects (republish) until disposed."""
 
     def __init__(self, key: StreamKey, config: HlsConfig, segmenter: HlsSegmenter, writer: HlsWriter,
-                 finished: Callable[[HlsState, int], None]) -> None:
+                 dispose: Callable[[HlsState], None]) -> None:
         self.key = key
         self.config = config
         self.segmenter = segmenter
         self.writer = writer
         self.root = writer.root
-        self.epoch = 0  # bumped on each publish: dispose timers of an older period are stale
         self.live_for: tuple[Stream, int] | None = None  # (stream, generation) feeding it now
-        self.dispose_handle: asyncio.TimerHandle | None = None
         self.playlist_body: bytes | None = None  # as last written to disk
         self.recent: dict[str, bytes] = {}  # newest segments, insertion ordered
         self.errors = 0  # packets the segmenter failed on, skipped
         self.last_ts = -1  # newest timestamp fed, on this state's timeline (across publish periods)
         self.stamp_names = "[timestamp]" in config.hls_ts_file
-        self.output = HlsOutput(self, finished)
+        self.output = HlsOutput(self, dispose)
 
     @property
     def playlist_name(self) -> str:
@@ -92,17 +92,22 @@ class HlsOutput:
 
     name = "hls"
 
-    def __init__(self, state: HlsState, finished: Callable[[HlsState, int], None]) -> None:
+    def __init__(self, state: HlsState, dispose: Callable[[HlsState], None]) -> None:
         self.state = state
-        self._finished = finished  # the service schedules the dispose after a period's last segment
+        self._dispose = dispose  # the service deletes the files and forgets the state
         self.offset: int | None = None
+
+    @property
+    def linger(self) -> float | None:
+        """``hls_dispose``: the files stay that long after the publisher left (0: for ever, as SRS)."""
+        delay = self.state.config.hls_dispose
+        return delay if delay > 0 else None
+
+    def dispose(self) -> None:
+        self._dispose(self.state)
 
     def start(self, stream: Stream) -> None:
         state = self.state
-        if state.dispose_handle is not None:
-            state.dispose_handle.cancel()
-            state.dispose_handle = None
-        state.epoch += 1
         state.writer.submit(state.segmenter.discontinuity())  # after a republish: EXT-X-DISCONTINUITY
         state.live_for = (stream, stream.generation)
         self.offset = None
@@ -139,11 +144,8 @@ class HlsOutput:
         state = self.state
         if state.live_for != (stream, generation):
             return  # a newer publisher feeds it now (takeover), or it was disposed: not ours to finish
-        epoch = state.epoch
         state.finish()
         try:
             await asyncio.wait_for(state.writer.flush(), FINISH_TIMEOUT)
         except asyncio.TimeoutError:
             event(log, "hls-finish-timeout", logging.WARNING, stream=state.key)
-        finally:
-            self._finished(state, epoch)

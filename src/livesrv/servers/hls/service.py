@@ -1,11 +1,9 @@
 """HLS output and serving: the asyncio side of :mod:`livesrv.remux.hls`.
 
 Each stream key of an hls-enabled vhost has one :class:`~.output.HlsState`, whose output the hub feeds while a
-publisher is live (see :mod:`.output`); its files go through one writer per key (:mod:`.files`). After a
-period's last segment, ``hls_dispose`` seconds without a new publish, ``dispose()`` deletes every file. Timers
-carry the state's *epoch* (bumped on every publish), so a timer from an old period can never delete the files
-of a newer one; a state disposed while its deletions are still queued hands its writer task to the next state
-of that key, which waits for it before writing anything.
+publisher is live and disposes ``hls_dispose`` seconds after the last one left (see :mod:`.output`); its files
+go through one writer per key (:mod:`.files`). A state disposed while its deletions are still queued hands its
+writer task to the next state of that key, which waits for it before writing anything.
 
 Serving. ``/<hls_m3u8_file>`` and the segments it names (paths relative to ``hls_path``) are looked up in an
 index of what this service wrote: nothing outside ``hls_path`` (or not written by us) can be served from here.
@@ -71,7 +69,6 @@ class HlsService:
 
     async def start(self) -> None:
         self.hub.output_providers.append(self._provide)
-        self.hub.removed_handlers.append(self._on_removed)
         self.sessions.start()
 
     async def stop(self) -> None:
@@ -79,14 +76,8 @@ class HlsService:
         hub = self.hub
         if self._provide in hub.output_providers:
             hub.output_providers.remove(self._provide)
-        if self._on_removed in hub.removed_handlers:
-            hub.removed_handlers.remove(self._on_removed)
         tasks = list(self._retired.values())
         for state in list(self._states.values()):
-            if state.dispose_handle is not None:
-                state.dispose_handle.cancel()
-                state.dispose_handle = None
-            state.epoch += 1
             state.live_for = None
             actions = list(state.segmenter.finish())
             if state.config.hls_dispose > 0:
@@ -136,7 +127,7 @@ class HlsService:
         previous = self._retired.get(key)
         holder: list[HlsState] = []
         writer = HlsWriter(root, str(key), lambda acts, res: self._written(holder[0], acts, res), previous)
-        state = HlsState(key, cfg, segmenter, writer, self._finished)
+        state = HlsState(key, cfg, segmenter, writer, self._dispose)
         holder.append(state)
         self._states[key] = state
         other = self._playlists.get(state.playlist_name)
@@ -145,34 +136,10 @@ class HlsService:
         self._playlists[state.playlist_name] = state
         return state
 
-    def _on_removed(self, stream: Stream) -> None:
-        state = self._states.get(stream.key)
-        if state is None:
+    def _dispose(self, state: HlsState) -> None:
+        """``hls_dispose`` seconds without a new publisher (the hub's wait): every file of the key goes."""
+        if self._states.get(state.key) is not state or state.live_for is not None:
             return
-        if state.live_for is not None and state.live_for[0] is stream:  # (never drained: be safe)
-            state.finish()
-        if state.live_for is None and state.dispose_handle is None:
-            self._schedule_dispose(state)
-
-    def _finished(self, state: HlsState, epoch: int) -> None:
-        """A period's last segment is written: its files are disposed after ``hls_dispose`` unless a new
-        publisher continues them first."""
-        if state.epoch == epoch and self._states.get(state.key) is state:
-            self._schedule_dispose(state)
-
-    def _schedule_dispose(self, state: HlsState) -> None:
-        delay = state.config.hls_dispose
-        if delay <= 0:
-            return  # SRS: 0 keeps the files
-        if state.dispose_handle is not None:
-            state.dispose_handle.cancel()
-        state.dispose_handle = asyncio.get_running_loop().call_later(delay, self._dispose, state, state.epoch)
-
-    def _dispose(self, state: HlsState, epoch: int) -> None:
-        state.dispose_handle = None
-        if self._states.get(state.key) is not state or state.epoch != epoch or state.live_for is not None:
-            return  # a newer publish period owns these files now
-        state.epoch += 1
         state.writer.submit(state.segmenter.dispose())
         state.writer.close()
         self._drop(state)
@@ -183,9 +150,6 @@ class HlsService:
 
     def _drop(self, state: HlsState) -> None:
         del self._states[state.key]
-        stream = self.hub.get(state.key)
-        if stream is not None:
-            stream.remove_output(state.output)  # a later publisher gets a new state (after these deletions)
         if self._playlists.get(state.playlist_name) is state:
             del self._playlists[state.playlist_name]
         for name in [n for n, s in self._segment_files.items() if s is state]:
