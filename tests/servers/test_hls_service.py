@@ -22,7 +22,7 @@ from livesrv.hub.hub import Hub, PublishToken
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.stream import StreamSettings
 from livesrv.media.packet import MediaPacket
-from livesrv.remux.hls import DeleteFile, WritePlaylist, WriteSegment
+from livesrv.remux.hls import AppendSegment, CloseSegment, DeleteFile, WritePlaylist
 from livesrv.servers.hls.files import HlsWriter, relative_path
 from livesrv.servers.hls.service import HlsService
 from livesrv.servers.hls.sessions import SESSION_TIMEOUT
@@ -89,7 +89,8 @@ async def test_writer_performs_actions_in_order_atomically_off_the_loop(tmp_path
     expected: list[str] = []
     try:
         for n in range(versions):
-            acts = [WriteSegment(f"live/s{n}.ts", bytes(188) * 50), WritePlaylist("live/test.m3u8", playlist(n))]
+            acts = [AppendSegment(f"live/s{n}.ts", bytes(188) * 50, 0), AppendSegment(f"live/s{n}.ts", bytes(188), 9400),
+                    CloseSegment(f"live/s{n}.ts", 9588), WritePlaylist("live/test.m3u8", playlist(n))]
             if n >= 3:
                 acts.append(DeleteFile(f"live/s{n - 3}.ts"))
             writer.submit(acts)
@@ -125,7 +126,7 @@ async def test_writer_waits_for_the_previous_writer_of_its_key(tmp_path: Path) -
     (tmp_path / "a.ts").write_bytes(b"old")
     previous = asyncio.get_running_loop().create_task(slow_previous())
     writer = HlsWriter(str(tmp_path), "next", after=previous)
-    writer.submit([WriteSegment("a.ts", b"new")])
+    writer.submit([AppendSegment("a.ts", b"new", 0), CloseSegment("a.ts", 3)])
     await asyncio.sleep(0.05)
     assert (tmp_path / "a.ts").read_bytes() == b"old"
     gate.set_result(None)
