@@ -210,7 +210,7 @@ class HlsSegmenter:
         *,
         start_sequence: int = 0,
         muxer: TSMuxer | None = None,
-        buffer_bytes: int = SEGMENT_BUFFER_BYTES,
+        buffer_bytes: int | None = None,
     ) -> None:
         self.config = config
         self.vhost = vhost
@@ -223,7 +223,8 @@ class HlsSegmenter:
         # Check the segment template once, with both variables, so a bad app/stream fails here.
         _safe_name(self._segment_name(start_sequence, 0), "hls_ts_file")
         self._muxer = muxer or TSMuxer()
-        self._buffer_bytes = buffer_bytes
+        # Bytes of the open segment kept at most between calls (default: SEGMENT_BUFFER_BYTES, read here).
+        self._buffer_bytes = SEGMENT_BUFFER_BYTES if buffer_bytes is None else buffer_bytes
         self._fragment_ms = config.hls_fragment * 1000.0
         self._force_ms = config.hls_fragment * config.hls_td_ratio * 1000.0
         self._window_s = config.hls_window
