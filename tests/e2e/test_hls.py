@@ -27,6 +27,12 @@ TD_RATIO = 1.5
 GOP_S = 1.0  # the sample's keyframe interval
 
 
+@pytest.fixture(autouse=True)
+def _small_segment_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample's ~75 kB segments go to disk in several appends while players read the stream."""
+    monkeypatch.setattr("livesrv.remux.hls.SEGMENT_BUFFER_BYTES", 16 * 1024)
+
+
 def hls_vhost(path: Path, dispose: float = 2) -> str:
     return (f"hls {{ enabled on; hls_fragment {FRAGMENT}; hls_window {WINDOW}; hls_td_ratio {TD_RATIO}; "
             f"hls_path {path}; hls_dispose {dispose}; }}")
@@ -116,7 +122,33 @@ async def test_live_hls_plays_with_the_configured_segments_window_and_headers(
     on_disk = {p.name for p in (hls_path / "live").iterdir()}
     assert {"test.m3u8", *(s.uri for s in pl.segments)} <= on_disk
     assert min(int(n[len("test-"):-3]) for n in on_disk if n.endswith(".ts")) >= pl.media_sequence  # hls_cleanup
-    assert all(n.endswith((".ts", ".m3u8")) for n in on_disk)  # no temp file left
+    # Besides them, only the open segment, growing under its hidden part name (no temp file left behind).
+    hidden = [n for n in on_disk if n.startswith(".")]
+    assert all(n.endswith((".ts", ".m3u8")) for n in on_disk - set(hidden))
+    newest = pl.media_sequence + len(pl.segments) - 1
+    assert all(n.startswith(".test-") and n.endswith(".ts.tmp") and int(n[6:-7]) > newest for n in hidden), hidden
+    assert len(hidden) <= 1, hidden
+    assert app.hls.state(KEY).segmenter.buffered < 16 * 1024
+
+    # Every segment reads back in ffprobe with the duration the playlist gives it (copied first: the window
+    # may slide meanwhile, and only a segment that left it may be gone).
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for s in pl.segments:
+        try:
+            (copies / s.uri).write_bytes((hls_path / "live" / s.uri).read_bytes())
+        except FileNotFoundError:
+            assert s.uri not in {x.uri for x in app.hls.state(KEY).segmenter.segments}, s
+    probed = 0
+    for s in pl.segments:
+        if not (copies / s.uri).exists():
+            continue
+        code, out, err = await procs.run(require_tool("ffprobe"), "-v", "error", "-show_format", "-of", "json",
+                                         str(copies / s.uri), timeout=30)
+        assert code == 0, err.decode()
+        assert float(json.loads(out)["format"]["duration"]) == pytest.approx(s.duration, abs=0.1), s
+        probed += 1
+    assert probed >= len(pl.segments) - 1
 
 
 async def test_republish_adds_a_discontinuity_and_dispose_removes_everything(

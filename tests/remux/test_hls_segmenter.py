@@ -1,12 +1,13 @@
 """The sans-IO HLS segmenter: cutting rules, window and cleanup, lifecycle, names; then real ffprobe/ffmpeg.
 
-Actions are applied to an in-memory disk that checks the ordering promises (a playlist only names written
-segments; only written files are deleted), or to tmp_path for the real tools.
+Actions are applied to an in-memory disk that checks the ordering promises (a playlist only names complete
+segments; appends are contiguous; only written files are deleted), or to tmp_path for the real tools.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from hypothesis import strategies as st
 from livesrv.codec.hls_playlist import parse_media_playlist
 from livesrv.config import HlsConfig
 from livesrv.remux.hls import (
+    AppendSegment,
+    CloseSegment,
     DeleteFile,
+    DeleteLeftovers,
     HlsAction,
     HlsSegmenter,
     WritePlaylist,
-    WriteSegment,
     render_template,
 )
 from tests.codec.test_mpegts import (
@@ -50,14 +53,27 @@ class Disk:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes | str] = {}
+        self.parts: dict[str, bytearray] = {}  # open segments
+        self.appends: dict[str, int] = {}  # appends per segment
         self.deleted: list[str] = []
         self.playlists: list[str] = []
 
     def apply(self, actions: Iterable[HlsAction]) -> None:
         for act in actions:
-            if isinstance(act, WriteSegment):
+            if isinstance(act, AppendSegment):
                 assert act.name not in self.files, f"segment {act.name} written twice"
-                self.files[act.name] = act.data
+                if act.offset == 0:
+                    assert act.name not in self.parts, f"segment {act.name} restarted"
+                    self.parts[act.name] = bytearray()
+                part = self.parts[act.name]
+                assert act.offset == len(part) and act.data, (act.name, act.offset, len(part))
+                part += act.data
+                self.appends[act.name] = self.appends.get(act.name, 0) + 1
+            elif isinstance(act, CloseSegment):
+                assert act.name not in self.files, f"segment {act.name} written twice"
+                data = bytes(self.parts.pop(act.name))
+                assert len(data) == act.size
+                self.files[act.name] = data
             elif isinstance(act, WritePlaylist):
                 pl = parse_media_playlist(act.text)
                 base = act.name.rpartition("/")[0]
@@ -66,10 +82,15 @@ class Disk:
                     assert _norm(path) in self.files, f"playlist names {path}, not written"
                 self.files[act.name] = act.text
                 self.playlists.append(act.text)
-            else:
+            elif isinstance(act, DeleteFile):
+                if act.name in self.parts:  # an open segment: its part goes
+                    del self.parts[act.name]
+                    continue
                 assert act.name in self.files, f"deleting {act.name}, never written"
                 del self.files[act.name]
                 self.deleted.append(act.name)
+            else:
+                assert isinstance(act, DeleteLeftovers)
 
     def segment(self, name: str) -> bytes:
         data = self.files[name]
@@ -84,17 +105,11 @@ def _norm(path: str) -> str:
 
 
 def apply_to_dir(actions: Iterable[HlsAction], root: Path) -> None:
-    """What the asyncio adapter will do (minus the thread and the atomic rename)."""
-    for act in actions:
-        path = root / act.name
-        if isinstance(act, WriteSegment):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(act.data)
-        elif isinstance(act, WritePlaylist):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(act.text)
-        else:
-            path.unlink()
+    """What the asyncio adapter does (without its thread)."""
+    from livesrv.servers.hls.files import perform_actions
+
+    acts = list(actions)
+    assert perform_actions(str(root), acts) == [None] * len(acts)
 
 
 def av_stream(
@@ -267,7 +282,7 @@ def test_republish_marks_a_discontinuity() -> None:
     feed_all(seg, av_stream(2.5), disk)
     assert len(seg.segments) == 2
     acts = seg.discontinuity()  # a new publisher takes over without an unpublish in between
-    assert [type(a) for a in acts] == [WriteSegment, WritePlaylist]
+    assert [type(a) for a in acts] == [AppendSegment, CloseSegment, WritePlaylist]
     disk.apply(acts)
     assert durations(seg)[-1] == 0.52
     feed_all(seg, av_stream(2.5, start_ms=0), disk)  # its clock starts at 0 again
@@ -286,7 +301,7 @@ def test_finish_then_republish() -> None:
     seg = HlsSegmenter(hls(hls_fragment=2, hls_window=60), "v", "live", "s")
     feed_all(seg, av_stream(3), disk)
     acts = seg.finish()
-    assert [type(a) for a in acts] == [WriteSegment, WritePlaylist]
+    assert [type(a) for a in acts] == [AppendSegment, CloseSegment, WritePlaylist]
     disk.apply(acts)
     assert durations(seg) == [2.0, pytest.approx(1.018, abs=0.002)]
     assert seg.finish() == [WritePlaylist("live/s.m3u8", disk.files["live/s.m3u8"])]  # idempotent
@@ -448,12 +463,16 @@ def test_property_segments_and_window(
 
 
 def test_sample_flv_to_hls_plays_in_ffmpeg(sample_flv: Path, tmp_path: Path) -> None:
+    """Segments written incrementally (a small buffer: each ~75 kB segment in several appends) read back in
+    ffprobe with the durations the playlist says, and play through in ffmpeg."""
     root = tmp_path / "html"
-    seg = HlsSegmenter(hls(hls_fragment=2, hls_window=60), "__defaultVhost__", "live", "test")
+    seg = HlsSegmenter(hls(hls_fragment=2, hls_window=60), "__defaultVhost__", "live", "test", buffer_bytes=16 * 1024)
     acts: list[HlsAction] = []
     for p in flv_packets(sample_flv):
         acts += seg.feed(p)
     acts += seg.finish(endlist=True)  # so that ffmpeg stops at the end instead of polling for more
+    appends = [a.name for a in acts if isinstance(a, AppendSegment)]
+    assert all(appends.count(s.name) >= 3 for s in seg.segments), appends
     apply_to_dir(acts, root)
     playlist = root / "live" / "test.m3u8"
     pl = parse_media_playlist(playlist.read_text())
@@ -494,3 +513,100 @@ def test_sample_flv_to_hls_with_a_small_window(sample_flv: Path, tmp_path: Path)
     assert ffmpeg_decode_errors(playlist, "-m3u8_hold_counters", "1", "-live_start_index", "0") == ""
     info = ffprobe(playlist)
     assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}
+
+
+# --------------------------------------------------------------------------- incremental segments
+
+
+def run_segmenter(pkts: Iterable[Pkt], buffer_bytes: int, **kw: object) -> tuple[list[HlsAction], HlsSegmenter]:
+    """A publish, a republish after a clock reset, and the finish: every way a segment is closed."""
+    pkts = list(pkts)
+    seg = HlsSegmenter(hls(hls_window=60, **kw), "v", "live", "s", buffer_bytes=buffer_bytes)
+    acts: list[HlsAction] = []
+    for p in pkts:
+        acts += seg.feed(p)
+    acts += seg.discontinuity()
+    for p in pkts[: len(pkts) // 2]:
+        acts += seg.feed(p)
+    acts += seg.finish()
+    return acts, seg
+
+
+#: The old path: nothing is handed out before the segment closes, then ONE append holds ``b"".join`` of every
+#: chunk the muxer produced for it (what WriteSegment used to carry).
+WHOLE: int = 1 << 62
+
+
+@pytest.mark.parametrize("buffer_bytes", [1, 188, 5000, 64 * 1024])
+def test_incremental_segments_are_byte_identical_to_whole_ones(sample_flv: Path, buffer_bytes: int) -> None:
+    for pkts, kw in [(flv_packets(sample_flv), {"hls_fragment": 2}),
+                     (av_stream(9, gop_ms=2000), {"hls_fragment": 3}),
+                     (av_stream(7, video=False), {"hls_fragment": 2})]:
+        pkts = list(pkts)
+        ref_acts, ref = run_segmenter(pkts, WHOLE, **kw)
+        acts, seg = run_segmenter(pkts, buffer_bytes, **kw)
+        ref_disk, disk = Disk(), Disk()
+        ref_disk.apply(ref_acts)
+        disk.apply(acts)
+        assert set(ref_disk.appends.values()) == {1}  # the reference really is the whole-segment path
+        assert len(disk.files) == len(ref_disk.files) >= 6
+        assert disk.files == ref_disk.files  # every segment byte for byte, and the playlist
+        assert disk.playlists == ref_disk.playlists and seg.segments == ref.segments
+        # ... and really incremental: segments went out in several appends, each bounded.
+        big = max(len(d) for d in disk.files.values())
+        assert max(disk.appends.values()) >= min(big // (buffer_bytes + 2000), 5)
+        assert all(len(a.data) < buffer_bytes + 20_000 for a in acts if isinstance(a, AppendSegment))  # + a frame
+        # The real writer puts the same bytes on disk (appends, then the rename).
+        with tempfile.TemporaryDirectory() as root:
+            apply_to_dir([a for a in acts if not isinstance(a, DeleteFile)], Path(root))
+            for name, data in ref_disk.files.items():
+                on_disk = Path(root, name).read_bytes() if name.endswith(".ts") else Path(root, name).read_text()
+                assert on_disk == data, name
+            assert not [p for p in Path(root).rglob(".*")]  # no part left
+
+
+def high_bitrate(seconds: int, *, kbit: int, gop_s: int = 2, fps: int = 25) -> Iterator[Pkt]:
+    """Video only, ``kbit`` kbit/s: enough bytes to show what a long segment would cost if held."""
+    yield V(0, avc_sh())
+    size = kbit * 1000 // 8 // fps
+    for n in range(seconds * fps):
+        t = n * 1000 // fps
+        yield V(t, key_frame(size=size) if n % (gop_s * fps) == 0 else inter_frame(size=size))
+
+
+def test_open_segment_memory_is_bounded_however_long_the_fragment() -> None:
+    """hls_fragment 60 at 4 Mbit/s: a 29 MB segment goes out in appends while the segmenter holds < 128 KiB."""
+    import tracemalloc
+
+    from livesrv.remux.hls import SEGMENT_BUFFER_BYTES
+
+    seg = HlsSegmenter(hls(hls_fragment=60), "v", "live", "s")
+    out = 0
+    peak = 0
+    pkts = high_bitrate(59, kbit=4000)
+    for p in pkts:  # the first segment: warm up (muxer tables, allocator)
+        for a in seg.feed(p):
+            if isinstance(a, AppendSegment):
+                out += len(a.data)
+        peak = max(peak, seg.buffered)
+        if p.timestamp >= 2000:
+            break
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        grew = 0
+        for p in pkts:
+            for a in seg.feed(p):  # what the writer gets is written and dropped
+                if isinstance(a, AppendSegment):
+                    out += len(a.data)
+            peak = max(peak, seg.buffered)
+            if p.timestamp % 1000 == 0:
+                grew = max(grew, tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    assert seg.segments == () and out > 28_000_000  # all of it still the open segment
+    assert 0 < peak < SEGMENT_BUFFER_BYTES
+    assert grew < SEGMENT_BUFFER_BYTES + 256 * 1024, grew  # the bound, plus a frame and the interpreter's noise
+    acts = seg.finish()
+    assert [type(a) for a in acts] == [AppendSegment, CloseSegment, WritePlaylist]
+    assert acts[1].size == out + len(acts[0].data) == seg.segments[0].size  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from livesrv.hub.hub import Hub, PublishToken
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.stream import StreamSettings
 from livesrv.media.packet import MediaPacket
-from livesrv.remux.hls import DeleteFile, WritePlaylist, WriteSegment
+from livesrv.remux.hls import AppendSegment, CloseSegment, DeleteFile, WritePlaylist
 from livesrv.servers.hls.files import HlsWriter, relative_path
 from livesrv.servers.hls.service import HlsService
 from livesrv.servers.hls.sessions import SESSION_TIMEOUT
@@ -89,7 +90,8 @@ async def test_writer_performs_actions_in_order_atomically_off_the_loop(tmp_path
     expected: list[str] = []
     try:
         for n in range(versions):
-            acts = [WriteSegment(f"live/s{n}.ts", bytes(188) * 50), WritePlaylist("live/test.m3u8", playlist(n))]
+            acts = [AppendSegment(f"live/s{n}.ts", bytes(188) * 50, 0), AppendSegment(f"live/s{n}.ts", bytes(188), 9400),
+                    CloseSegment(f"live/s{n}.ts", 9588), WritePlaylist("live/test.m3u8", playlist(n))]
             if n >= 3:
                 acts.append(DeleteFile(f"live/s{n - 3}.ts"))
             writer.submit(acts)
@@ -125,7 +127,7 @@ async def test_writer_waits_for_the_previous_writer_of_its_key(tmp_path: Path) -
     (tmp_path / "a.ts").write_bytes(b"old")
     previous = asyncio.get_running_loop().create_task(slow_previous())
     writer = HlsWriter(str(tmp_path), "next", after=previous)
-    writer.submit([WriteSegment("a.ts", b"new")])
+    writer.submit([AppendSegment("a.ts", b"new", 0), CloseSegment("a.ts", 3)])
     await asyncio.sleep(0.05)
     assert (tmp_path / "a.ts").read_bytes() == b"old"
     gate.set_result(None)
@@ -334,3 +336,235 @@ def test_write_atomic_creates_directories_and_leaves_no_temp_file(tmp_path: Path
     write_atomic(str(tmp_path / "d" / "f.ts"), b"x")
     assert (tmp_path / "d" / "f.ts").read_bytes() == b"x"
     assert os.listdir(tmp_path / "d") == ["f.ts"]
+
+
+# ------------------------------------------------------------------------------------------- incremental segments
+
+
+def parts(root: Path) -> list[str]:
+    """Hidden files: parts of open segments (and temp names of playlists being written)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.is_file()) if root.exists() else []
+
+
+_DOOMED = """
+import asyncio, sys
+from livesrv.config import HlsConfig
+from livesrv.remux.hls import HlsSegmenter
+from livesrv.servers.hls.files import HlsWriter
+from tests.remux.test_hls_segmenter import av_stream
+
+async def main() -> None:
+    seg = HlsSegmenter(HlsConfig(enabled=True, hls_fragment=60), "__defaultVhost__", "live", "test",
+                       start_sequence=7, buffer_bytes=4096)
+    writer = HlsWriter(sys.argv[1], "doomed")
+    for p in av_stream(5):
+        writer.submit(seg.feed(p))
+    await writer.flush()
+    print(sum(len(a.data) for a in []) or "mid-segment", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_writer_leaves_no_half_segment_and_the_next_output_deletes_its_part(service: Any) -> None:
+    """The process is killed (SIGKILL) between two appends of a segment: only its hidden part is on disk, never
+    a file under the segment's name. The next output of that stream deletes the part, and only its own."""
+    svc: HlsService = service
+    root: Path = svc.hls_path  # type: ignore[attr-defined]
+    (root / "live").mkdir(parents=True)
+    others = ["live/.other-3.ts.tmp", "live/.test-x.ts.tmp", "live/.test-3.ts.abc.tmp", "live/.test-3.tsx.tmp"]
+    for name in others:
+        (root / name).write_bytes(b"not ours")
+    repo = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _DOOMED, str(root), stdout=asyncio.subprocess.PIPE, cwd=repo,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo)])},
+    )
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
+        assert line.strip() == b"mid-segment"
+    finally:
+        proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
+    part = root / "live/.test-7.ts.tmp"
+    assert part.stat().st_size > 5 * 4096  # 5 s went to disk in appends...
+    assert files(root) == sorted(["live/.test-7.ts.tmp", *others])  # ... and nothing under a final name
+    assert read_ts_packets(part.read_bytes()) > 0
+
+    token = publish(svc, "pub1")  # the stream's next output
+    state = svc.state(KEY)
+    assert state is not None
+    await asyncio.wait_for(state.writer.flush(), 10)
+    assert not part.exists() and files(root) == sorted(others)
+    token.release("left")
+
+
+def read_ts_packets(data: bytes) -> int:
+    """Whole 188-byte transport packets at the start of ``data`` (the part is a valid TS prefix)."""
+    n = 0
+    while (n + 1) * 188 <= len(data) and data[n * 188] == 0x47:
+        n += 1
+    return n
+
+
+def long_segment_actions(seconds: float = 3, sequence: int = 0) -> tuple[Any, list[Any]]:
+    """Actions of a segment still open after ``seconds`` (hls_fragment 60), handed out in 4 KiB appends."""
+    from livesrv.config import HlsConfig
+    from livesrv.remux.hls import HlsSegmenter
+
+    seg = HlsSegmenter(HlsConfig(enabled=True, hls_fragment=60), KEY.vhost, KEY.app, KEY.stream,
+                       start_sequence=sequence, buffer_bytes=4096)
+    acts: list[Any] = []
+    for p in av_stream(seconds):
+        acts += seg.feed(p)
+    assert acts and all(isinstance(a, AppendSegment) for a in acts)
+    return seg, acts
+
+
+@pytest.mark.parametrize("how", ["close", "cancel", "dispose"])
+async def test_a_writer_that_ends_mid_segment_deletes_its_part(tmp_path: Path, how: str) -> None:
+    """Stopped (close), cancelled (a stop that timed out), or the stream disposed without a finish: the open
+    segment's part is deleted and nothing reaches the segment's name."""
+    seg, acts = long_segment_actions()
+    writer = HlsWriter(str(tmp_path), "test")
+    writer.submit(acts)
+    await asyncio.wait_for(writer.flush(), 10)
+    part = tmp_path / "live/.test-0.ts.tmp"
+    assert part.stat().st_size == sum(len(a.data) for a in acts) and writer.files.open_segments == ["live/test-0.ts"]
+    if how == "close":
+        writer.close()
+    elif how == "cancel":
+        writer.task.cancel()
+    else:
+        writer.submit(seg.dispose())
+        await asyncio.wait_for(writer.flush(), 10)
+        assert writer.files.open_segments == [] and files(tmp_path) == []
+        writer.close()
+    await asyncio.wait_for(asyncio.gather(writer.task, return_exceptions=True), 10)
+    assert files(tmp_path) == [] and writer.files.open_segments == []
+
+
+async def test_a_writer_cancelled_during_a_batch_deletes_its_part_once_the_batch_ends(tmp_path: Path) -> None:
+    """The task is cancelled while its thread is still appending: the part is deleted when the thread is done
+    with it, never under it, and the rest of the batch is not performed."""
+    _, acts = long_segment_actions()
+    writer = HlsWriter(str(tmp_path), "test")
+    entered, release = threading.Event(), threading.Event()
+    perform = writer.files._perform
+
+    def slow_perform(act: Any) -> None:
+        if act is acts[2]:
+            entered.set()
+            assert release.wait(10)
+        perform(act)
+
+    writer.files._perform = slow_perform  # type: ignore[method-assign]
+    writer.submit(acts)
+    assert await asyncio.to_thread(entered.wait, 10)
+    writer.task.cancel()
+    await asyncio.wait_for(asyncio.gather(writer.task, return_exceptions=True), 10)
+    part = tmp_path / "live/.test-0.ts.tmp"
+    assert part.exists()  # the thread is still in the batch: its file is left alone
+    release.set()
+    await wait_until(lambda: not part.exists(), 10, "the part to be deleted after the batch")
+    assert files(tmp_path) == [] and writer.files.open_segments == []
+
+
+async def test_a_lost_append_never_puts_a_segment_with_a_hole_in_place(tmp_path: Path) -> None:
+    """An append that does not start where the part ends (one failed or was lost): the part is deleted, later
+    appends and the close fail (counted), the segment's name is never written; the next segment is fine."""
+    results: list[Any] = []
+    writer = HlsWriter(str(tmp_path), "test", lambda acts, res: results.extend(zip(acts, res)))
+    writer.submit([AppendSegment("live/a.ts", b"\x47" * 188, 0), AppendSegment("live/a.ts", b"\x47" * 188, 376),
+                   AppendSegment("live/a.ts", b"\x47" * 188, 564), CloseSegment("live/a.ts", 752),
+                   AppendSegment("live/b.ts", b"\x47" * 188, 0), CloseSegment("live/b.ts", 188),
+                   AppendSegment("live/c.ts", b"\x47" * 188, 0), CloseSegment("live/c.ts", 376)])
+    await asyncio.wait_for(writer.flush(), 10)
+    assert [err is None for _, err in results] == [True, False, False, False, True, True, True, False]
+    assert writer.errors == 4
+    assert files(tmp_path) == ["live/b.ts"]  # a: a hole; c: short of its size
+    writer.close()
+    await writer.task
+
+
+async def test_segments_go_to_disk_while_open_and_are_served_once_complete(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the service (hls_fragment 60): the open segment grows on disk under its part name, the
+    segmenter holds less than its buffer, nothing is served or announced before the close; then the file is
+    in place (its part gone), served from disk, and on_hls fires once for it."""
+    from livesrv.remux.hls import SEGMENT_BUFFER_BYTES
+
+    hls_path = tmp_path / "hls"
+    config = server_config(vhost=f"hls {{ enabled on; hls_fragment 60; hls_path {hls_path}; hls_dispose 0; }}")
+    svc = HlsService(Hub(), lambda: config, Access(lambda: config, default_identity("vid-t", "t")))
+    announced: list[str] = []
+    svc._segment_written = lambda state, info: announced.append(info.name)  # type: ignore[method-assign]
+    await svc.start()
+    try:
+        monkeypatch.setattr("livesrv.remux.hls.SEGMENT_BUFFER_BYTES", 8192)  # (a 12 kB/s stream: several appends)
+        token = publish(svc, "pub1")
+        state = svc.state(KEY)
+        assert state is not None
+        feed(token, 5)
+        await asyncio.wait_for(state.writer.flush(), 10)
+        part = hls_path / "live/.test-0.ts.tmp"
+        assert part.stat().st_size > 4 * 8192 and state.segmenter.buffered < 8192 < SEGMENT_BUFFER_BYTES
+        assert files(hls_path) == ["live/.test-0.ts.tmp"] and announced == [] and state.playlist_body is None
+        assert await svc.handle(request("/live/test-0.ts"), None) is NotImplemented  # type: ignore[arg-type]
+
+        token.release("left")
+        await wait_until(lambda: state.playlist_body is not None, 10, "the last segment")
+        assert files(hls_path) == ["live/test-0.ts", "live/test.m3u8"] and announced == ["live/test-0.ts"]
+        data = (hls_path / "live/test-0.ts").read_bytes()
+        assert len(data) == state.segmenter.segments[0].size and data[0] == 0x47
+        resp = await get(svc, "/live/test-0.ts")
+        assert resp.status == 200 and resp.body == data
+        assert os.path.join(state.root, "live/test-0.ts") in svc.cache
+    finally:
+        await svc.stop()
+        await svc.hub.close()
+        await svc.access.aclose()
+
+
+async def test_segment_cache_is_bounded_shares_reads_and_forgets_replaced_files(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from livesrv.servers.hls import files as files_mod
+    from livesrv.servers.hls.files import SegmentCache
+
+    reads: list[str] = []
+    gate = threading.Event()
+    real = files_mod.read_file
+
+    def counting_read(path: str) -> bytes | None:
+        reads.append(path)
+        assert gate.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(files_mod, "read_file", counting_read)
+    for n in range(6):
+        (tmp_path / f"{n}.ts").write_bytes(bytes([n]) * 1000)
+    cache = SegmentCache(4000)
+    path = str(tmp_path / "0.ts")
+    # Concurrent misses share one read; a requester that goes away does not spoil it for the others.
+    waiters = [asyncio.ensure_future(cache.get(path)) for _ in range(5)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    gate.set()
+    got = await asyncio.gather(*waiters[1:])
+    assert got == [bytes([0]) * 1000] * 4 and reads == [path]
+    assert await cache.get(path) == bytes([0]) * 1000 and reads == [path]  # from memory now
+    # Bounded: the least recently used go first.
+    for n in range(1, 6):
+        await cache.get(str(tmp_path / f"{n}.ts"))
+    assert cache.size <= 4000 and len(cache) == 4 and path not in cache
+    # A file replaced while it is being read: the old bytes are served to whoever asked, not kept.
+    gate.clear()
+    p5 = str(tmp_path / "5.ts")
+    cache.discard(p5)
+    pending = asyncio.ensure_future(cache.get(p5))
+    await wait_until(lambda: reads[-1] == p5 and len(reads) == 7, 10, "the read to start")
+    cache.discard(p5)
+    gate.set()
+    assert await pending == bytes([5]) * 1000 and p5 not in cache
+    assert await cache.get(str(tmp_path / "missing.ts")) is None

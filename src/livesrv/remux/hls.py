@@ -1,11 +1,20 @@
 """A sans-IO HLS segmenter with SRS's knobs: media packets in, file actions out.
 
 The segmenter never touches the disk or the clock. :meth:`HlsSegmenter.feed` returns the actions to perform,
-in order: :class:`WriteSegment` (a whole ``.ts`` file), :class:`WritePlaylist` (the whole ``.m3u8``) and
-:class:`DeleteFile` (segments that left the window). Names are relative to ``hls_path``. The asyncio adapter
-performs them off the event loop, each write atomically (temp file + rename), in the given order: a playlist
-never names a segment that is not yet written, and a segment is deleted only after the playlist stopped naming
-it.
+in order: :class:`AppendSegment` (the next bytes of the open segment), :class:`CloseSegment` (it is complete:
+rename it into place), :class:`WritePlaylist` (the whole ``.m3u8``) and :class:`DeleteFile` (segments that left
+the window). Names are relative to ``hls_path``. The asyncio adapter performs them off the event loop, in the
+given order: a playlist never names a segment that is not yet complete, and a segment is deleted only after the
+playlist stopped naming it.
+
+Memory. A segment's bytes flow out as they are produced: the segmenter keeps less than ``buffer_bytes``
+(:data:`SEGMENT_BUFFER_BYTES`, 128 KiB) of its open segment between two calls, whatever ``hls_fragment`` and the
+bitrate, and hands the rest out as appends. (A size, not "every keyframe": a keyframe interval at a high bitrate
+can be megabytes; 128 KiB is about half a second at 2 Mbit/s, so a 2 Mbit/s stream costs the writer about two
+appends a second, and 50 streams hold at most 6.4 MiB.) The writer appends them to :func:`part_name` (a hidden
+name in the same directory) and renames that into place on :class:`CloseSegment`, so a player, or a crash,
+never leaves half a segment under its final name; :meth:`HlsSegmenter.clear_leftovers` deletes the part files a
+killed process left behind.
 
 Cutting rules (``vhost { hls { ... } }``):
 
@@ -17,7 +26,7 @@ Cutting rules (``vhost { hls { ... } }``):
 * the window keeps the newest segments whose cumulative duration fits ``hls_window`` plus the one that crosses
   it (SRS's rule); older ones leave the playlist and, with ``hls_cleanup``, are deleted.
 
-Lifecycle: :meth:`~HlsSegmenter.finish` at unpublish writes the open segment and the final playlist;
+Lifecycle: :meth:`~HlsSegmenter.finish` at unpublish closes the open segment and writes the final playlist;
 :meth:`~HlsSegmenter.discontinuity` when a new publisher starts (call it before feeding that publisher's
 packets) marks the next segment with ``EXT-X-DISCONTINUITY``; :meth:`~HlsSegmenter.dispose` (after
 ``hls_dispose``) deletes everything. A track whose timestamps go back by more than a second, or a frame more
@@ -28,6 +37,7 @@ implicit discontinuity, so a publisher that resets its clock cannot freeze segme
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -39,12 +49,16 @@ from livesrv.config import HlsConfig
 from livesrv.names import has_bad_char
 
 __all__ = [
+    "AppendSegment",
+    "CloseSegment",
     "DeleteFile",
+    "DeleteLeftovers",
     "HlsAction",
     "HlsSegmenter",
+    "SEGMENT_BUFFER_BYTES",
     "SegmentInfo",
     "WritePlaylist",
-    "WriteSegment",
+    "part_name",
     "render_template",
 ]
 
@@ -52,12 +66,33 @@ __all__ = [
 MAX_BACKWARD_JUMP_MS: Final = 1000
 #: Forward jump (ms) beyond which timestamps are taken to have restarted (at least; see the module doc).
 MAX_FORWARD_JUMP_MS: Final = 30_000
+#: Bytes of its open segment a segmenter keeps at most between two calls; beyond it they go out as an append.
+SEGMENT_BUFFER_BYTES: Final = 128 * 1024
+#: Suffix of a segment's part file (see :func:`part_name`).
+PART_SUFFIX: Final = ".tmp"
+# Stands for [seq] and [timestamp] while a name pattern is built: no name can hold it (control character).
+_VARIABLE: Final = "\x00"
 
 
 @dataclass(frozen=True, slots=True)
-class WriteSegment:
+class AppendSegment:
+    """The next bytes of the open segment ``name``, which start at byte ``offset`` of it.
+
+    The first append of a segment has offset 0: the writer (re)creates its part file. The offset lets the
+    writer check that nothing was lost in between, so it never renames a segment with a hole into place.
+    """
+
     name: str
     data: bytes
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSegment:
+    """Segment ``name`` is complete (``size`` bytes, all appended): rename its part file into place."""
+
+    name: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +103,30 @@ class WritePlaylist:
 
 @dataclass(frozen=True, slots=True)
 class DeleteFile:
+    """Delete ``name``; for a segment still open (:meth:`HlsSegmenter.dispose` mid-segment), its part file."""
+
     name: str
 
 
-HlsAction = WriteSegment | WritePlaylist | DeleteFile
+@dataclass(frozen=True, slots=True)
+class DeleteLeftovers:
+    """Delete the part files in directory ``name`` whose base name fully matches the regular expression
+    ``pattern``: what a process killed mid-segment left of this stream (see
+    :meth:`HlsSegmenter.clear_leftovers`)."""
+
+    name: str
+    pattern: str
+
+
+HlsAction = AppendSegment | CloseSegment | WritePlaylist | DeleteFile | DeleteLeftovers
+
+
+def part_name(name: str) -> str:
+    """Where segment ``name`` is written until it is complete: hidden (``.`` first, so listings and globs for
+    ``*.ts`` skip it), in the same directory so the final rename is atomic, and the same for every attempt
+    (a new part for the name truncates a leftover one)."""
+    head, tail = posixpath.split(name)
+    return posixpath.join(head, f".{tail}{PART_SUFFIX}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +148,26 @@ class _OpenSegment:
     name: str
     start_ms: int
     discontinuity: bool
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)  # produced, not yet handed out (see ``pending``)
     end_ms: int = 0
     frames: int = 0
+    pending: int = 0  # bytes in ``chunks``
+    written: int = 0  # bytes already handed out as appends
+
+    def add(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.pending += len(data)
+
+    def take(self) -> list[HlsAction]:
+        """The buffered bytes as one append (none when empty)."""
+        if not self.pending:
+            return []
+        data = b"".join(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+        act = AppendSegment(self.name, data, self.written)
+        self.written += self.pending
+        self.chunks.clear()
+        self.pending = 0
+        return [act]
 
 
 def _safe_name(name: str, what: str) -> str:
@@ -138,6 +210,7 @@ class HlsSegmenter:
         *,
         start_sequence: int = 0,
         muxer: TSMuxer | None = None,
+        buffer_bytes: int | None = None,
     ) -> None:
         self.config = config
         self.vhost = vhost
@@ -150,6 +223,8 @@ class HlsSegmenter:
         # Check the segment template once, with both variables, so a bad app/stream fails here.
         _safe_name(self._segment_name(start_sequence, 0), "hls_ts_file")
         self._muxer = muxer or TSMuxer()
+        # Bytes of the open segment kept at most between calls (default: SEGMENT_BUFFER_BYTES, read here).
+        self._buffer_bytes = SEGMENT_BUFFER_BYTES if buffer_bytes is None else buffer_bytes
         self._fragment_ms = config.hls_fragment * 1000.0
         self._force_ms = config.hls_fragment * config.hls_td_ratio * 1000.0
         self._window_s = config.hls_window
@@ -174,6 +249,12 @@ class HlsSegmenter:
     @property
     def muxer(self) -> TSMuxer:
         return self._muxer
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the open segment held here, not handed out yet: less than ``buffer_bytes`` between calls."""
+        seg = self._open
+        return sum(len(c) for c in seg.chunks) if seg is not None else 0
 
     @property
     def playlist(self) -> MediaPlaylist:
@@ -248,8 +329,10 @@ class HlsSegmenter:
             self.dropped += 1
             return actions
         if data:
-            seg.chunks.append(data)
+            seg.add(data)
         seg.frames += 1
+        if seg.pending >= self._buffer_bytes:  # (only once a frame is in: a segment without one is never written)
+            actions += seg.take()
         # Where this frame ends: its timestamp plus its track's typical frame duration, which is what
         # the segment lasts if it is closed by finish() rather than by the next segment's first frame.
         delta = self._track_delta.get(kind, 0)
@@ -286,10 +369,13 @@ class HlsSegmenter:
         return actions
 
     def dispose(self) -> list[HlsAction]:
-        """Delete the playlist and every segment it names (``hls_dispose`` after unpublish)."""
+        """Delete the playlist and every segment it names (``hls_dispose`` after unpublish), and the part of
+        a segment still open (when not finished first)."""
         actions: list[HlsAction] = [DeleteFile(s.name) for s in self._segments]
         if self._segments:
             actions.append(DeleteFile(self.playlist_name))
+        if self._open is not None and self._open.written:
+            actions.append(DeleteFile(self._open.name))
         self._segments.clear()
         self._open = None
         self._pending_discontinuity = False
@@ -297,6 +383,20 @@ class HlsSegmenter:
         self._muxer.reset_codecs()
         self._reset_clock()
         return actions
+
+    def clear_leftovers(self) -> list[HlsAction]:
+        """The first actions of a new output for this stream: delete the part files a process killed
+        mid-segment left (any sequence number or timestamp). Only done when the segments' directory does not
+        itself depend on ``[seq]`` or ``[timestamp]`` (one directory to list). A part of another stream can
+        match only when the two streams' segment names can collide anyway."""
+        tpl = self.config.hls_ts_file.replace("[seq]", _VARIABLE).replace("[timestamp]", _VARIABLE)
+        # (As _safe_name, whose check the constructor did with real numbers: the placeholder is not a name.)
+        name = posixpath.normpath(render_template(tpl, vhost=self.vhost, app=self.app, stream=self.stream).lstrip("/"))
+        directory, base = posixpath.split(part_name(name))
+        if _VARIABLE in directory:
+            return []
+        pattern = "[0-9]+".join(re.escape(piece) for piece in base.split(_VARIABLE))
+        return [DeleteLeftovers(directory or ".", pattern)]
 
     # ------------------------------------------------------------------ internals
 
@@ -308,7 +408,7 @@ class HlsSegmenter:
             self.dropped += 1
             return
         if data and self._open is not None:  # never in practice: configurations produce no packets
-            self._open.chunks.append(data)
+            self._open.add(data)
 
     def _reset_clock(self) -> None:
         self._track_last.clear()
@@ -317,7 +417,7 @@ class HlsSegmenter:
     def _muxer_discontinuity(self) -> None:
         tail = self._muxer.discontinuity()
         if tail and self._open is not None:
-            self._open.chunks.append(tail)
+            self._open.add(tail)
 
     def _segment_name(self, seq: int, timestamp: int) -> str:
         return render_template(
@@ -328,7 +428,8 @@ class HlsSegmenter:
         seq = self._next_seq
         self._next_seq += 1
         name = _safe_name(self._segment_name(seq, ts if now_ms is None else now_ms), "hls_ts_file")
-        seg = _OpenSegment(seq, name, ts, self._pending_discontinuity, [self._muxer.psi()], ts)
+        seg = _OpenSegment(seq, name, ts, self._pending_discontinuity, end_ms=ts)
+        seg.add(self._muxer.psi())
         self._pending_discontinuity = False
         self._open = seg
         return seg
@@ -343,22 +444,24 @@ class HlsSegmenter:
         self._open = None
         tail = self._muxer.flush()
         if tail:
-            seg.chunks.append(tail)
+            seg.add(tail)
         if seg.frames == 0:
-            # Nothing usable reached it: give the number back, keep a pending discontinuity.
+            # Nothing usable reached it (so nothing was handed out): give the number back, keep a pending
+            # discontinuity.
             self._next_seq = seg.sequence
             self._pending_discontinuity = self._pending_discontinuity or seg.discontinuity
             return []
         end = seg.end_ms if end_ms is None else end_ms
         duration = max(0, end - seg.start_ms) / 1000.0
-        data = b"".join(seg.chunks)
+        actions = seg.take()
+        size = seg.written
         uri = posixpath.relpath(seg.name, self._playlist_dir)
         self._segments.append(
-            SegmentInfo(seg.sequence, seg.name, uri, duration, seg.discontinuity, seg.start_ms, len(data))
+            SegmentInfo(seg.sequence, seg.name, uri, duration, seg.discontinuity, seg.start_ms, size)
         )
         removed = self._shrink()
-        actions: list[HlsAction] = [
-            WriteSegment(seg.name, data),
+        actions += [
+            CloseSegment(seg.name, size),
             WritePlaylist(self.playlist_name, self._render(endlist)),
         ]
         if self.config.hls_cleanup:

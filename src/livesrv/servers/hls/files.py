@@ -1,9 +1,15 @@
-"""HLS files on disk: written atomically, in order, off the event loop, and only inside ``hls_path``.
+"""HLS files on disk: written in order, off the event loop, only inside ``hls_path``, never seen half done.
 
 ONE :class:`HlsWriter` task per stream key performs the segmenter's file actions in order, a batch at a time in
-a worker thread, each file written atomically (temp name in the same directory, then ``os.replace``). So
-writing never blocks the event loop, files of one key are never written concurrently or out of order, and a
-reader never sees half a playlist.
+a worker thread. So writing never blocks the event loop, and files of one key are never written concurrently
+or out of order.
+
+A segment is appended to its part file (:func:`~livesrv.remux.hls.part_name`: hidden, same directory) as the
+segmenter produces it, through one handle the writer keeps open per open segment, and renamed into place when
+it is complete: the server never holds a whole segment in memory, and a reader (or a crash) never sees half a
+segment under its final name. A playlist is small and written whole, atomically (temp name, then
+``os.replace``). What a writer leaves open when it ends (stopped, cancelled) is deleted; what a killed process
+left is deleted by the next output of that stream (:class:`~livesrv.remux.hls.DeleteLeftovers`).
 """
 
 from __future__ import annotations
@@ -12,14 +18,28 @@ import asyncio
 import logging
 import os
 import posixpath
+import re
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from livesrv.log import event
-from livesrv.remux.hls import HlsAction, WritePlaylist, WriteSegment
+from livesrv.remux.hls import (
+    AppendSegment,
+    CloseSegment,
+    DeleteFile,
+    DeleteLeftovers,
+    HlsAction,
+    WritePlaylist,
+    part_name,
+)
 
 log = logging.getLogger("livesrv.hls")
+
+#: Mode of every file written: mkstemp's 0600 would hide the files from a web server of another user.
+FILE_MODE: Final = 0o644
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -31,35 +51,174 @@ def write_atomic(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the files from a web server of another user
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _unlink(tmp)
         raise
 
 
-def perform_actions(root: str, actions: Sequence[HlsAction]) -> list[OSError | None]:
-    """Apply segmenter actions below ``root`` in order (runs in a worker thread); one result per action."""
-    results: list[OSError | None] = []
-    for act in actions:
-        path = os.path.join(root, act.name)
-        try:
-            if isinstance(act, WriteSegment):
-                write_atomic(path, act.data)
-            elif isinstance(act, WritePlaylist):
-                write_atomic(path, act.text.encode())
-            else:
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # (best effort: only ever a leftover)
+        log.debug("event=hls-unlink-failed file=%s reason=%s", path, exc)
+
+
+class WriterStopped(OSError):
+    """The writer ended (stopped or cancelled) before this action."""
+
+
+class SegmentFiles:
+    """The file side of one stream key's actions, run in a worker thread (one call at a time).
+
+    Holds one open handle per open segment (normally one), keyed by the segment's name, so appends never
+    reopen the file. ``perform`` and ``abandon`` hold a lock: a writer task cancelled while its thread is
+    still in a batch cannot close a handle under it.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._parts: dict[str, BinaryIO] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def open_segments(self) -> list[str]:
+        return list(self._parts)
+
+    def perform(self, actions: Sequence[HlsAction]) -> list[OSError | None]:
+        """Apply actions below ``root`` in order; one result per action (None: done)."""
+        with self._lock:
+            results: list[OSError | None] = []
+            for act in actions:
+                if self._stopped:
+                    results.append(WriterStopped(f"writer stopped before {act.name}"))
+                    continue
                 try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-            results.append(None)
-        except OSError as exc:
-            results.append(exc)
-    return results
+                    self._perform(act)
+                    results.append(None)
+                except OSError as exc:
+                    results.append(exc)
+            return results
+
+    def abandon(self) -> None:
+        """The writer ends: no action runs any more; open segments' parts are closed and deleted (an
+        unfinished segment never reaches its final name)."""
+        self._stopped = True
+        with self._lock:
+            self._discard_all()
+
+    def try_abandon(self) -> bool:
+        """:meth:`abandon` unless a batch is running (then False: call :meth:`abandon` from a thread)."""
+        self._stopped = True
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._discard_all()
+        finally:
+            self._lock.release()
+        return True
+
+    def _perform(self, act: HlsAction) -> None:
+        path = os.path.join(self.root, act.name)
+        if isinstance(act, AppendSegment):
+            self._append(act, path)
+        elif isinstance(act, CloseSegment):
+            self._close(act, path)
+        elif isinstance(act, WritePlaylist):
+            write_atomic(path, act.text.encode())
+        elif isinstance(act, DeleteFile):
+            if act.name in self._parts:
+                self._discard(act.name)
+            _unlink_strict(path)
+        else:
+            self._delete_leftovers(act, path)
+
+    def _append(self, act: AppendSegment, path: str) -> None:
+        f = self._parts.get(act.name)
+        if act.offset == 0:
+            if f is not None:  # (a segment restarted under the same name: the old part is void)
+                self._discard(act.name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(self._part_path(act.name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            try:
+                os.fchmod(fd, FILE_MODE)  # (whatever the umask, as write_atomic)
+                f = os.fdopen(fd, "wb")
+            except BaseException:
+                os.close(fd)
+                raise
+            self._parts[act.name] = f
+        elif f is None:
+            raise FileNotFoundError(f"part of {act.name} lost (an earlier append failed)")
+        try:
+            if f.tell() != act.offset:
+                raise OSError(f"part of {act.name} has {f.tell()} bytes, the append starts at {act.offset}")
+            f.write(act.data)
+        except BaseException:
+            self._discard(act.name)  # a segment with a hole is never renamed into place
+            raise
+
+    def _close(self, act: CloseSegment, path: str) -> None:
+        f = self._parts.pop(act.name, None)
+        if f is None:
+            raise FileNotFoundError(f"part of {act.name} lost (an earlier append failed)")
+        part = self._part_path(act.name)
+        try:
+            size = f.tell()
+            f.close()
+            if size != act.size:
+                raise OSError(f"part of {act.name} has {size} bytes, {act.size} expected")
+            os.replace(part, path)
+        except BaseException:
+            _unlink(part)
+            raise
+
+    def _delete_leftovers(self, act: DeleteLeftovers, path: str) -> None:
+        pattern = re.compile(act.pattern)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return
+        ours = {posixpath.normpath(part_name(n)) for n in self._parts}  # (none, as the first action)
+        for name in names:
+            if pattern.fullmatch(name) and posixpath.normpath(posixpath.join(act.name, name)) not in ours:
+                _unlink(os.path.join(path, name))
+
+    def _part_path(self, name: str) -> str:
+        return os.path.join(self.root, part_name(name))
+
+    def _discard(self, name: str) -> None:
+        f = self._parts.pop(name)
+        try:
+            f.close()
+        except OSError:
+            pass
+        _unlink(self._part_path(name))
+
+    def _discard_all(self) -> None:
+        for name in list(self._parts):
+            self._discard(name)
+
+
+def _unlink_strict(path: str) -> None:
+    """Delete ``path``; already gone is fine, any other error is the action's result."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def perform_actions(root: str, actions: Sequence[HlsAction]) -> list[OSError | None]:
+    """Apply actions below ``root`` in order with a fresh :class:`SegmentFiles` (segments must be complete in
+    ``actions``; a part left open is deleted)."""
+    files = SegmentFiles(root)
+    try:
+        return files.perform(actions)
+    finally:
+        files.abandon()
 
 
 def read_file(path: str) -> bytes | None:
@@ -68,6 +227,65 @@ def read_file(path: str) -> bytes | None:
             return f.read()
     except OSError:
         return None
+
+
+class SegmentCache:
+    """Segments recently served, shared by every stream key, bounded in total bytes (least recently used out).
+
+    Why not keep each stream's newest segments as they are written: that is ~3 segments per stream whether or
+    not anyone watches (50 streams of 2.7 MB segments: 400 MB). Segments are read from disk when first asked
+    for (the OS page cache usually has them: they were just written) and kept here while players ask for them:
+    the live players of a stream all fetch the same newest few, so a popular stream is served from memory and
+    an unwatched one costs nothing. Concurrent misses for one file share one read. Entries larger than a
+    quarter of the bound are served but not kept.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[bytes | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._entries
+
+    async def get(self, path: str) -> bytes | None:
+        """The file's bytes (None when it cannot be read), from memory or read in a worker thread."""
+        data = self._entries.get(path)
+        if data is not None:
+            self._entries.move_to_end(path)
+            return data
+        task = self._loading.get(path)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(path), name="hls-segment-read")
+            self._loading[path] = task
+            task.add_done_callback(lambda t: self._loading.pop(path) if self._loading.get(path) is t else None)
+        return await asyncio.shield(task)  # a requester that goes away does not cancel the others' read
+
+    def clear(self) -> None:
+        self._loading.clear()
+        self._entries.clear()
+        self.size = 0
+
+    def discard(self, path: str) -> None:
+        """``path`` was deleted or replaced: forget it, and do not keep what a read in flight returns."""
+        self._loading.pop(path, None)
+        data = self._entries.pop(path, None)
+        if data is not None:
+            self.size -= len(data)
+
+    async def _load(self, path: str) -> bytes | None:
+        data = await asyncio.to_thread(read_file, path)
+        if data is not None and self._loading.get(path) is asyncio.current_task() and len(data) <= self.limit // 4:
+            self._entries[path] = data
+            self.size += len(data)
+            while self.size > self.limit:
+                _, old = self._entries.popitem(last=False)
+                self.size -= len(old)
+        return data
 
 
 def relative_path(path: str) -> str | None:
@@ -84,7 +302,8 @@ class HlsWriter:
     """Performs one stream key's actions in order, a batch at a time in a worker thread.
 
     ``on_written(actions, results)`` runs on the event loop after each batch, so the in-memory view (what
-    may be served) only ever follows what is on disk.
+    may be served) only ever follows what is on disk. When the task ends (:meth:`close` performed, or
+    cancelled) the parts of segments still open are deleted.
     """
 
     _STOP: Final = object()
@@ -100,6 +319,7 @@ class HlsWriter:
         self.label = label
         self.on_written = on_written
         self.errors = 0
+        self.files = SegmentFiles(root)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
         self.task = asyncio.get_running_loop().create_task(self._run(after), name=f"hls-writer {label}")
@@ -123,6 +343,16 @@ class HlsWriter:
             self._queue.put_nowait(self._STOP)
 
     async def _run(self, after: asyncio.Future[Any] | None) -> None:
+        try:
+            await self._loop(after)
+        finally:
+            if not self.files.try_abandon():  # cancelled in the middle of a batch: its thread finishes first
+                try:
+                    asyncio.get_running_loop().run_in_executor(None, self.files.abandon)
+                except RuntimeError:  # (the loop's executor is already shut down: a leftover, cleared later)
+                    pass
+
+    async def _loop(self, after: asyncio.Future[Any] | None) -> None:
         if after is not None:
             await asyncio.wait([after])  # the previous writer of this key (still deleting): never overlap it
         queue = self._queue
@@ -145,7 +375,7 @@ class HlsWriter:
                     carry = nxt
                     break
             try:
-                results = await asyncio.to_thread(perform_actions, self.root, batch)
+                results = await asyncio.to_thread(self.files.perform, batch)
             except Exception:  # noqa: BLE001 - a bug here must not stop this key's output for good
                 event(log, "hls-writer-error", logging.ERROR, exc_info=True, writer=self.label)
                 continue

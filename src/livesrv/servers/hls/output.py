@@ -55,7 +55,6 @@ class HlsState:
         self.root = writer.root
         self.live_for: tuple[Stream, int] | None = None  # (stream, generation) feeding it now
         self.playlist_body: bytes | None = None  # as last written to disk
-        self.recent: dict[str, bytes] = {}  # newest segments, insertion ordered
         self.errors = 0  # packets the segmenter failed on, skipped
         self.last_ts = -1  # newest timestamp fed, on this state's timeline (across publish periods)
         self.stamp_names = "[timestamp]" in config.hls_ts_file

@@ -8,8 +8,9 @@ writer task to the next state of that key, which waits for it before writing any
 Serving. ``/<hls_m3u8_file>`` and the segments it names (paths relative to ``hls_path``) are looked up in an
 index of what this service wrote: nothing outside ``hls_path`` (or not written by us) can be served from here.
 The playlist comes from memory (the text last *written*, so it never names a segment that is not on disk yet),
-segments from a small in-memory cache of the newest ones or from disk in a thread. HLS players are counted as
-sessions (:mod:`.sessions`).
+segments from disk in a worker thread through one small cache shared by every stream
+(:class:`~.files.SegmentCache`, :data:`SEGMENT_CACHE_BYTES`): segments are never held in memory because they
+were written, only while players ask for them. HLS players are counted as sessions (:mod:`.sessions`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from livesrv.hub.keys import StreamKey
 from livesrv.names import path_problem
 from livesrv.hub.stream import Stream
 from livesrv.log import client_event, event
-from livesrv.remux.hls import DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, WriteSegment
+from livesrv.remux.hls import CloseSegment, DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, WritePlaylist
 from livesrv.servers.common import new_client_id
-from livesrv.servers.hls.files import HlsWriter, read_file, relative_path
+from livesrv.servers.hls.files import HlsWriter, SegmentCache, relative_path
 from livesrv.servers.hls.output import HlsOutput, HlsState
 from livesrv.servers.hls.sessions import HlsSession, HlsSessions
 from livesrv.servers.http import HTTPConnection, Request, Response
@@ -47,8 +48,9 @@ SEGMENT_TYPE: Final = "video/mp2t"
 SEGMENT_CACHE_CONTROL: Final = "max-age=60"
 #: Seconds ``stop()`` waits for every writer to finish.
 STOP_TIMEOUT: Final = 10.0
-#: Newest segments kept in memory: live players all fetch the same few, so they are served without disk I/O.
-RECENT_SEGMENTS: Final = 3
+#: Bytes of segments kept in memory for players, all streams together (see :class:`~.files.SegmentCache`):
+#: the newest few segments of the streams being watched.
+SEGMENT_CACHE_BYTES: Final = 16 * 1024 * 1024
 
 
 class HlsService:
@@ -63,6 +65,7 @@ class HlsService:
         self._states: dict[StreamKey, HlsState] = {}
         self._playlists: dict[str, HlsState] = {}  # name under hls_path -> state
         self._segment_files: dict[str, HlsState] = {}  # written segments -> state
+        self.cache = SegmentCache(SEGMENT_CACHE_BYTES)
         self._retired: dict[StreamKey, asyncio.Task[None]] = {}  # writers of disposed states, still working
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -78,6 +81,9 @@ class HlsService:
             hub.output_providers.remove(self._provide)
         tasks = list(self._retired.values())
         for state in list(self._states.values()):
+            stream = hub.get(state.key)
+            if stream is not None:
+                stream.remove_output(state.output)  # stopped: the hub must not feed, end or dispose it again
             state.live_for = None
             actions = list(state.segmenter.finish())
             if state.config.hls_dispose > 0:
@@ -88,10 +94,7 @@ class HlsService:
         self._states.clear()
         self._playlists.clear()
         self._segment_files.clear()
-        for state in list(self._states.values()):
-            stream = hub.get(state.key)
-            if stream is not None:
-                stream.remove_output(state.output)
+        self.cache.clear()
         await self.sessions.stop()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
@@ -127,6 +130,7 @@ class HlsService:
         previous = self._retired.get(key)
         holder: list[HlsState] = []
         writer = HlsWriter(root, str(key), lambda acts, res: self._written(holder[0], acts, res), previous)
+        writer.submit(segmenter.clear_leftovers())  # parts of segments a killed process left
         state = HlsState(key, cfg, segmenter, writer, self._dispose)
         holder.append(state)
         self._states[key] = state
@@ -154,7 +158,7 @@ class HlsService:
             del self._playlists[state.playlist_name]
         for name in [n for n, s in self._segment_files.items() if s is state]:
             del self._segment_files[name]
-        state.recent.clear()
+            self.cache.discard(os.path.join(state.root, name))
         state.playlist_body = None
 
     def _written(self, state: HlsState, actions: Sequence[HlsAction], results: Sequence[OSError | None]) -> None:
@@ -164,19 +168,17 @@ class HlsService:
             if isinstance(act, DeleteFile):
                 if self._segment_files.get(act.name) is state:
                     del self._segment_files[act.name]
-                state.recent.pop(act.name, None)
+                self.cache.discard(os.path.join(state.root, act.name))
                 continue
             if err is not None or not current:
                 continue
-            if isinstance(act, WriteSegment):
+            if isinstance(act, CloseSegment):  # (appends are not served: a segment is served once complete)
                 self._segment_files[act.name] = state
-                state.recent[act.name] = act.data
-                while len(state.recent) > RECENT_SEGMENTS:
-                    del state.recent[next(iter(state.recent))]
+                self.cache.discard(os.path.join(state.root, act.name))  # (a name reused after a dispose)
                 info = next((x for x in state.segmenter.segments if x.name == act.name), None)
                 if info is not None:
                     self._segment_written(state, info)
-            else:
+            elif isinstance(act, WritePlaylist):
                 state.playlist_body = act.text.encode()
 
     def _segment_written(self, state: HlsState, info: SegmentInfo) -> None:
@@ -251,9 +253,7 @@ class HlsService:
             return Response(200, b"", headers=CORS)
         if req.method not in ("GET", "HEAD"):
             return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
-        data = state.recent.get(rel)
-        if data is None:
-            data = await asyncio.to_thread(read_file, os.path.join(state.root, rel))
+        data = await self.cache.get(os.path.join(state.root, rel))
         if data is None:
             return Response(404, b"not found\n", headers=CORS)
         return Response(200, data, SEGMENT_TYPE, [*CORS, ("Cache-Control", SEGMENT_CACHE_CONTROL)])
