@@ -22,11 +22,13 @@ Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVE
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from livesrv.codec import avc, flv
-from livesrv.codec.aac import AudioSpecificConfig, adts_header, parse_asc
+from livesrv.codec.aac import ADTS_HEADER_SIZE, ADTS_MAX_FRAME, AACError, AudioSpecificConfig, adts_header, parse_asc
 from livesrv.codec.errors import ProtocolError
 
 __all__ = [
@@ -173,6 +175,8 @@ class _AudioTrack:
     codec: str  # flv.CODEC_AAC or flv.CODEC_MP3
     stream_type: int
     asc: AudioSpecificConfig | None = None
+    #: What of the ADTS header depends only on ``asc`` (see :func:`_adts_fixed`), computed once per configuration.
+    adts_fixed: tuple[int, int, int, int] | None = None
 
 
 def _annexb_param_sets(*groups: tuple[bytes, ...]) -> bytes:
@@ -316,7 +320,9 @@ class TSMuxer:
         """Write out buffered audio; call before closing a segment or a stream."""
         if not self._abuf:
             return b""
-        return self._flush_audio()
+        out: list[bytes | memoryview] = []
+        self._flush_audio(out)
+        return b"".join(out)
 
     def discontinuity(self) -> bytes:
         """A new publisher's timeline follows: flush, then flag the next PCR as a time-base discontinuity.
@@ -339,6 +345,19 @@ class TSMuxer:
     # ------------------------------------------------------------------ video
 
     def _mux_video(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        # Fast path for the tag nearly every publisher sends 30 times a second: a legacy AVC/HEVC coded frame
+        # (no ExHeader, frame type 1..4, AVCPacketType 1). What parse_video would say about it is all in the
+        # first five bytes, so the VideoInfo it builds is skipped.
+        if len(payload) > 5 and payload[1] == flv.PACKET_CODED_FRAMES:
+            b0 = payload[0]
+            codec_id = b0 & 0x8F
+            if (codec_id == flv.VIDEO_CODEC_AVC or codec_id == flv.VIDEO_CODEC_HEVC) and 0x10 <= b0 & 0x70 <= 0x40:
+                return self._video_frame(
+                    flv.CODEC_AVC if codec_id == flv.VIDEO_CODEC_AVC else flv.CODEC_HEVC,
+                    timestamp,
+                    int.from_bytes(payload[2:5], "big", signed=True),
+                    memoryview(payload)[5:],
+                )
         info = flv.parse_video(payload)
         if info.command is not None or info.packet_type == flv.PACKET_METADATA or info.sequence_end:
             return b""
@@ -352,6 +371,14 @@ class TSMuxer:
             return b""
         if info.packet_type not in (flv.PACKET_CODED_FRAMES, flv.PACKET_CODED_FRAMES_X) or not body:
             return b""
+        return self._video_frame(codec, timestamp, info.composition_time, body)
+
+    def _video_frame(self, codec: str, timestamp: int, composition_time: int, body: memoryview) -> bytes:
+        """One access unit as one PES: AUD, parameter sets before a random access picture, NAL units in Annex B.
+
+        The PES header and every piece of the elementary stream go into one list joined once, so the frame's
+        bytes are copied once into the PES and once into the transport packets.
+        """
         track = self._video
         if track is None or track.codec != codec:
             # No sequence header yet: parameter sets may still be in band. Default AVCC length size.
@@ -359,7 +386,6 @@ class TSMuxer:
         nals = avc.split_avcc(body, track.length_size)
         if not nals:
             return b""
-        parts: list[bytes | memoryview]
         if codec == flv.CODEC_AVC:
             types = [nal[0] & 0x1F for nal in nals]
             random_access = avc.NAL_IDR in types
@@ -370,19 +396,25 @@ class TSMuxer:
             random_access = any(avc.HEVC_NAL_BLA_W_LP <= t <= avc.HEVC_NAL_RSV_IRAP_23 for t in types)
             has_ps = avc.HEVC_NAL_SPS in types
             aud, aud_type = _AUD_HEVC, avc.HEVC_NAL_AUD
-        parts = [aud]
+        # parts[0] is the PES header, filled in once the elementary stream's length is known.
+        parts: list[bytes | memoryview] = [b"", aud]
+        size = len(aud)
         if random_access and not has_ps:
             parts.append(track.param_sets)
+            size += len(track.param_sets)
         start = avc.START_CODE
         for nal, t in zip(nals, types):
             if t != aud_type:  # ours is already first, where the standard wants it
                 parts.append(start)
                 parts.append(nal)
+                size += 4 + len(nal)
         dts = timestamp * CLOCK_KHZ
-        pts = max(dts, (timestamp + info.composition_time) * CLOCK_KHZ)
-        out = self._flush_audio() if self._abuf else b""
-        es = b"".join(parts)
-        return out + self._write_pes(self.video_pid, STREAM_ID_VIDEO, pts, dts, es, random_access, bounded=False)
+        pts = max(dts, (timestamp + composition_time) * CLOCK_KHZ)
+        out: list[bytes | memoryview] = []
+        if self._abuf:
+            self._flush_audio(out)
+        self._write_pes(out, self.video_pid, STREAM_ID_VIDEO, pts, dts, parts, size, random_access, bounded=False)
+        return b"".join(out)
 
     def _video_config(self, codec: str, body: memoryview, packet_type: int) -> None:
         if packet_type == flv.PACKET_MPEG2TS_SEQUENCE_START:
@@ -416,6 +448,10 @@ class TSMuxer:
     # ------------------------------------------------------------------ audio
 
     def _mux_audio(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        # Fast path for a legacy AAC raw frame (SoundFormat 10, AACPacketType 1): parse_audio would accept it
+        # whatever the other header bits say, so its AudioInfo is skipped.
+        if len(payload) > 2 and payload[1] == flv.AUDIO_PACKET_CODED_FRAMES and payload[0] >> 4 == flv.SOUND_AAC:
+            return self._aac_frame(timestamp, memoryview(payload)[2:])
         info = flv.parse_audio(payload)
         codec = info.codec
         if info.multitrack or codec not in (flv.CODEC_AAC, flv.CODEC_MP3):
@@ -424,39 +460,54 @@ class TSMuxer:
         body = memoryview(payload)[info.data_offset :]
         if codec == flv.CODEC_AAC:
             if info.sequence_header:
-                self._set_audio(_AudioTrack(codec, STREAM_TYPE_AAC, parse_asc(body)))
+                asc = parse_asc(body)
+                self._set_audio(_AudioTrack(codec, STREAM_TYPE_AAC, asc, _adts_fixed(asc)))
                 return b""
             if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
                 return b""
-            track = self._audio
-            if track is None or track.asc is None or track.codec != codec:
-                self.skipped += 1  # raw AAC cannot be framed without its AudioSpecificConfig
-                return b""
-            frame = adts_header(track.asc, len(body)) + body
+            return self._aac_frame(timestamp, body)
+        if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
+            return b""
+        if len(body) > _MAX_AUDIO_PES:  # (ADTS frames are at most 8 KiB)
+            raise TSError(f"audio frame of {len(body)} bytes does not fit a PES packet")
+        stream_type = _mp3_stream_type(body, info.sample_rate)
+        if self._audio is None or self._audio.stream_type != stream_type:
+            self._set_audio(_AudioTrack(codec, stream_type))
+        return self._buffer_audio(timestamp, bytes(body))
+
+    def _aac_frame(self, timestamp: int, body: memoryview) -> bytes:
+        """A raw AAC frame behind its ADTS header, from the fixed part computed with the configuration."""
+        track = self._audio
+        if track is None or track.asc is None or track.codec != flv.CODEC_AAC:
+            self.skipped += 1  # raw AAC cannot be framed without its AudioSpecificConfig
+            return b""
+        size = len(body)
+        length = size + ADTS_HEADER_SIZE
+        fixed = track.adts_fixed
+        if fixed is None or length > ADTS_MAX_FRAME:
+            header = adts_header(track.asc, size)  # raises the AACError saying why it cannot be framed
         else:
-            if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
-                return b""
-            if len(body) > _MAX_AUDIO_PES:  # (ADTS frames are at most 8 KiB)
-                raise TSError(f"audio frame of {len(body)} bytes does not fit a PES packet")
-            stream_type = _mp3_stream_type(body, info.sample_rate)
-            if self._audio is None or self._audio.stream_type != stream_type:
-                self._set_audio(_AudioTrack(codec, stream_type))
-            frame = bytes(body)
+            b0, b1, b2, b3 = fixed
+            header = bytes((b0, b1, b2, b3 | length >> 11, (length >> 3) & 0xFF, (length & 7) << 5 | 0x1F, 0xFC))
+        return self._buffer_audio(timestamp, header + body)
+
+    def _buffer_audio(self, timestamp: int, frame: bytes) -> bytes:
+        """Gather ``frame`` into the audio PES being built; returns the PES written out to make room, if any."""
         pts = timestamp * CLOCK_KHZ
-        out = b""
+        out: list[bytes | memoryview] = []
         if self._abuf and (
             pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
             or pts < self._abuf_pts
             or self._abuf_size + len(frame) > _MAX_AUDIO_PES
         ):
-            out = self._flush_audio()
+            self._flush_audio(out)
         if not self._abuf:
             self._abuf_pts = pts
         self._abuf.append(frame)
         self._abuf_size += len(frame)
         if self.audio_max_delay_ms <= 0:
-            out += self._flush_audio()
-        return out
+            self._flush_audio(out)
+        return b"".join(out) if out else b""
 
     def _set_audio(self, track: _AudioTrack) -> None:
         old = self._audio
@@ -464,13 +515,16 @@ class TSMuxer:
             self._psi_dirty = True
         self._audio = track
 
-    def _flush_audio(self) -> bytes:
-        es = b"".join(self._abuf)
+    def _flush_audio(self, out: list[bytes | memoryview]) -> None:
+        """Write the buffered audio frames as one PES, appending its pieces to ``out``."""
+        parts: list[bytes | memoryview] = [b""]  # the PES header's place
+        parts += self._abuf
+        size = self._abuf_size
         self._abuf.clear()
         self._abuf_size = 0
         # Pure audio carries the PCR, and every PES of it is a random access point.
-        return self._write_pes(
-            self.audio_pid, STREAM_ID_AUDIO, self._abuf_pts, self._abuf_pts, es, self._video is None, bounded=True
+        self._write_pes(
+            out, self.audio_pid, STREAM_ID_AUDIO, self._abuf_pts, self._abuf_pts, parts, size, self._video is None, True
         )
 
     # ------------------------------------------------------------------ packetizing
@@ -493,61 +547,154 @@ class TSMuxer:
         return head + section + b"\xff" * (PACKET_SIZE - 5 - len(section))
 
     def _write_pes(
-        self, pid: int, stream_id: int, pts: int, dts: int, es: bytes, random_access: bool, bounded: bool
-    ) -> bytes:
-        out = self.psi() if self._psi_dirty else b""
+        self,
+        out: list[bytes | memoryview],
+        pid: int,
+        stream_id: int,
+        pts: int,
+        dts: int,
+        parts: list[bytes | memoryview],
+        es_size: int,
+        random_access: bool,
+        bounded: bool,
+    ) -> None:
+        """One PES of ``parts[1:]`` (``es_size`` bytes; ``parts[0]`` is overwritten with the PES header) as
+        transport packets appended to ``out``, after PAT/PMT when the track set changed."""
+        if self._psi_dirty:
+            out.append(self.psi())
         if pts != dts:
-            header = b"\xc0\x0a" + _timestamp(3, pts) + _timestamp(1, dts)
+            header_len = 13  # flags byte + PTS/DTS flags/length + PTS + DTS
+            fields = _timestamp(3, pts) + _timestamp(1, dts)
         else:
-            header = b"\x80\x05" + _timestamp(2, pts)
-        length = 1 + len(header) + len(es)  # flags byte + PTS/DTS flags/length + fields + data
+            header_len = 8  # flags byte + PTS flags/length + PTS
+            fields = _timestamp(2, pts)
+        length = header_len + es_size
         if length > 0xFFFF:
             if bounded:  # cannot happen: the audio buffer is flushed before it grows this large
                 raise AssertionError("audio PES too large")
             length = 0  # unbounded: allowed for video only
-        pes = b"".join((b"\x00\x00\x01", bytes((stream_id, length >> 8, length & 0xFF, 0x84)), header, es))
+        parts[0] = (
+            bytes((0, 0, 1, stream_id, length >> 8, length & 0xFF, 0x84, 0xC0 if pts != dts else 0x80, header_len - 3))
+            + fields
+        )
         af = 0
-        fields = b""
+        first_af = None
         if pid == self.pcr_pid:
             af = 0x10
-            fields = _pcr(dts)
             if self._discontinuity:
                 af |= 0x80
                 self._discontinuity = False
-        if random_access:
-            af |= 0x40
-        return out + self._packetize(pid, pes, bytes((af,)) + fields if af else None)
+            if random_access:
+                af |= 0x40
+            first_af = bytes((af,)) + _pcr(dts)
+        elif random_access:
+            first_af = b"\x40"
+        self._packetize(out, pid, b"".join(parts), first_af)
 
-    def _packetize(self, pid: int, data: bytes, first_af: bytes | None) -> bytes:
-        """Split a PES into transport packets; stuffing goes in the adaptation field of the last one."""
-        out = bytearray()
-        mv = memoryview(data)
-        n = len(data)
+    def _packetize(self, out: list[bytes | memoryview], pid: int, pes: bytes, first_af: bytes | None) -> None:
+        """Split a PES into transport packets appended to ``out`` as pieces for one join.
+
+        Only the first packet (payload start, optional adaptation field with PCR/flags) and the last one
+        (stuffing in an adaptation field) are built one by one. The full packets between them are prebuilt
+        4-byte headers (see :func:`_pid_headers`) interleaved with 184-byte slices that one ``struct`` call
+        cuts out of the PES: no Python-level work per packet.
+        """
+        headers = _pid_headers(pid)
         cc = self._cc.get(pid, 0)
-        hi = pid >> 8
-        lo = pid & 0xFF
-        pos = 0
-        body = first_af
-        pusi = 0x40
-        while pos < n:
-            af_len = 0 if body is None else 1 + len(body)
-            chunk = min(_PAYLOAD - af_len, n - pos)
-            stuff = _PAYLOAD - af_len - chunk
-            if body is not None:
-                af = bytes((len(body) + stuff,)) + body + b"\xff" * stuff
-            elif stuff == 1:
-                af = b"\x00"
-            elif stuff:
-                af = bytes((stuff - 1, 0)) + b"\xff" * (stuff - 2)
+        n = len(pes)
+        if first_af is None:
+            chunk = n if n < _PAYLOAD else _PAYLOAD
+            stuff = _PAYLOAD - chunk
+            if stuff:
+                out += (headers.start_af[cc], _STUFFING[stuff], pes)
             else:
-                af = b""
-            out += bytes((SYNC_BYTE, pusi | hi, lo, (0x30 if af else 0x10) | cc))
-            if af:
-                out += af
-            out += mv[pos : pos + chunk]
-            pos += chunk
+                out += (headers.start[cc], pes[:_PAYLOAD])
+        else:
+            room = _PAYLOAD - 1 - len(first_af)
+            chunk = n if n < room else room
+            stuff = room - chunk
+            out += (
+                headers.start_af[cc],
+                bytes((len(first_af) + stuff,)) + first_af + b"\xff" * stuff,
+                pes[:chunk] if chunk < n else pes,
+            )
+        cc = (cc + 1) & 0xF
+        full, tail = divmod(n - chunk, _PAYLOAD)
+        if full:
+            run = headers.runs[cc]
+            if full > _RUN:
+                run = run[:16] * (full // 16 + 1)
+            pieces: list[bytes | memoryview] = [b""] * (2 * full)
+            pieces[::2] = run[:full]
+            pieces[1::2] = _split_payloads(pes, chunk, full)
+            out += pieces
+            cc = (cc + full) & 0xF
+        if tail:
+            out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], pes[n - tail :])
             cc = (cc + 1) & 0xF
-            body = None
-            pusi = 0
         self._cc[pid] = cc
-        return bytes(out)
+
+
+def _adts_fixed(asc: AudioSpecificConfig) -> tuple[int, int, int, int] | None:
+    """The parts of an ADTS header that only depend on the configuration: bytes 0-2 and the channel bits of
+    byte 3. ``None`` if the configuration cannot be framed in ADTS (every frame then raises)."""
+    try:
+        header = adts_header(asc, 0)
+    except AACError:
+        return None
+    return header[0], header[1], header[2], header[3] & 0xC0
+
+
+# --------------------------------------------------------------------------- packet tables
+
+#: Adaptation field that fills ``n`` bytes of a last packet: one byte of length 0, or length, flags 0, 0xFF...
+_STUFFING: Final = tuple(
+    b"" if n == 0 else b"\x00" if n == 1 else bytes((n - 1, 0)) + b"\xff" * (n - 2) for n in range(_PAYLOAD + 1)
+)
+
+#: Payload slices cut per struct call: a run of _BLOCK slices, then the rest with a Struct of that many.
+_BLOCK: Final = 64
+_UNPACK: Final = tuple(struct.Struct(f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
+#: Headers prebuilt per rotation of the counter: covers a PES of ~47 KB; longer ones repeat the 16-cycle.
+_RUN: Final = 256
+
+
+def _split_payloads(pes: bytes, offset: int, count: int) -> list[bytes] | tuple[bytes, ...]:
+    """``count`` consecutive 184-byte slices of ``pes`` from ``offset``, cut in C by struct."""
+    if count <= _BLOCK:
+        return _UNPACK[count](pes, offset)
+    chunks: list[bytes] = []
+    step = _BLOCK * _PAYLOAD
+    blocks, rest = divmod(count, _BLOCK)
+    unpack = _UNPACK[_BLOCK]
+    for off in range(offset, offset + blocks * step, step):
+        chunks += unpack(pes, off)
+    chunks += _UNPACK[rest](pes, offset + blocks * step)
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class _PidHeaders:
+    """Every 4-byte transport packet header one PID can need, indexed by continuity counter."""
+
+    #: Payload unit start, payload only (a PES that fills its first packet without an adaptation field).
+    start: tuple[bytes, ...]
+    #: Payload unit start with an adaptation field (PCR, random access, stuffing).
+    start_af: tuple[bytes, ...]
+    #: Continuation with an adaptation field: the stuffed last packet.
+    af: tuple[bytes, ...]
+    #: Continuation, payload only: ``runs[cc]`` is the headers of consecutive full packets from ``cc`` on.
+    runs: tuple[tuple[bytes, ...], ...]
+
+
+@functools.cache
+def _pid_headers(pid: int) -> _PidHeaders:
+    """Shared by all muxers (a handful of PIDs in practice: video, audio)."""
+    hi, lo = pid >> 8, pid & 0xFF
+    # Byte 1 carries PUSI (0x40); byte 3 the adaptation field control (0x10 payload only, 0x30 both) and the CC.
+    start = tuple(bytes((SYNC_BYTE, 0x40 | hi, lo, 0x10 | cc)) for cc in range(16))
+    start_af = tuple(bytes((SYNC_BYTE, 0x40 | hi, lo, 0x30 | cc)) for cc in range(16))
+    af = tuple(bytes((SYNC_BYTE, hi, lo, 0x30 | cc)) for cc in range(16))
+    plain = tuple(bytes((SYNC_BYTE, hi, lo, 0x10 | cc)) for cc in range(16))
+    runs = tuple((plain[cc:] + plain[:cc]) * (_RUN // 16) for cc in range(16))
+    return _PidHeaders(start, start_af, af, runs)
