@@ -681,6 +681,17 @@ def test_mp3_flv_plays_in_ffmpeg(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the fast paths against the reference
 
 
+def _ref_timestamp(prefix: int, t: int) -> bytes:
+    t &= mpegts.MASK_33
+    return bytes((prefix << 4 | (t >> 29) & 0x0E | 1, (t >> 22) & 0xFF, (t >> 14) & 0xFE | 1, (t >> 7) & 0xFF,
+                  (t << 1) & 0xFE | 1))
+
+
+def _ref_pcr(base: int) -> bytes:
+    base &= mpegts.MASK_33
+    return bytes((base >> 25 & 0xFF, base >> 17 & 0xFF, base >> 9 & 0xFF, base >> 1 & 0xFF, (base & 1) << 7 | 0x7E, 0))
+
+
 class ReferenceTSMuxer(TSMuxer):
     """The muxer's byte-producing paths as they were before they were made fast: one transport packet at a
     time in a Python loop, the PES built by repeated concatenation, every tag through parse_video/parse_audio
@@ -792,9 +803,9 @@ class ReferenceTSMuxer(TSMuxer):
     ) -> bytes:
         out = self.psi() if self._psi_dirty else b""
         if pts != dts:
-            header = b"\xc0\x0a" + mpegts._timestamp(3, pts) + mpegts._timestamp(1, dts)
+            header = b"\xc0\x0a" + _ref_timestamp(3, pts) + _ref_timestamp(1, dts)
         else:
-            header = b"\x80\x05" + mpegts._timestamp(2, pts)
+            header = b"\x80\x05" + _ref_timestamp(2, pts)
         length = 1 + len(header) + len(es)
         if length > 0xFFFF:
             assert not bounded
@@ -804,7 +815,7 @@ class ReferenceTSMuxer(TSMuxer):
         fields = b""
         if pid == self.pcr_pid:
             af = 0x10
-            fields = mpegts._pcr(dts)
+            fields = _ref_pcr(dts)
             if self._discontinuity:
                 af |= 0x80
                 self._discontinuity = False

@@ -15,6 +15,13 @@ The PMT lists the tracks whose sequence header (or, for MP3, first frame) has be
 changes, a new PMT version is written before the next PES. :meth:`TSMuxer.psi` gives PAT+PMT on demand: at
 the start of every HLS segment, or ``psi(advance=False)`` for a viewer joining a shared live TS stream.
 
+Cost: every published stream with HLS or HTTP-TS on goes through here, tens of thousands of transport
+packets per minute each, so nothing is done per 188-byte packet in Python: per PID and continuity counter the
+4-byte headers are prebuilt, one ``struct`` call cuts a PES into its 184-byte payloads, and each tag's output
+is one join of headers and payloads; only a PES's first packet (PCR, flags) and last (stuffing) are built
+apart. Legacy AVC/HEVC and AAC frames skip the full FLV header parse. docs/performance.md ("MPEG-TS muxing")
+has the figures and why this is pure Python rather than FFmpeg's muxer through PyAV.
+
 Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVError``, ``AVCError``,
 ``AACError``, ``TSError``) and leaves the muxer usable; codecs TS cannot carry here (AV1, VP9, Opus, ...) are counted in
 :attr:`TSMuxer.skipped` and dropped.
@@ -117,24 +124,17 @@ def crc32_mpeg2(data: bytes | bytearray | memoryview) -> int:
     return crc
 
 
-def _timestamp(prefix: int, t: int) -> bytes:
-    """A 5-byte PES PTS/DTS field: 4-bit prefix, 33 bits split 3/15/15 with marker bits."""
-    t &= MASK_33
-    return bytes(
-        (
-            prefix << 4 | (t >> 29) & 0x0E | 1,
-            (t >> 22) & 0xFF,
-            (t >> 14) & 0xFE | 1,
-            (t >> 7) & 0xFF,
-            (t << 1) & 0xFE | 1,
-        )
-    )
+_MARKERS: Final = 1 << 32 | 1 << 16 | 1
+#: The constant bits of a 40-bit PES timestamp field: the 4-bit prefix and the three marker bits.
+_PTS_ONLY: Final = 0b0010 << 36 | _MARKERS
+_PTS_BEFORE_DTS: Final = 0b0011 << 36 | _MARKERS
+_DTS: Final = 0b0001 << 36 | _MARKERS
 
 
-def _pcr(base: int) -> bytes:
-    """PCR field: 33-bit base (90 kHz), 6 reserved bits, 9-bit extension 0."""
-    base &= MASK_33
-    return bytes((base >> 25 & 0xFF, base >> 17 & 0xFF, base >> 9 & 0xFF, base >> 1 & 0xFF, (base & 1) << 7 | 0x7E, 0))
+def _timestamp_field(t: int, constant_bits: int) -> int:
+    """A PES PTS/DTS field as a 40-bit integer (so the whole PES header is converted to bytes at once): the
+    low 33 bits of ``t`` split 3/15/15 between ``constant_bits`` (prefix and markers, e.g. ``_PTS_ONLY``)."""
+    return (t >> 30 & 7) << 33 | (t >> 15 & 0x7FFF) << 17 | (t & 0x7FFF) << 1 | constant_bits
 
 
 def _section(table_id: int, table_ext: int, version: int, body: bytes) -> bytes:
@@ -214,6 +214,8 @@ class TSMuxer:
         "_abuf",
         "_abuf_size",
         "_abuf_pts",
+        "_vheaders",
+        "_aheaders",
     )
 
     def __init__(
@@ -247,6 +249,8 @@ class TSMuxer:
         self._abuf: list[bytes] = []
         self._abuf_size = 0
         self._abuf_pts = 0
+        self._vheaders = _pid_headers(video_pid)
+        self._aheaders = _pid_headers(audio_pid)
 
     # ------------------------------------------------------------------ public API
 
@@ -280,7 +284,12 @@ class TSMuxer:
 
     def mux(self, pkt: FLVPacket) -> bytes:
         """TS packets for one media packet (often empty: sequence headers, metadata, buffered audio)."""
-        return self.mux_tag(pkt.kind, pkt.timestamp, pkt.payload)
+        kind = pkt.kind  # (mux_tag's dispatch, repeated: this is the per-packet entry point)
+        if kind == flv.VIDEO:
+            return self._mux_video(pkt.timestamp, pkt.payload)
+        if kind == flv.AUDIO:
+            return self._mux_audio(pkt.timestamp, pkt.payload)
+        return b""
 
     def mux_tag(self, kind: int, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
         if kind == flv.VIDEO:
@@ -320,7 +329,7 @@ class TSMuxer:
         """Write out buffered audio; call before closing a segment or a stream."""
         if not self._abuf:
             return b""
-        out: list[bytes | memoryview] = []
+        out: list[bytes] = []
         self._flush_audio(out)
         return b"".join(out)
 
@@ -376,8 +385,8 @@ class TSMuxer:
     def _video_frame(self, codec: str, timestamp: int, composition_time: int, body: memoryview) -> bytes:
         """One access unit as one PES: AUD, parameter sets before a random access picture, NAL units in Annex B.
 
-        The PES header and every piece of the elementary stream go into one list joined once, so the frame's
-        bytes are copied once into the PES and once into the transport packets.
+        The PES header and every piece of the elementary stream (views into the tag) go into one list
+        joined once: no intermediate Annex B copy of the frame.
         """
         track = self._video
         if track is None or track.codec != codec:
@@ -386,31 +395,44 @@ class TSMuxer:
         nals = avc.split_avcc(body, track.length_size)
         if not nals:
             return b""
-        if codec == flv.CODEC_AVC:
-            types = [nal[0] & 0x1F for nal in nals]
-            random_access = avc.NAL_IDR in types
-            has_ps = avc.NAL_SPS in types
-            aud, aud_type = _AUD_H264, avc.NAL_AUD
-        else:
-            types = [(nal[0] >> 1) & 0x3F for nal in nals]
-            random_access = any(avc.HEVC_NAL_BLA_W_LP <= t <= avc.HEVC_NAL_RSV_IRAP_23 for t in types)
-            has_ps = avc.HEVC_NAL_SPS in types
-            aud, aud_type = _AUD_HEVC, avc.HEVC_NAL_AUD
         # parts[0] is the PES header, filled in once the elementary stream's length is known.
-        parts: list[bytes | memoryview] = [b"", aud]
-        size = len(aud)
-        if random_access and not has_ps:
-            parts.append(track.param_sets)
-            size += len(track.param_sets)
+        parts: list[bytes | memoryview] = [b""]
+        size = 0
+        random_access = has_ps = False
         start = avc.START_CODE
-        for nal, t in zip(nals, types):
-            if t != aud_type:  # ours is already first, where the standard wants it
-                parts.append(start)
-                parts.append(nal)
+        if codec == flv.CODEC_AVC:
+            aud = _AUD_H264
+            for nal in nals:
+                t = nal[0] & 0x1F
+                if t == avc.NAL_AUD:
+                    continue  # ours is first, where the standard wants it
+                if t == avc.NAL_IDR:
+                    random_access = True
+                elif t == avc.NAL_SPS:
+                    has_ps = True
+                parts += (start, nal)
                 size += 4 + len(nal)
+        else:
+            aud = _AUD_HEVC
+            for nal in nals:
+                t = (nal[0] >> 1) & 0x3F
+                if t == avc.HEVC_NAL_AUD:
+                    continue
+                if avc.HEVC_NAL_BLA_W_LP <= t <= avc.HEVC_NAL_RSV_IRAP_23:
+                    random_access = True
+                elif t == avc.HEVC_NAL_SPS:
+                    has_ps = True
+                parts += (start, nal)
+                size += 4 + len(nal)
+        if random_access and not has_ps:
+            parts[1:1] = (aud, track.param_sets)
+            size += len(aud) + len(track.param_sets)
+        else:
+            parts.insert(1, aud)
+            size += len(aud)
         dts = timestamp * CLOCK_KHZ
         pts = max(dts, (timestamp + composition_time) * CLOCK_KHZ)
-        out: list[bytes | memoryview] = []
+        out: list[bytes] = []
         if self._abuf:
             self._flush_audio(out)
         self._write_pes(out, self.video_pid, STREAM_ID_VIDEO, pts, dts, parts, size, random_access, bounded=False)
@@ -494,18 +516,23 @@ class TSMuxer:
     def _buffer_audio(self, timestamp: int, frame: bytes) -> bytes:
         """Gather ``frame`` into the audio PES being built; returns the PES written out to make room, if any."""
         pts = timestamp * CLOCK_KHZ
-        out: list[bytes | memoryview] = []
-        if self._abuf and (
-            pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
-            or pts < self._abuf_pts
-            or self._abuf_size + len(frame) > _MAX_AUDIO_PES
-        ):
-            self._flush_audio(out)
-        if not self._abuf:
+        out: list[bytes] | None = None
+        if self._abuf:
+            if (
+                pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
+                or pts < self._abuf_pts
+                or self._abuf_size + len(frame) > _MAX_AUDIO_PES
+            ):
+                out = []
+                self._flush_audio(out)
+                self._abuf_pts = pts
+        else:
             self._abuf_pts = pts
         self._abuf.append(frame)
         self._abuf_size += len(frame)
         if self.audio_max_delay_ms <= 0:
+            if out is None:
+                out = []
             self._flush_audio(out)
         return b"".join(out) if out else b""
 
@@ -515,7 +542,7 @@ class TSMuxer:
             self._psi_dirty = True
         self._audio = track
 
-    def _flush_audio(self, out: list[bytes | memoryview]) -> None:
+    def _flush_audio(self, out: list[bytes]) -> None:
         """Write the buffered audio frames as one PES, appending its pieces to ``out``."""
         parts: list[bytes | memoryview] = [b""]  # the PES header's place
         parts += self._abuf
@@ -548,7 +575,7 @@ class TSMuxer:
 
     def _write_pes(
         self,
-        out: list[bytes | memoryview],
+        out: list[bytes],
         pid: int,
         stream_id: int,
         pts: int,
@@ -558,79 +585,91 @@ class TSMuxer:
         random_access: bool,
         bounded: bool,
     ) -> None:
-        """One PES of ``parts[1:]`` (``es_size`` bytes; ``parts[0]`` is overwritten with the PES header) as
-        transport packets appended to ``out``, after PAT/PMT when the track set changed."""
+        """One PES of ``parts[1:]`` (``es_size`` bytes) as transport packets appended to ``out``, after PAT/PMT
+        when the track set changed.
+
+        ``parts[0]`` is overwritten with the first packet's TS header and adaptation field followed by the
+        PES header, so one join gives the first packet and the rest of the PES contiguously (see
+        :meth:`_packetize`). The fixed-size fields are built as integers and converted once: this runs for
+        every video frame and every audio PES, and the small objects added up.
+        """
         if self._psi_dirty:
             out.append(self.psi())
         if pts != dts:
-            header_len = 13  # flags byte + PTS/DTS flags/length + PTS + DTS
-            fields = _timestamp(3, pts) + _timestamp(1, dts)
+            pes_header_size = 19
+            length = 13 + es_size  # the PES_packet_length counts from the flags byte: 3 + PTS + DTS
         else:
-            header_len = 8  # flags byte + PTS flags/length + PTS
-            fields = _timestamp(2, pts)
-        length = header_len + es_size
+            pes_header_size = 14
+            length = 8 + es_size
         if length > 0xFFFF:
             if bounded:  # cannot happen: the audio buffer is flushed before it grows this large
                 raise AssertionError("audio PES too large")
             length = 0  # unbounded: allowed for video only
-        parts[0] = (
-            bytes((0, 0, 1, stream_id, length >> 8, length & 0xFF, 0x84, 0xC0 if pts != dts else 0x80, header_len - 3))
-            + fields
-        )
-        af = 0
-        first_af = None
-        if pid == self.pcr_pid:
-            af = 0x10
-            if self._discontinuity:
-                af |= 0x80
-                self._discontinuity = False
-            if random_access:
-                af |= 0x40
-            first_af = bytes((af,)) + _pcr(dts)
-        elif random_access:
-            first_af = b"\x40"
-        self._packetize(out, pid, b"".join(parts), first_af)
-
-    def _packetize(self, out: list[bytes | memoryview], pid: int, pes: bytes, first_af: bytes | None) -> None:
-        """Split a PES into transport packets appended to ``out`` as pieces for one join.
-
-        Only the first packet (payload start, optional adaptation field with PCR/flags) and the last one
-        (stuffing in an adaptation field) are built one by one. The full packets between them are prebuilt
-        4-byte headers (see :func:`_pid_headers`) interleaved with 184-byte slices that one ``struct`` call
-        cuts out of the PES: no Python-level work per packet.
-        """
-        headers = _pid_headers(pid)
-        cc = self._cc.get(pid, 0)
-        n = len(pes)
-        if first_af is None:
-            chunk = n if n < _PAYLOAD else _PAYLOAD
-            stuff = _PAYLOAD - chunk
-            if stuff:
-                out += (headers.start_af[cc], _STUFFING[stuff], pes)
-            else:
-                out += (headers.start[cc], pes[:_PAYLOAD])
+        if pes_header_size == 19:
+            pes_header = (
+                (0x000001 << 128 | stream_id << 120 | length << 104 | 0x84C00A << 80)
+                | _timestamp_field(pts, _PTS_BEFORE_DTS) << 40
+                | _timestamp_field(dts, _DTS)
+            ).to_bytes(19, "big")
         else:
-            room = _PAYLOAD - 1 - len(first_af)
-            chunk = n if n < room else room
-            stuff = room - chunk
-            out += (
-                headers.start_af[cc],
-                bytes((len(first_af) + stuff,)) + first_af + b"\xff" * stuff,
-                pes[:chunk] if chunk < n else pes,
-            )
-        cc = (cc + 1) & 0xF
-        full, tail = divmod(n - chunk, _PAYLOAD)
+            pes_header = (
+                0x000001 << 88 | stream_id << 80 | length << 64 | 0x848005 << 40 | _timestamp_field(pts, _PTS_ONLY)
+            ).to_bytes(14, "big")
+        # The first packet's adaptation field: PCR (with the discontinuity and random access flags) on the
+        # PCR PID, else only the random access flag, else none; then stuffing if the PES fills less.
+        # The PCR PID (pcr_pid, without the property's cost): video's, or audio's when there is no video.
+        if pid == self.video_pid or self._video is None:
+            flags = 0x50 if random_access else 0x10
+            if self._discontinuity:
+                flags |= 0x80
+                self._discontinuity = False
+            af = (flags << 48 | (dts & MASK_33) << 15 | 0x7E00).to_bytes(7, "big")  # PCR extension 0
+        elif random_access:
+            af = b"\x40"
+        else:
+            af = b""
+        headers = self._vheaders if pid == self.video_pid else self._aheaders
+        cc = self._cc.get(pid, 0)
+        room = _PAYLOAD - 1 - len(af) if af else _PAYLOAD
+        stuff = room - pes_header_size - es_size
+        if stuff > 0:  # the whole PES fits in the first packet
+            if af:
+                prefix = headers.start_af[cc] + bytes((len(af) + stuff,)) + af + b"\xff" * stuff
+            else:
+                prefix = headers.start_af[cc] + _STUFFING[stuff]
+        elif af:
+            prefix = headers.start_af[cc] + bytes((len(af),)) + af
+        else:
+            prefix = headers.start[cc]
+        parts[0] = prefix + pes_header
+        self._packetize(out, pid, headers, (cc + 1) & 0xF, b"".join(parts))
+
+    def _packetize(self, out: list[bytes], pid: int, headers: _PidHeaders, cc: int, buf: bytes) -> None:
+        """Split ``buf`` (the first transport packet, then the rest of the PES) into packets appended to
+        ``out`` as pieces for one join; ``cc`` is the counter of the second packet.
+
+        Only the last packet (stuffing in an adaptation field) is built on its own. The full packets
+        between are prebuilt 4-byte headers (:func:`_pid_headers`) interleaved with 184-byte slices that
+        one ``struct`` call cuts out of the PES: no Python-level work per packet.
+        """
+        n = len(buf)
+        if n <= PACKET_SIZE:  # one packet, stuffed to size by its adaptation field
+            out.append(buf)
+            self._cc[pid] = cc
+            return
+        out.append(buf[:PACKET_SIZE])
+        full, tail = divmod(n - PACKET_SIZE, _PAYLOAD)
         if full:
             run = headers.runs[cc]
             if full > _RUN:
                 run = run[:16] * (full // 16 + 1)
-            pieces: list[bytes | memoryview] = [b""] * (2 * full)
-            pieces[::2] = run[:full]
-            pieces[1::2] = _split_payloads(pes, chunk, full)
-            out += pieces
+            base = len(out)
+            out += [b""] * (2 * full)
+            out[base::2] = run[:full]
+            out[base + 1 :: 2] = _split_payloads(buf, PACKET_SIZE, full)
             cc = (cc + full) & 0xF
         if tail:
-            out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], pes[n - tail :])
+            out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], buf[n - tail :])
             cc = (cc + 1) & 0xF
         self._cc[pid] = cc
 
