@@ -918,6 +918,17 @@ def test_fast_packetizer_matches_reference_at_every_packet_boundary(case: str) -
     assert assert_same_output(ops, audio_max_delay_ms=0) > 600 * 188
 
 
+def test_fast_packetizer_matches_reference_on_huge_frames() -> None:
+    """Around the struct block (64 payloads) and beyond the prebuilt counter run (8192 packets, 1.5 MB)."""
+    big = _PATTERN * 12
+    sizes = [64 * 184 - 200, 64 * 184 + 1, 65 * 184, 129 * 184 + 7, 8192 * 184 - 150, 8192 * 184 + 500, 8300 * 184]
+    ops = _mux_ops([V(0, avc_sh()), A(0, aac_sh())])
+    for n, size in enumerate(sizes):
+        ops.append(("mux", V(40 * n, avc_frame(SLICE + big[n : n + size], cts=40 * (n % 2)))))
+        ops.append(("mux", A(40 * n, aac_frame(b"\x21" * 300))))
+    assert assert_same_output(ops) > sum(sizes)
+
+
 def test_fast_paths_match_reference_on_a_long_synthetic_stream() -> None:
     """The HLS tests' publisher for 60 s, with everything HLS and HTTP-TS do between packets: PAT/PMT per
     segment and for joining viewers, a discontinuity, a publisher leaving and coming back."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import struct
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 from livesrv.codec import avc, flv
@@ -329,7 +330,7 @@ class TSMuxer:
         """Write out buffered audio; call before closing a segment or a stream."""
         if not self._abuf:
             return b""
-        out: list[bytes] = []
+        out: list[bytes | bytearray] = []
         self._flush_audio(out)
         return b"".join(out)
 
@@ -432,7 +433,7 @@ class TSMuxer:
             size += len(aud)
         dts = timestamp * CLOCK_KHZ
         pts = max(dts, (timestamp + composition_time) * CLOCK_KHZ)
-        out: list[bytes] = []
+        out: list[bytes | bytearray] = []
         if self._abuf:
             self._flush_audio(out)
         self._write_pes(out, self.video_pid, STREAM_ID_VIDEO, pts, dts, parts, size, random_access, bounded=False)
@@ -516,7 +517,7 @@ class TSMuxer:
     def _buffer_audio(self, timestamp: int, frame: bytes) -> bytes:
         """Gather ``frame`` into the audio PES being built; returns the PES written out to make room, if any."""
         pts = timestamp * CLOCK_KHZ
-        out: list[bytes] | None = None
+        out: list[bytes | bytearray] | None = None
         if self._abuf:
             if (
                 pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
@@ -542,7 +543,7 @@ class TSMuxer:
             self._psi_dirty = True
         self._audio = track
 
-    def _flush_audio(self, out: list[bytes]) -> None:
+    def _flush_audio(self, out: list[bytes | bytearray]) -> None:
         """Write the buffered audio frames as one PES, appending its pieces to ``out``."""
         parts: list[bytes | memoryview] = [b""]  # the PES header's place
         parts += self._abuf
@@ -575,7 +576,7 @@ class TSMuxer:
 
     def _write_pes(
         self,
-        out: list[bytes],
+        out: list[bytes | bytearray],
         pid: int,
         stream_id: int,
         pts: int,
@@ -644,30 +645,31 @@ class TSMuxer:
         parts[0] = prefix + pes_header
         self._packetize(out, pid, headers, (cc + 1) & 0xF, b"".join(parts))
 
-    def _packetize(self, out: list[bytes], pid: int, headers: _PidHeaders, cc: int, buf: bytes) -> None:
+    def _packetize(self, out: list[bytes | bytearray], pid: int, headers: _PidHeaders, cc: int, buf: bytes) -> None:
         """Split ``buf`` (the first transport packet, then the rest of the PES) into packets appended to
-        ``out`` as pieces for one join; ``cc`` is the counter of the second packet.
+        ``out`` for one join; ``cc`` is the counter of the second packet.
 
-        Only the last packet (stuffing in an adaptation field) is built on its own. The full packets
-        between are prebuilt 4-byte headers (:func:`_pid_headers`) interleaved with 184-byte slices that
-        one ``struct`` call cuts out of the PES: no Python-level work per packet.
+        No Python-level work per packet: one ``struct`` call cuts the first packet and the 184-byte payloads
+        of the full packets after it, one join puts the same 4-byte header (counter 0) between them, and one
+        extended-slice assignment writes the right counters into the fourth byte of those headers. Only the
+        last packet (stuffing in an adaptation field) is built on its own.
         """
         n = len(buf)
         if n <= PACKET_SIZE:  # one packet, stuffed to size by its adaptation field
             out.append(buf)
             self._cc[pid] = cc
             return
-        out.append(buf[:PACKET_SIZE])
         full, tail = divmod(n - PACKET_SIZE, _PAYLOAD)
         if full:
-            run = headers.runs[cc]
-            if full > _RUN:
-                run = run[:16] * (full // 16 + 1)
-            base = len(out)
-            out += [b""] * (2 * full)
-            out[base::2] = run[:full]
-            out[base + 1 :: 2] = _split_payloads(buf, PACKET_SIZE, full)
+            packets = headers.between.join(_cut_packets(buf, full))
+            if full <= _MAX_RUN:
+                packets[PACKET_SIZE + 3 :: PACKET_SIZE] = _COUNTERS[cc : cc + full]
+            else:
+                packets[PACKET_SIZE + 3 :: PACKET_SIZE] = (_COUNTERS[cc : cc + 16] * (full // 16 + 1))[:full]
+            out.append(packets)
             cc = (cc + full) & 0xF
+        else:
+            out.append(buf[:PACKET_SIZE])
         if tail:
             out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], buf[n - tail :])
             cc = (cc + 1) & 0xF
@@ -691,30 +693,35 @@ _STUFFING: Final = tuple(
     b"" if n == 0 else b"\x00" if n == 1 else bytes((n - 1, 0)) + b"\xff" * (n - 2) for n in range(_PAYLOAD + 1)
 )
 
-#: Payload slices cut per struct call: a run of _BLOCK slices, then the rest with a Struct of that many.
+#: Packets cut per struct call: the first (188 bytes) and up to _BLOCK payloads (184) after it; longer PES
+#: go on in runs of _BLOCK payloads.
 _BLOCK: Final = 64
-_UNPACK: Final = tuple(struct.Struct(f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
-#: Headers prebuilt per rotation of the counter: covers a PES of ~47 KB; longer ones repeat the 16-cycle.
-_RUN: Final = 256
+_FIRST_AND: Final = tuple(struct.Struct(f"{PACKET_SIZE}s" + f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
+_PAYLOADS: Final = tuple(struct.Struct(f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
+#: Byte 3 of consecutive payload-only headers (adaptation field control 01, then the counter), for runs
+#: starting at any counter: ``_COUNTERS[cc : cc + k]``. Covers a PES of 1.5 MB; longer ones repeat the cycle.
+_MAX_RUN: Final = 8192
+_COUNTERS: Final = bytes(0x10 | i & 0xF for i in range(_MAX_RUN + 16))
 
 
-def _split_payloads(pes: bytes, offset: int, count: int) -> list[bytes] | tuple[bytes, ...]:
-    """``count`` consecutive 184-byte slices of ``pes`` from ``offset``, cut in C by struct."""
-    if count <= _BLOCK:
-        return _UNPACK[count](pes, offset)
-    chunks: list[bytes] = []
+def _cut_packets(buf: bytes, full: int) -> Sequence[bytes]:
+    """The first packet of ``buf`` and the ``full`` 184-byte payloads after it, cut in C by struct."""
+    if full <= _BLOCK:
+        return _FIRST_AND[full](buf)
+    chunks = list(_FIRST_AND[_BLOCK](buf))
     step = _BLOCK * _PAYLOAD
-    blocks, rest = divmod(count, _BLOCK)
-    unpack = _UNPACK[_BLOCK]
+    offset = PACKET_SIZE + step
+    blocks, rest = divmod(full - _BLOCK, _BLOCK)
+    payloads = _PAYLOADS[_BLOCK]
     for off in range(offset, offset + blocks * step, step):
-        chunks += unpack(pes, off)
-    chunks += _UNPACK[rest](pes, offset + blocks * step)
+        chunks += payloads(buf, off)
+    chunks += _PAYLOADS[rest](buf, offset + blocks * step)
     return chunks
 
 
 @dataclass(frozen=True, slots=True)
 class _PidHeaders:
-    """Every 4-byte transport packet header one PID can need, indexed by continuity counter."""
+    """The transport packet headers one PID needs, indexed by continuity counter."""
 
     #: Payload unit start, payload only (a PES that fills its first packet without an adaptation field).
     start: tuple[bytes, ...]
@@ -722,8 +729,8 @@ class _PidHeaders:
     start_af: tuple[bytes, ...]
     #: Continuation with an adaptation field: the stuffed last packet.
     af: tuple[bytes, ...]
-    #: Continuation, payload only: ``runs[cc]`` is the headers of consecutive full packets from ``cc`` on.
-    runs: tuple[tuple[bytes, ...], ...]
+    #: Continuation, payload only, counter 0: the separator of the full packets (counters written after).
+    between: bytearray
 
 
 @functools.cache
@@ -734,6 +741,4 @@ def _pid_headers(pid: int) -> _PidHeaders:
     start = tuple(bytes((SYNC_BYTE, 0x40 | hi, lo, 0x10 | cc)) for cc in range(16))
     start_af = tuple(bytes((SYNC_BYTE, 0x40 | hi, lo, 0x30 | cc)) for cc in range(16))
     af = tuple(bytes((SYNC_BYTE, hi, lo, 0x30 | cc)) for cc in range(16))
-    plain = tuple(bytes((SYNC_BYTE, hi, lo, 0x10 | cc)) for cc in range(16))
-    runs = tuple((plain[cc:] + plain[:cc]) * (_RUN // 16) for cc in range(16))
-    return _PidHeaders(start, start_af, af, runs)
+    return _PidHeaders(start, start_af, af, bytearray((SYNC_BYTE, hi, lo, 0x10)))
