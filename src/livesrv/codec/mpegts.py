@@ -618,8 +618,8 @@ class TSMuxer:
                 0x000001 << 88 | stream_id << 80 | length << 64 | 0x848005 << 40 | _timestamp_field(pts, _PTS_ONLY)
             ).to_bytes(14, "big")
         # The first packet's adaptation field: PCR (with the discontinuity and random access flags) on the
-        # PCR PID, else only the random access flag, else none; then stuffing if the PES fills less.
-        # The PCR PID (pcr_pid, without the property's cost): video's, or audio's when there is no video.
+        # PCR PID (pcr_pid without the property's cost: video's, or audio's when there is no video), else only
+        # the random access flag, else none; then stuffing if the PES fills less than the packet.
         if pid == self.video_pid or self._video is None:
             flags = 0x50 if random_access else 0x10
             if self._discontinuity:
@@ -697,7 +697,9 @@ _STUFFING: Final = tuple(
 #: Packets cut per struct call: the first (188 bytes) and up to _BLOCK payloads (184) after it; longer PES
 #: go on in runs of _BLOCK payloads.
 _BLOCK: Final = 64
-_FIRST_AND: Final = tuple(struct.Struct(f"{PACKET_SIZE}s" + f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
+_FIRST_AND: Final = tuple(
+    struct.Struct(f"{PACKET_SIZE}s" + f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1)
+)
 _PAYLOADS: Final = tuple(struct.Struct(f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
 #: Byte 3 of consecutive payload-only headers (adaptation field control 01, then the counter), for runs
 #: starting at any counter: ``_COUNTERS[cc : cc + k]``. Covers a PES of 1.5 MB; longer ones repeat the cycle.
@@ -731,6 +733,7 @@ class _PidHeaders:
     #: Continuation with an adaptation field: the stuffed last packet.
     af: tuple[bytes, ...]
     #: Continuation, payload only, counter 0: the separator of the full packets (counters written after).
+    #: A bytearray so that the join makes a bytearray; shared by all muxers, never mutated.
     between: bytearray
 
 
