@@ -676,3 +676,356 @@ def test_mp3_flv_plays_in_ffmpeg(tmp_path: Path) -> None:
     assert (a["codec_name"], a["sample_rate"]) == ("mp3", "44100")
     assert read_ts(out.read_bytes()).pmt[0]["streams"] == [(0x03, 0x101)]
     assert ffmpeg_decode_errors(out) == ""
+
+
+# --------------------------------------------------------------------------- the fast paths against the reference
+
+
+def _ref_timestamp(prefix: int, t: int) -> bytes:
+    t &= mpegts.MASK_33
+    return bytes((prefix << 4 | (t >> 29) & 0x0E | 1, (t >> 22) & 0xFF, (t >> 14) & 0xFE | 1, (t >> 7) & 0xFF,
+                  (t << 1) & 0xFE | 1))
+
+
+def _ref_pcr(base: int) -> bytes:
+    base &= mpegts.MASK_33
+    return bytes((base >> 25 & 0xFF, base >> 17 & 0xFF, base >> 9 & 0xFF, base >> 1 & 0xFF, (base & 1) << 7 | 0x7E, 0))
+
+
+class ReferenceTSMuxer(TSMuxer):
+    """The muxer's byte-producing paths as they were before they were made fast: one transport packet at a
+    time in a Python loop, the PES built by repeated concatenation, every tag through parse_video/parse_audio
+    and every ADTS header through adts_header. Kept here, not in src, as the definition the fast paths must
+    match byte for byte (PSI, tracks and configurations are shared: they did not change). bench/mux.py
+    measures it as "old".
+    """
+
+    def _mux_video(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        info = flv.parse_video(payload)
+        if info.command is not None or info.packet_type == flv.PACKET_METADATA or info.sequence_end:
+            return b""
+        codec = info.codec
+        if info.multitrack or codec not in (flv.CODEC_AVC, flv.CODEC_HEVC):
+            self.skipped += 1
+            return b""
+        body = memoryview(payload)[info.data_offset :]
+        if info.sequence_header:
+            self._video_config(codec, body, info.packet_type)
+            return b""
+        if info.packet_type not in (flv.PACKET_CODED_FRAMES, flv.PACKET_CODED_FRAMES_X) or not body:
+            return b""
+        track = self._video
+        if track is None or track.codec != codec:
+            track = self._set_video(mpegts._VideoTrack(
+                codec, mpegts.STREAM_TYPE_H264 if codec == flv.CODEC_AVC else mpegts.STREAM_TYPE_HEVC))
+        nals = avc.split_avcc(body, track.length_size)
+        if not nals:
+            return b""
+        if codec == flv.CODEC_AVC:
+            types = [nal[0] & 0x1F for nal in nals]
+            random_access = avc.NAL_IDR in types
+            has_ps = avc.NAL_SPS in types
+            aud, aud_type = mpegts._AUD_H264, avc.NAL_AUD
+        else:
+            types = [(nal[0] >> 1) & 0x3F for nal in nals]
+            random_access = any(avc.HEVC_NAL_BLA_W_LP <= t <= avc.HEVC_NAL_RSV_IRAP_23 for t in types)
+            has_ps = avc.HEVC_NAL_SPS in types
+            aud, aud_type = mpegts._AUD_HEVC, avc.HEVC_NAL_AUD
+        parts: list[bytes | memoryview] = [aud]
+        if random_access and not has_ps:
+            parts.append(track.param_sets)
+        for nal, t in zip(nals, types):
+            if t != aud_type:
+                parts.append(avc.START_CODE)
+                parts.append(nal)
+        dts = timestamp * mpegts.CLOCK_KHZ
+        pts = max(dts, (timestamp + info.composition_time) * mpegts.CLOCK_KHZ)
+        out = self._ref_flush_audio() if self._abuf else b""
+        es = b"".join(parts)
+        return out + self._ref_write_pes(self.video_pid, mpegts.STREAM_ID_VIDEO, pts, dts, es, random_access, False)
+
+    def _mux_audio(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        info = flv.parse_audio(payload)
+        codec = info.codec
+        if info.multitrack or codec not in (flv.CODEC_AAC, flv.CODEC_MP3):
+            self.skipped += 1
+            return b""
+        body = memoryview(payload)[info.data_offset :]
+        if codec == flv.CODEC_AAC:
+            if info.sequence_header:
+                self._set_audio(mpegts._AudioTrack(codec, mpegts.STREAM_TYPE_AAC, aac.parse_asc(body)))
+                return b""
+            if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
+                return b""
+            track = self._audio
+            if track is None or track.asc is None or track.codec != codec:
+                self.skipped += 1
+                return b""
+            frame = aac.adts_header(track.asc, len(body)) + body
+        else:
+            if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
+                return b""
+            if len(body) > mpegts._MAX_AUDIO_PES:
+                raise mpegts.TSError(f"audio frame of {len(body)} bytes does not fit a PES packet")
+            stream_type = mpegts._mp3_stream_type(body, info.sample_rate)
+            if self._audio is None or self._audio.stream_type != stream_type:
+                self._set_audio(mpegts._AudioTrack(codec, stream_type))
+            frame = bytes(body)
+        pts = timestamp * mpegts.CLOCK_KHZ
+        out = b""
+        if self._abuf and (
+            pts - self._abuf_pts >= self.audio_max_delay_ms * mpegts.CLOCK_KHZ
+            or pts < self._abuf_pts
+            or self._abuf_size + len(frame) > mpegts._MAX_AUDIO_PES
+        ):
+            out = self._ref_flush_audio()
+        if not self._abuf:
+            self._abuf_pts = pts
+        self._abuf.append(frame)
+        self._abuf_size += len(frame)
+        if self.audio_max_delay_ms <= 0:
+            out += self._ref_flush_audio()
+        return out
+
+    def flush(self) -> bytes:
+        return self._ref_flush_audio() if self._abuf else b""
+
+    def _ref_flush_audio(self) -> bytes:
+        es = b"".join(self._abuf)
+        self._abuf.clear()
+        self._abuf_size = 0
+        return self._ref_write_pes(
+            self.audio_pid, mpegts.STREAM_ID_AUDIO, self._abuf_pts, self._abuf_pts, es, self._video is None, True
+        )
+
+    def _ref_write_pes(
+        self, pid: int, stream_id: int, pts: int, dts: int, es: bytes, random_access: bool, bounded: bool
+    ) -> bytes:
+        out = self.psi() if self._psi_dirty else b""
+        if pts != dts:
+            header = b"\xc0\x0a" + _ref_timestamp(3, pts) + _ref_timestamp(1, dts)
+        else:
+            header = b"\x80\x05" + _ref_timestamp(2, pts)
+        length = 1 + len(header) + len(es)
+        if length > 0xFFFF:
+            assert not bounded
+            length = 0
+        pes = b"".join((b"\x00\x00\x01", bytes((stream_id, length >> 8, length & 0xFF, 0x84)), header, es))
+        af = 0
+        fields = b""
+        if pid == self.pcr_pid:
+            af = 0x10
+            fields = _ref_pcr(dts)
+            if self._discontinuity:
+                af |= 0x80
+                self._discontinuity = False
+        if random_access:
+            af |= 0x40
+        return out + self._ref_packetize(pid, pes, bytes((af,)) + fields if af else None)
+
+    def _ref_packetize(self, pid: int, data: bytes, first_af: bytes | None) -> bytes:
+        out = bytearray()
+        mv = memoryview(data)
+        n = len(data)
+        cc = self._cc.get(pid, 0)
+        hi = pid >> 8
+        lo = pid & 0xFF
+        pos = 0
+        body = first_af
+        pusi = 0x40
+        while pos < n:
+            af_len = 0 if body is None else 1 + len(body)
+            chunk = min(184 - af_len, n - pos)
+            stuff = 184 - af_len - chunk
+            if body is not None:
+                af = bytes((len(body) + stuff,)) + body + b"\xff" * stuff
+            elif stuff == 1:
+                af = b"\x00"
+            elif stuff:
+                af = bytes((stuff - 1, 0)) + b"\xff" * (stuff - 2)
+            else:
+                af = b""
+            out += bytes((0x47, pusi | hi, lo, (0x30 if af else 0x10) | cc))
+            if af:
+                out += af
+            out += mv[pos : pos + chunk]
+            pos += chunk
+            cc = (cc + 1) & 0xF
+            body = None
+            pusi = 0
+        self._cc[pid] = cc
+        return bytes(out)
+
+
+# A 251-byte period (prime, so never a multiple of 184 or 188): a payload slice cut at the wrong offset shows.
+_PATTERN = bytes((i * 37 + 11) % 251 for i in range(251)) * 600
+
+
+def body_of(size: int, seed: int = 0) -> bytes:
+    off = seed % 251
+    return _PATTERN[off : off + size]
+
+
+def _call(muxer: TSMuxer, op: str, pkt: Pkt | None) -> bytes | tuple[str, str]:
+    """One operation on a muxer: its bytes, or the error it raised (type and message)."""
+    try:
+        if op == "mux":
+            assert pkt is not None
+            return muxer.mux(pkt)
+        if op == "psi":
+            return muxer.psi()
+        if op == "psi0":
+            return muxer.psi(advance=False)
+        if op == "flush":
+            return muxer.flush()
+        if op == "disc":
+            return muxer.discontinuity()
+        assert op == "reset"
+        return muxer.reset_codecs()
+    except ProtocolError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def assert_same_output(ops: Iterable[tuple[str, Pkt | None]], **kwargs: int) -> int:
+    """Run the same operations through TSMuxer and the reference; every result must be identical."""
+    new, ref = TSMuxer(**kwargs), ReferenceTSMuxer(**kwargs)
+    total = 0
+    for i, (op, pkt) in enumerate(ops):
+        got, want = _call(new, op, pkt), _call(ref, op, pkt)
+        assert got == want, f"operation {i} ({op}, {pkt and (pkt.kind, pkt.timestamp, len(pkt.payload))}) differs"
+        assert (new.has_video, new.has_audio, new.pcr_pid) == (ref.has_video, ref.has_audio, ref.pcr_pid)
+        total += len(got) if isinstance(got, bytes) else 0
+    assert new.skipped == ref.skipped
+    return total
+
+
+def _mux_ops(pkts: Iterable[Pkt]) -> list[tuple[str, Pkt | None]]:
+    return [("mux", p) for p in pkts]
+
+
+@pytest.mark.parametrize("case", ["video", "audio", "audio-only"])
+def test_fast_packetizer_matches_reference_at_every_packet_boundary(case: str) -> None:
+    """ES sizes 1..600: every remainder modulo 184, for a first packet with a PCR (video, audio alone), with
+    no adaptation field (audio next to video), with a one-packet PES and with an exactly full last packet."""
+    if case == "video":
+        ops = _mux_ops([V(0, avc_sh())]) + [
+            ("mux", V(40 * n, avc_frame((SLICE if n % 3 else IDR) + body_of(n, n), key=n % 3 == 0, cts=n % 2 * 40)))
+            for n in range(1, 601)
+        ]
+    else:
+        head = [V(0, avc_sh()), A(0, aac_sh())] if case == "audio" else [A(0, aac_sh())]
+        ops = _mux_ops(head) + [("mux", A(23 * n, aac_frame(body_of(n, n)))) for n in range(1, 601)]
+    assert assert_same_output(ops, audio_max_delay_ms=0) > 600 * 188
+
+
+def test_fast_packetizer_matches_reference_on_huge_frames() -> None:
+    """Around the struct block (64 payloads) and beyond the prebuilt counter run (8192 packets, 1.5 MB)."""
+    big = _PATTERN * 12
+    sizes = [64 * 184 - 200, 64 * 184 + 1, 65 * 184, 129 * 184 + 7, 8192 * 184 - 150, 8192 * 184 + 500, 8300 * 184]
+    ops = _mux_ops([V(0, avc_sh()), A(0, aac_sh())])
+    for n, size in enumerate(sizes):
+        ops.append(("mux", V(40 * n, avc_frame(SLICE + big[n : n + size], cts=40 * (n % 2)))))
+        ops.append(("mux", A(40 * n, aac_frame(b"\x21" * 300))))
+    assert assert_same_output(ops) > sum(sizes)
+
+
+def test_fast_paths_match_reference_on_a_long_synthetic_stream() -> None:
+    """The HLS tests' publisher for 60 s, with everything HLS and HTTP-TS do between packets: PAT/PMT per
+    segment and for joining viewers, a discontinuity, a publisher leaving and coming back."""
+    from tests.remux.test_hls_segmenter import av_stream
+
+    ops: list[tuple[str, Pkt | None]] = []
+    for n, pkt in enumerate(av_stream(30)):
+        ops.append(("mux", pkt))
+        if n % 50 == 0:
+            ops.append(("psi", None))
+        if n % 70 == 0:
+            ops.append(("psi0", None))
+    ops += [("flush", None), ("disc", None), ("reset", None)]
+    ops += _mux_ops(av_stream(30, start_ms=5000, gop_ms=2000))
+    ops += [("disc", None), ("reset", None)]
+    ops += _mux_ops(av_stream(5, video=False))  # audio alone: the PCR moves to the audio PID
+    ops += [("flush", None)]
+    assert assert_same_output(ops) > 1000 * 188
+
+
+def test_fast_paths_match_reference_on_real_encoder_output(sample_flv: Path) -> None:
+    pkts = flv_packets(sample_flv)
+    ops = _mux_ops(pkts) + [("disc", None)] + _mux_ops(pkts) + [("flush", None)]
+    assert assert_same_output(ops) > 100_000
+    assert assert_same_output(_mux_ops(pkts), audio_max_delay_ms=0) > 100_000
+
+
+_AVC_NALS = [0x65, 0x41, 0x06, 0x67, 0x09]  # IDR, slice, SEI, SPS, AUD
+_HEVC_NALS = [19 << 1, 1 << 1, 39 << 1, 33 << 1, 35 << 1]  # IDR_W_RADL, TRAIL_R, SEI, SPS, AUD
+_sizes = st.integers(0, 600) | st.integers(0, 4000) | st.integers(45_000, 130_000)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("v"), st.lists(st.tuples(st.integers(0, 4), _sizes), min_size=1, max_size=3),
+                  st.integers(-10, 80), st.integers(-50, 200), st.sampled_from(["legacy", "enhanced"])),
+        st.tuples(st.just("a"), st.integers(1, 1600) | st.integers(1500, 8184) | st.just(8185), st.integers(-10, 60)),
+        st.tuples(st.sampled_from(["psi", "psi0", "flush", "disc", "reset", "headers"])),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_ops, st.sampled_from([0, 20, 100, 1000]), st.booleans(), st.integers(0, 250))
+def test_property_fast_paths_match_reference(events: list[tuple], audio_delay: int, hevc: bool, seed: int) -> None:
+    """Random frame and NAL sizes (up to PES far above 64 KiB), B-frame offsets, out-of-order timestamps,
+    oversized AAC frames, and PSI, flushes, discontinuities and resets in between: same bytes, same errors."""
+    from tests.codec.test_avc import HEVC_SPS, _hevc_record
+
+    vps, sps, pps = b"\x40\x01\x0c\x01", bytes.fromhex(HEVC_SPS["main_1080p"][0]), b"\x44\x01\xc1\x72"
+    headers = [V(0, hevc_sh(_hevc_record(vps, sps, pps)) if hevc else avc_sh()), A(0, aac_sh())]
+    ops = _mux_ops(headers)
+    ts_ms = 1000
+    for n, ev in enumerate(events):
+        if ev[0] == "v":
+            _, nal_specs, dt, cts, framing = ev
+            ts_ms = max(0, ts_ms + dt)
+            kinds = _HEVC_NALS if hevc else _AVC_NALS
+            data = avcc(*(bytes((kinds[k], 1)) + body_of(size, seed + n) for k, size in nal_specs))
+            key = nal_specs[0][0] == 0
+            if not hevc:
+                payload = avc_frame(key=key, cts=cts) + data
+            elif framing == "legacy":
+                payload = bytes((0x1C if key else 0x2C, 1)) + cts.to_bytes(3, "big", signed=True) + data
+            else:
+                payload = hevc_frame(data, key, cts)
+            ops.append(("mux", V(ts_ms, payload)))
+        elif ev[0] == "a":
+            _, size, dt = ev
+            ts_ms = max(0, ts_ms + dt)
+            ops.append(("mux", A(ts_ms, aac_frame(body_of(size, seed - n)))))
+        elif ev[0] == "headers":
+            ops += _mux_ops(headers)
+        else:
+            ops.append((ev[0], None))
+    ops.append(("flush", None))
+    assert_same_output(ops, audio_max_delay_ms=audio_delay)
+
+
+@pytest.mark.parametrize("configured", [False, True])
+@pytest.mark.parametrize("kind", [flv.VIDEO, flv.AUDIO])
+def test_every_tag_header_is_handled_as_by_the_reference(kind: int, configured: bool) -> None:
+    """Every first byte with every small second byte, before short and real bodies: the fast paths (legacy
+    AVC/HEVC coded frames, legacy AAC raw frames) accept, skip and reject exactly what the full parse does."""
+    bodies = [b"", b"\x00", b"\x00\x00\x00", b"\x00\x00\x00" + avcc(IDR), b"\x00\x00\x00\x00\x00\x09\x65"]
+    ops = _mux_ops([V(0, avc_sh()), A(0, aac_sh())]) if configured else []
+    for b0 in range(256):
+        for b1 in range(5):
+            for body in bodies:
+                ops.append(("mux", Pkt(kind, 40, bytes((b0, b1)) + body)))
+    ops.append(("flush", None))
+    assert_same_output(ops)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([flv.AUDIO, flv.VIDEO]), st.integers(0, 255), st.integers(0, 4), st.binary(max_size=64),
+       st.booleans())
+def test_fuzz_fast_paths_match_reference(kind: int, b0: int, b1: int, rest: bytes, configured: bool) -> None:
+    ops = _mux_ops([V(0, avc_sh()), A(0, aac_sh())]) if configured else []
+    payload = bytes((b0, b1)) + rest
+    assert_same_output([*ops, ("mux", Pkt(kind, 0, payload)), ("mux", Pkt(kind, 40, payload)), ("flush", None)])

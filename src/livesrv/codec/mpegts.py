@@ -15,6 +15,14 @@ The PMT lists the tracks whose sequence header (or, for MP3, first frame) has be
 changes, a new PMT version is written before the next PES. :meth:`TSMuxer.psi` gives PAT+PMT on demand: at
 the start of every HLS segment, or ``psi(advance=False)`` for a viewer joining a shared live TS stream.
 
+Cost: every published stream with HLS or HTTP-TS on goes through here, ~1,500 transport packets per second
+at 2 Mbit/s, so nothing is done per 188-byte packet in Python. A PES is built with one join (its first
+packet's header and adaptation field in front); one ``struct`` call cuts it into that first packet and the
+184-byte payloads after it; one join with the payload-only header as separator makes the full packets and
+one extended-slice assignment writes their continuity counters; only the stuffed last packet is built apart.
+Legacy AVC/HEVC and AAC frames skip the full FLV header parse. docs/performance.md ("MPEG-TS muxing: pure
+Python vs PyAV") has the figures, and why this is not FFmpeg's muxer through PyAV.
+
 Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVError``, ``AVCError``,
 ``AACError``, ``TSError``) and leaves the muxer usable; codecs TS cannot carry here (AV1, VP9, Opus, ...) are counted in
 :attr:`TSMuxer.skipped` and dropped.
@@ -22,11 +30,14 @@ Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVE
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 from livesrv.codec import avc, flv
-from livesrv.codec.aac import AudioSpecificConfig, adts_header, parse_asc
+from livesrv.codec.aac import ADTS_HEADER_SIZE, ADTS_MAX_FRAME, AACError, AudioSpecificConfig, adts_header, parse_asc
 from livesrv.codec.errors import ProtocolError
 
 __all__ = [
@@ -115,24 +126,17 @@ def crc32_mpeg2(data: bytes | bytearray | memoryview) -> int:
     return crc
 
 
-def _timestamp(prefix: int, t: int) -> bytes:
-    """A 5-byte PES PTS/DTS field: 4-bit prefix, 33 bits split 3/15/15 with marker bits."""
-    t &= MASK_33
-    return bytes(
-        (
-            prefix << 4 | (t >> 29) & 0x0E | 1,
-            (t >> 22) & 0xFF,
-            (t >> 14) & 0xFE | 1,
-            (t >> 7) & 0xFF,
-            (t << 1) & 0xFE | 1,
-        )
-    )
+_MARKERS: Final = 1 << 32 | 1 << 16 | 1
+#: The constant bits of a 40-bit PES timestamp field: the 4-bit prefix and the three marker bits.
+_PTS_ONLY: Final = 0b0010 << 36 | _MARKERS
+_PTS_BEFORE_DTS: Final = 0b0011 << 36 | _MARKERS
+_DTS: Final = 0b0001 << 36 | _MARKERS
 
 
-def _pcr(base: int) -> bytes:
-    """PCR field: 33-bit base (90 kHz), 6 reserved bits, 9-bit extension 0."""
-    base &= MASK_33
-    return bytes((base >> 25 & 0xFF, base >> 17 & 0xFF, base >> 9 & 0xFF, base >> 1 & 0xFF, (base & 1) << 7 | 0x7E, 0))
+def _timestamp_field(t: int, constant_bits: int) -> int:
+    """A PES PTS/DTS field as a 40-bit integer (so the whole PES header is converted to bytes at once): the
+    low 33 bits of ``t`` split 3/15/15 between ``constant_bits`` (prefix and markers, e.g. ``_PTS_ONLY``)."""
+    return (t >> 30 & 7) << 33 | (t >> 15 & 0x7FFF) << 17 | (t & 0x7FFF) << 1 | constant_bits
 
 
 def _section(table_id: int, table_ext: int, version: int, body: bytes) -> bytes:
@@ -173,6 +177,8 @@ class _AudioTrack:
     codec: str  # flv.CODEC_AAC or flv.CODEC_MP3
     stream_type: int
     asc: AudioSpecificConfig | None = None
+    #: What of the ADTS header depends only on ``asc`` (see :func:`_adts_fixed`), computed once per configuration.
+    adts_fixed: tuple[int, int, int, int] | None = None
 
 
 def _annexb_param_sets(*groups: tuple[bytes, ...]) -> bytes:
@@ -210,6 +216,8 @@ class TSMuxer:
         "_abuf",
         "_abuf_size",
         "_abuf_pts",
+        "_vheaders",
+        "_aheaders",
     )
 
     def __init__(
@@ -243,6 +251,8 @@ class TSMuxer:
         self._abuf: list[bytes] = []
         self._abuf_size = 0
         self._abuf_pts = 0
+        self._vheaders = _pid_headers(video_pid)
+        self._aheaders = _pid_headers(audio_pid)
 
     # ------------------------------------------------------------------ public API
 
@@ -276,7 +286,12 @@ class TSMuxer:
 
     def mux(self, pkt: FLVPacket) -> bytes:
         """TS packets for one media packet (often empty: sequence headers, metadata, buffered audio)."""
-        return self.mux_tag(pkt.kind, pkt.timestamp, pkt.payload)
+        kind = pkt.kind  # (mux_tag's dispatch, repeated: this is the per-packet entry point)
+        if kind == flv.VIDEO:
+            return self._mux_video(pkt.timestamp, pkt.payload)
+        if kind == flv.AUDIO:
+            return self._mux_audio(pkt.timestamp, pkt.payload)
+        return b""
 
     def mux_tag(self, kind: int, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
         if kind == flv.VIDEO:
@@ -316,7 +331,9 @@ class TSMuxer:
         """Write out buffered audio; call before closing a segment or a stream."""
         if not self._abuf:
             return b""
-        return self._flush_audio()
+        out: list[bytes | bytearray] = []
+        self._flush_audio(out)
+        return b"".join(out)
 
     def discontinuity(self) -> bytes:
         """A new publisher's timeline follows: flush, then flag the next PCR as a time-base discontinuity.
@@ -339,6 +356,19 @@ class TSMuxer:
     # ------------------------------------------------------------------ video
 
     def _mux_video(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        # Fast path for the tag nearly every publisher sends 30 times a second: a legacy AVC/HEVC coded frame
+        # (no ExHeader, frame type 1..4, AVCPacketType 1). What parse_video would say about it is all in the
+        # first five bytes, so the VideoInfo it builds is skipped.
+        if len(payload) > 5 and payload[1] == flv.PACKET_CODED_FRAMES:
+            b0 = payload[0]
+            codec_id = b0 & 0x8F
+            if (codec_id == flv.VIDEO_CODEC_AVC or codec_id == flv.VIDEO_CODEC_HEVC) and 0x10 <= b0 & 0x70 <= 0x40:
+                return self._video_frame(
+                    flv.CODEC_AVC if codec_id == flv.VIDEO_CODEC_AVC else flv.CODEC_HEVC,
+                    timestamp,
+                    int.from_bytes(payload[2:5], "big", signed=True),
+                    memoryview(payload)[5:],
+                )
         info = flv.parse_video(payload)
         if info.command is not None or info.packet_type == flv.PACKET_METADATA or info.sequence_end:
             return b""
@@ -352,6 +382,14 @@ class TSMuxer:
             return b""
         if info.packet_type not in (flv.PACKET_CODED_FRAMES, flv.PACKET_CODED_FRAMES_X) or not body:
             return b""
+        return self._video_frame(codec, timestamp, info.composition_time, body)
+
+    def _video_frame(self, codec: str, timestamp: int, composition_time: int, body: memoryview) -> bytes:
+        """One access unit as one PES: AUD, parameter sets before a random access picture, NAL units in Annex B.
+
+        The PES header and every piece of the elementary stream (views into the tag) go into one list
+        joined once: no intermediate Annex B copy of the frame.
+        """
         track = self._video
         if track is None or track.codec != codec:
             # No sequence header yet: parameter sets may still be in band. Default AVCC length size.
@@ -359,30 +397,48 @@ class TSMuxer:
         nals = avc.split_avcc(body, track.length_size)
         if not nals:
             return b""
-        parts: list[bytes | memoryview]
-        if codec == flv.CODEC_AVC:
-            types = [nal[0] & 0x1F for nal in nals]
-            random_access = avc.NAL_IDR in types
-            has_ps = avc.NAL_SPS in types
-            aud, aud_type = _AUD_H264, avc.NAL_AUD
-        else:
-            types = [(nal[0] >> 1) & 0x3F for nal in nals]
-            random_access = any(avc.HEVC_NAL_BLA_W_LP <= t <= avc.HEVC_NAL_RSV_IRAP_23 for t in types)
-            has_ps = avc.HEVC_NAL_SPS in types
-            aud, aud_type = _AUD_HEVC, avc.HEVC_NAL_AUD
-        parts = [aud]
-        if random_access and not has_ps:
-            parts.append(track.param_sets)
+        # parts[0] is the PES header, filled in once the elementary stream's length is known.
+        parts: list[bytes | memoryview] = [b""]
+        size = 0
+        random_access = has_ps = False
         start = avc.START_CODE
-        for nal, t in zip(nals, types):
-            if t != aud_type:  # ours is already first, where the standard wants it
-                parts.append(start)
-                parts.append(nal)
+        if codec == flv.CODEC_AVC:
+            aud = _AUD_H264
+            for nal in nals:
+                t = nal[0] & 0x1F
+                if t == avc.NAL_AUD:
+                    continue  # ours is first, where the standard wants it
+                if t == avc.NAL_IDR:
+                    random_access = True
+                elif t == avc.NAL_SPS:
+                    has_ps = True
+                parts += (start, nal)
+                size += 4 + len(nal)
+        else:
+            aud = _AUD_HEVC
+            for nal in nals:
+                t = (nal[0] >> 1) & 0x3F
+                if t == avc.HEVC_NAL_AUD:
+                    continue
+                if avc.HEVC_NAL_BLA_W_LP <= t <= avc.HEVC_NAL_RSV_IRAP_23:
+                    random_access = True
+                elif t == avc.HEVC_NAL_SPS:
+                    has_ps = True
+                parts += (start, nal)
+                size += 4 + len(nal)
+        if random_access and not has_ps:
+            parts[1:1] = (aud, track.param_sets)
+            size += len(aud) + len(track.param_sets)
+        else:
+            parts.insert(1, aud)
+            size += len(aud)
         dts = timestamp * CLOCK_KHZ
-        pts = max(dts, (timestamp + info.composition_time) * CLOCK_KHZ)
-        out = self._flush_audio() if self._abuf else b""
-        es = b"".join(parts)
-        return out + self._write_pes(self.video_pid, STREAM_ID_VIDEO, pts, dts, es, random_access, bounded=False)
+        pts = max(dts, (timestamp + composition_time) * CLOCK_KHZ)
+        out: list[bytes | bytearray] = []
+        if self._abuf:
+            self._flush_audio(out)
+        self._write_pes(out, self.video_pid, STREAM_ID_VIDEO, pts, dts, parts, size, random_access, bounded=False)
+        return b"".join(out)
 
     def _video_config(self, codec: str, body: memoryview, packet_type: int) -> None:
         if packet_type == flv.PACKET_MPEG2TS_SEQUENCE_START:
@@ -416,6 +472,10 @@ class TSMuxer:
     # ------------------------------------------------------------------ audio
 
     def _mux_audio(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        # Fast path for a legacy AAC raw frame (SoundFormat 10, AACPacketType 1): parse_audio would accept it
+        # whatever the other header bits say, so its AudioInfo is skipped.
+        if len(payload) > 2 and payload[1] == flv.AUDIO_PACKET_CODED_FRAMES and payload[0] >> 4 == flv.SOUND_AAC:
+            return self._aac_frame(timestamp, memoryview(payload)[2:])
         info = flv.parse_audio(payload)
         codec = info.codec
         if info.multitrack or codec not in (flv.CODEC_AAC, flv.CODEC_MP3):
@@ -424,39 +484,59 @@ class TSMuxer:
         body = memoryview(payload)[info.data_offset :]
         if codec == flv.CODEC_AAC:
             if info.sequence_header:
-                self._set_audio(_AudioTrack(codec, STREAM_TYPE_AAC, parse_asc(body)))
+                asc = parse_asc(body)
+                self._set_audio(_AudioTrack(codec, STREAM_TYPE_AAC, asc, _adts_fixed(asc)))
                 return b""
             if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
                 return b""
-            track = self._audio
-            if track is None or track.asc is None or track.codec != codec:
-                self.skipped += 1  # raw AAC cannot be framed without its AudioSpecificConfig
-                return b""
-            frame = adts_header(track.asc, len(body)) + body
+            return self._aac_frame(timestamp, body)
+        if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
+            return b""
+        if len(body) > _MAX_AUDIO_PES:  # (ADTS frames are at most 8 KiB)
+            raise TSError(f"audio frame of {len(body)} bytes does not fit a PES packet")
+        stream_type = _mp3_stream_type(body, info.sample_rate)
+        if self._audio is None or self._audio.stream_type != stream_type:
+            self._set_audio(_AudioTrack(codec, stream_type))
+        return self._buffer_audio(timestamp, bytes(body))
+
+    def _aac_frame(self, timestamp: int, body: memoryview) -> bytes:
+        """A raw AAC frame behind its ADTS header, from the fixed part computed with the configuration."""
+        track = self._audio
+        if track is None or track.asc is None or track.codec != flv.CODEC_AAC:
+            self.skipped += 1  # raw AAC cannot be framed without its AudioSpecificConfig
+            return b""
+        size = len(body)
+        length = size + ADTS_HEADER_SIZE
+        fixed = track.adts_fixed
+        if fixed is None or length > ADTS_MAX_FRAME:
+            header = adts_header(track.asc, size)  # raises the AACError saying why it cannot be framed
         else:
-            if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
-                return b""
-            if len(body) > _MAX_AUDIO_PES:  # (ADTS frames are at most 8 KiB)
-                raise TSError(f"audio frame of {len(body)} bytes does not fit a PES packet")
-            stream_type = _mp3_stream_type(body, info.sample_rate)
-            if self._audio is None or self._audio.stream_type != stream_type:
-                self._set_audio(_AudioTrack(codec, stream_type))
-            frame = bytes(body)
+            b0, b1, b2, b3 = fixed
+            header = bytes((b0, b1, b2, b3 | length >> 11, (length >> 3) & 0xFF, (length & 7) << 5 | 0x1F, 0xFC))
+        return self._buffer_audio(timestamp, header + body)
+
+    def _buffer_audio(self, timestamp: int, frame: bytes) -> bytes:
+        """Gather ``frame`` into the audio PES being built; returns the PES written out to make room, if any."""
         pts = timestamp * CLOCK_KHZ
-        out = b""
-        if self._abuf and (
-            pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
-            or pts < self._abuf_pts
-            or self._abuf_size + len(frame) > _MAX_AUDIO_PES
-        ):
-            out = self._flush_audio()
-        if not self._abuf:
+        out: list[bytes | bytearray] | None = None
+        if self._abuf:
+            if (
+                pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
+                or pts < self._abuf_pts
+                or self._abuf_size + len(frame) > _MAX_AUDIO_PES
+            ):
+                out = []
+                self._flush_audio(out)
+                self._abuf_pts = pts
+        else:
             self._abuf_pts = pts
         self._abuf.append(frame)
         self._abuf_size += len(frame)
         if self.audio_max_delay_ms <= 0:
-            out += self._flush_audio()
-        return out
+            if out is None:
+                out = []
+            self._flush_audio(out)
+        return b"".join(out) if out else b""
 
     def _set_audio(self, track: _AudioTrack) -> None:
         old = self._audio
@@ -464,13 +544,16 @@ class TSMuxer:
             self._psi_dirty = True
         self._audio = track
 
-    def _flush_audio(self) -> bytes:
-        es = b"".join(self._abuf)
+    def _flush_audio(self, out: list[bytes | bytearray]) -> None:
+        """Write the buffered audio frames as one PES, appending its pieces to ``out``."""
+        parts: list[bytes | memoryview] = [b""]  # the PES header's place
+        parts += self._abuf
+        size = self._abuf_size
         self._abuf.clear()
         self._abuf_size = 0
         # Pure audio carries the PCR, and every PES of it is a random access point.
-        return self._write_pes(
-            self.audio_pid, STREAM_ID_AUDIO, self._abuf_pts, self._abuf_pts, es, self._video is None, bounded=True
+        self._write_pes(
+            out, self.audio_pid, STREAM_ID_AUDIO, self._abuf_pts, self._abuf_pts, parts, size, self._video is None, True
         )
 
     # ------------------------------------------------------------------ packetizing
@@ -493,61 +576,173 @@ class TSMuxer:
         return head + section + b"\xff" * (PACKET_SIZE - 5 - len(section))
 
     def _write_pes(
-        self, pid: int, stream_id: int, pts: int, dts: int, es: bytes, random_access: bool, bounded: bool
-    ) -> bytes:
-        out = self.psi() if self._psi_dirty else b""
+        self,
+        out: list[bytes | bytearray],
+        pid: int,
+        stream_id: int,
+        pts: int,
+        dts: int,
+        parts: list[bytes | memoryview],
+        es_size: int,
+        random_access: bool,
+        bounded: bool,
+    ) -> None:
+        """One PES of ``parts[1:]`` (``es_size`` bytes) as transport packets appended to ``out``, after PAT/PMT
+        when the track set changed.
+
+        ``parts[0]`` is overwritten with the first packet's TS header and adaptation field followed by the
+        PES header, so one join gives the first packet and the rest of the PES contiguously (see
+        :meth:`_packetize`). The fixed-size fields are built as integers and converted once: this runs for
+        every video frame and every audio PES, and the small objects added up.
+        """
+        if self._psi_dirty:
+            out.append(self.psi())
         if pts != dts:
-            header = b"\xc0\x0a" + _timestamp(3, pts) + _timestamp(1, dts)
+            pes_header_size = 19
+            length = 13 + es_size  # the PES_packet_length counts from the flags byte: 3 + PTS + DTS
         else:
-            header = b"\x80\x05" + _timestamp(2, pts)
-        length = 1 + len(header) + len(es)  # flags byte + PTS/DTS flags/length + fields + data
+            pes_header_size = 14
+            length = 8 + es_size
         if length > 0xFFFF:
             if bounded:  # cannot happen: the audio buffer is flushed before it grows this large
                 raise AssertionError("audio PES too large")
             length = 0  # unbounded: allowed for video only
-        pes = b"".join((b"\x00\x00\x01", bytes((stream_id, length >> 8, length & 0xFF, 0x84)), header, es))
-        af = 0
-        fields = b""
-        if pid == self.pcr_pid:
-            af = 0x10
-            fields = _pcr(dts)
+        if pes_header_size == 19:
+            pes_header = (
+                (0x000001 << 128 | stream_id << 120 | length << 104 | 0x84C00A << 80)
+                | _timestamp_field(pts, _PTS_BEFORE_DTS) << 40
+                | _timestamp_field(dts, _DTS)
+            ).to_bytes(19, "big")
+        else:
+            pes_header = (
+                0x000001 << 88 | stream_id << 80 | length << 64 | 0x848005 << 40 | _timestamp_field(pts, _PTS_ONLY)
+            ).to_bytes(14, "big")
+        # The first packet's adaptation field: PCR (with the discontinuity and random access flags) on the
+        # PCR PID (pcr_pid without the property's cost: video's, or audio's when there is no video), else only
+        # the random access flag, else none; then stuffing if the PES fills less than the packet.
+        if pid == self.video_pid or self._video is None:
+            flags = 0x50 if random_access else 0x10
             if self._discontinuity:
-                af |= 0x80
+                flags |= 0x80
                 self._discontinuity = False
-        if random_access:
-            af |= 0x40
-        return out + self._packetize(pid, pes, bytes((af,)) + fields if af else None)
-
-    def _packetize(self, pid: int, data: bytes, first_af: bytes | None) -> bytes:
-        """Split a PES into transport packets; stuffing goes in the adaptation field of the last one."""
-        out = bytearray()
-        mv = memoryview(data)
-        n = len(data)
+            af = (flags << 48 | (dts & MASK_33) << 15 | 0x7E00).to_bytes(7, "big")  # PCR extension 0
+        elif random_access:
+            af = b"\x40"
+        else:
+            af = b""
+        headers = self._vheaders if pid == self.video_pid else self._aheaders
         cc = self._cc.get(pid, 0)
-        hi = pid >> 8
-        lo = pid & 0xFF
-        pos = 0
-        body = first_af
-        pusi = 0x40
-        while pos < n:
-            af_len = 0 if body is None else 1 + len(body)
-            chunk = min(_PAYLOAD - af_len, n - pos)
-            stuff = _PAYLOAD - af_len - chunk
-            if body is not None:
-                af = bytes((len(body) + stuff,)) + body + b"\xff" * stuff
-            elif stuff == 1:
-                af = b"\x00"
-            elif stuff:
-                af = bytes((stuff - 1, 0)) + b"\xff" * (stuff - 2)
-            else:
-                af = b""
-            out += bytes((SYNC_BYTE, pusi | hi, lo, (0x30 if af else 0x10) | cc))
+        room = _PAYLOAD - 1 - len(af) if af else _PAYLOAD
+        stuff = room - pes_header_size - es_size
+        if stuff > 0:  # the whole PES fits in the first packet
             if af:
-                out += af
-            out += mv[pos : pos + chunk]
-            pos += chunk
+                prefix = headers.start_af[cc] + bytes((len(af) + stuff,)) + af + b"\xff" * stuff
+            else:
+                prefix = headers.start_af[cc] + _STUFFING[stuff]
+        elif af:
+            prefix = headers.start_af[cc] + bytes((len(af),)) + af
+        else:
+            prefix = headers.start[cc]
+        parts[0] = prefix + pes_header
+        self._packetize(out, pid, headers, (cc + 1) & 0xF, b"".join(parts))
+
+    def _packetize(self, out: list[bytes | bytearray], pid: int, headers: _PidHeaders, cc: int, buf: bytes) -> None:
+        """Split ``buf`` (the first transport packet, then the rest of the PES) into packets appended to
+        ``out`` for one join; ``cc`` is the counter of the second packet.
+
+        No Python-level work per packet: one ``struct`` call cuts the first packet and the 184-byte payloads
+        of the full packets after it, one join puts the same 4-byte header (counter 0) between them, and one
+        extended-slice assignment writes the right counters into the fourth byte of those headers. Only the
+        last packet (stuffing in an adaptation field) is built on its own.
+        """
+        n = len(buf)
+        if n <= PACKET_SIZE:  # one packet, stuffed to size by its adaptation field
+            out.append(buf)
+            self._cc[pid] = cc
+            return
+        full, tail = divmod(n - PACKET_SIZE, _PAYLOAD)
+        if full:
+            packets = headers.between.join(_cut_packets(buf, full))
+            if full <= _MAX_RUN:
+                packets[PACKET_SIZE + 3 :: PACKET_SIZE] = _COUNTERS[cc : cc + full]
+            else:
+                packets[PACKET_SIZE + 3 :: PACKET_SIZE] = (_COUNTERS[cc : cc + 16] * (full // 16 + 1))[:full]
+            out.append(packets)
+            cc = (cc + full) & 0xF
+        else:
+            out.append(buf[:PACKET_SIZE])
+        if tail:
+            out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], buf[n - tail :])
             cc = (cc + 1) & 0xF
-            body = None
-            pusi = 0
         self._cc[pid] = cc
-        return bytes(out)
+
+
+def _adts_fixed(asc: AudioSpecificConfig) -> tuple[int, int, int, int] | None:
+    """The parts of an ADTS header that only depend on the configuration: bytes 0-2 and the channel bits of
+    byte 3. ``None`` if the configuration cannot be framed in ADTS (every frame then raises)."""
+    try:
+        header = adts_header(asc, 0)
+    except AACError:
+        return None
+    return header[0], header[1], header[2], header[3] & 0xC0
+
+
+# --------------------------------------------------------------------------- packet tables
+
+#: Adaptation field that fills ``n`` bytes of a last packet: one byte of length 0, or length, flags 0, 0xFF...
+_STUFFING: Final = tuple(
+    b"" if n == 0 else b"\x00" if n == 1 else bytes((n - 1, 0)) + b"\xff" * (n - 2) for n in range(_PAYLOAD + 1)
+)
+
+#: Packets cut per struct call: the first (188 bytes) and up to _BLOCK payloads (184) after it; longer PES
+#: go on in runs of _BLOCK payloads.
+_BLOCK: Final = 64
+_FIRST_AND: Final = tuple(
+    struct.Struct(f"{PACKET_SIZE}s" + f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1)
+)
+_PAYLOADS: Final = tuple(struct.Struct(f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
+#: Byte 3 of consecutive payload-only headers (adaptation field control 01, then the counter), for runs
+#: starting at any counter: ``_COUNTERS[cc : cc + k]``. Covers a PES of 1.5 MB; longer ones repeat the cycle.
+_MAX_RUN: Final = 8192
+_COUNTERS: Final = bytes(0x10 | i & 0xF for i in range(_MAX_RUN + 16))
+
+
+def _cut_packets(buf: bytes, full: int) -> Sequence[bytes]:
+    """The first packet of ``buf`` and the ``full`` 184-byte payloads after it, cut in C by struct."""
+    if full <= _BLOCK:
+        return _FIRST_AND[full](buf)
+    chunks = list(_FIRST_AND[_BLOCK](buf))
+    step = _BLOCK * _PAYLOAD
+    offset = PACKET_SIZE + step
+    blocks, rest = divmod(full - _BLOCK, _BLOCK)
+    payloads = _PAYLOADS[_BLOCK]
+    for off in range(offset, offset + blocks * step, step):
+        chunks += payloads(buf, off)
+    chunks += _PAYLOADS[rest](buf, offset + blocks * step)
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class _PidHeaders:
+    """The transport packet headers one PID needs, indexed by continuity counter."""
+
+    #: Payload unit start, payload only (a PES that fills its first packet without an adaptation field).
+    start: tuple[bytes, ...]
+    #: Payload unit start with an adaptation field (PCR, random access, stuffing).
+    start_af: tuple[bytes, ...]
+    #: Continuation with an adaptation field: the stuffed last packet.
+    af: tuple[bytes, ...]
+    #: Continuation, payload only, counter 0: the separator of the full packets (counters written after).
+    #: A bytearray so that the join makes a bytearray; shared by all muxers, never mutated.
+    between: bytearray
+
+
+@functools.cache
+def _pid_headers(pid: int) -> _PidHeaders:
+    """Shared by all muxers (a handful of PIDs in practice: video, audio)."""
+    hi, lo = pid >> 8, pid & 0xFF
+    # Byte 1 carries PUSI (0x40); byte 3 the adaptation field control (0x10 payload only, 0x30 both) and the CC.
+    start = tuple(bytes((SYNC_BYTE, 0x40 | hi, lo, 0x10 | cc)) for cc in range(16))
+    start_af = tuple(bytes((SYNC_BYTE, 0x40 | hi, lo, 0x30 | cc)) for cc in range(16))
+    af = tuple(bytes((SYNC_BYTE, hi, lo, 0x30 | cc)) for cc in range(16))
+    return _PidHeaders(start, start_af, af, bytearray((SYNC_BYTE, hi, lo, 0x10)))
