@@ -286,6 +286,12 @@ class PublishConfig(_Block):
 
     firstpkt_timeout: Millis = 20000
     normal_timeout: Millis = 5000
+    # SRS's merged read: a live publisher's socket is read at most every mr_latency ms, so each read takes what
+    # arrived meanwhile, and goes to the viewers as one batch (fewer, larger reads and writes: much less CPU per
+    # publisher). livesrv: on by default, over the vhost's mw_latency when mr_latency is not set, so it adds no
+    # latency (the viewers' batches wait that long anyway); off with min_latency. SRS's default is off.
+    mr: SrsBool = True
+    mr_latency: Millis | None = None
     # livesrv: a publisher arriving on a published stream takes it over (the old one is closed). Off: SRS's
     # behaviour, the newcomer is refused with "stream busy".
     takeover: SrsBool = True

@@ -33,6 +33,11 @@ from livesrv.servers.limits import ConnectionBudget
 
 log = logging.getLogger("livesrv.rtmp")
 
+#: After a read this large, no pause: it may have left more in the kernel (uvloop reads at most 256,000 bytes at
+#: a time, asyncio 256 KiB), and a read this large is cheap per byte anyway. So merged reads never limit a
+#: publisher's rate: a pause after every full read would cap it near 256 KB per mr_latency.
+MERGED_READ_FULL = 128 * 1024
+
 #: Messages a client may send while one of its hooks is awaited (a publisher sends none before
 #: Publish.Start); more is a client that does not wait for answers, closed rather than buffered.
 MAX_BACKLOG = 1000
@@ -72,6 +77,7 @@ class RTMPConnection(asyncio.Protocol):
         self.pub_token: PublishToken | None = None
         self.pub_stream_id = 0
         self.got_media = False
+        self.merged_read = 0.0  # seconds between reads of a live publisher (publish { mr on; }), 0: off
         # player state
         self.viewer: Viewer | None = None
         self.play_stream_id = 0
@@ -145,6 +151,18 @@ class RTMPConnection(asyncio.Protocol):
         self.last_recv = time.monotonic()
         self.recv_bytes += len(data)
         self._safely(self._receive, data)
+        if self.merged_read and len(data) < MERGED_READ_FULL and not self.closed and self.transport is not None:
+            # SRS's merged read: leave the socket alone for a while, the next read takes all that came. What
+            # this read brought is one batch for the viewers at once (it already waited up to mr_latency).
+            token = self.pub_token
+            if token is not None and token.live:
+                token.stream.flush()
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(self.merged_read, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.resume_reading()
 
     def _receive(self, data: bytes) -> None:
         events = self.session.receive_data(data)
@@ -292,6 +310,7 @@ class RTMPConnection(asyncio.Protocol):
                 token, self.pub_token = self.pub_token, None
                 token.release(ev.reason)
                 self._unregister()
+                self.merged_read = 0.0
                 self.idle_since = time.monotonic()
                 client_event(log, "unpublish", self.cid, self.ip, self.key or "", ev.reason)
         elif isinstance(ev, s.StopPlayRequest):
@@ -397,6 +416,11 @@ class RTMPConnection(asyncio.Protocol):
             return
         self.session.accept_publish(ev)
         client_event(log, "publish", self.cid, self.ip, req.key, param=req.masked_param(), type=ev.publish_type)
+        vhost = self.server.config.vhost(req.key.vhost)
+        latency = vhost.publish.mr_latency
+        if latency is None:
+            latency = vhost.play.mw_latency
+        self.merged_read = latency / 1000 if vhost.publish.mr and latency > 0 and not vhost.min_latency else 0.0
 
     def kick(self, reason: str) -> None:
         """The hub (takeover, operator) ends this publisher."""
