@@ -171,7 +171,9 @@ async def test_every_endpoint_reports_real_values(server, procs, source: Source)
     assert within(body["vhost"]["kbps"]["recv_30s"], source.kbps, 0.2) and body["vhost"]["recv_bytes"] > 0
     _, body = await api(server, "/api/v1/summaries")
     assert body["data"]["system"]["srs_recv_bytes"] >= st["recv_bytes"]
-    assert body["data"]["system"]["srs_send_bytes"] > 0 and body["data"]["self"]["cpu_percent"] > 0
+    # (CPU is a real measurement: see test_summaries_are_real_measurements. Over one sample second this process
+    # may well use less than a clock tick, so 0.0 is a right answer here.)
+    assert body["data"]["system"]["srs_send_bytes"] > 0 and body["data"]["self"]["cpu_percent"] >= 0
     assert pub.returncode is None
     await viewers[0].close()
 
