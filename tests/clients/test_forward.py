@@ -178,7 +178,9 @@ async def test_forward_to_nginx_and_livesrv_survives_a_destination_restart(
         await b.stop()
 
 
-async def test_forward_kick_stops_one_destination_only(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+async def test_forward_kick_stops_one_destination_only(
+    make_server, procs, sample_flv  # type: ignore[no-untyped-def]
+) -> None:
     b = await make_server()
     dests = f"127.0.0.1:{b.port('rtmp')}/one 127.0.0.1:{b.port('rtmp')}/two/renamed"
     a = await make_server(vhost=f"forward {{ enabled on; destination {dests}; }}")
@@ -199,12 +201,15 @@ async def test_forward_kick_stops_one_destination_only(make_server, procs, sampl
     assert a.hub.get(StreamKey("__defaultVhost__", "live", "s")).live  # type: ignore[union-attr]
 
 
-async def test_backend_urls_are_pushed_to(make_server, hook_server: HookServer, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+async def test_backend_urls_are_pushed_to(
+    make_server, hook_server: HookServer, procs, sample_flv  # type: ignore[no-untyped-def]
+) -> None:
     b = await make_server()
     target = f"rtmp://127.0.0.1:{b.port('rtmp')}/other/renamed?k=v"
     hook_server.set_answer(Answer(200, json.dumps({"code": 0, "data": {"urls": ["", target]}}).encode()),
                            hook="on_forward")
-    a = await make_server(vhost=f"forward {{ enabled on; destination 127.0.0.1:1; backend {hook_server.url('on_forward')}; }}")
+    backend = hook_server.url("on_forward")
+    a = await make_server(vhost=f"forward {{ enabled on; destination 127.0.0.1:1; backend {backend}; }}")
     await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{a.port('rtmp')}/live/test?token=abc"))
     call = await hook_server.wait_call("on_forward")
     publisher = a.hub.get(StreamKey("__defaultVhost__", "live", "test")).publisher  # type: ignore[union-attr]
@@ -248,7 +253,9 @@ async def test_failing_backend_leaves_the_publish_alone(
     assert not log_lines.events("output-detached") and not log_lines.events("drain-error")
 
 
-async def test_unpublish_while_the_backend_thinks(make_server, hook_server: HookServer, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+async def test_unpublish_while_the_backend_thinks(
+    make_server, hook_server: HookServer, procs, sample_flv  # type: ignore[no-untyped-def]
+) -> None:
     """The period ends before the backend answers: no forward starts afterwards."""
     b = await make_server()
     hook_server.answers["late"] = Answer(

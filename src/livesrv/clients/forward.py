@@ -345,6 +345,7 @@ class ForwardOutput:
             # forwarded; a failure leaves the stream as it is, without forwards.
             period.backend = asyncio.get_running_loop().create_task(
                 self._ask_backend(period, cfg.backend[0], ctx), name=f"forward backend {stream.key}")
+            self.service.track(period.backend)
             return
         self._start(period, [destination_url(d, ctx) for d in cfg.destination], ctx)
 
@@ -359,6 +360,7 @@ class ForwardOutput:
                 continue
             period.forwarders.append(fwd)
             fwd.start()
+            self.service.track(fwd.task)  # type: ignore[arg-type]
             event(log, "forward-start", client=fwd.cid, stream=self.stream.key, dest=fwd.destination,
                   generation=period.generation)
 
@@ -418,6 +420,13 @@ class ForwardService:
         self.retry = retry
         self.max_queue_bytes = max_queue_bytes
         self._outputs: dict[StreamKey, ForwardOutput] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # every forwarder's and backend call's, until done
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` until it is done, so that :meth:`stop` ends it even when the hub's drain (which
+        normally ends it) was cancelled by the shutdown."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
         self.hub.output_providers.append(self._provide)
@@ -430,6 +439,10 @@ class ForwardService:
         for out in outputs:
             out.stream.remove_output(out)
         await asyncio.gather(*(out.stop() for out in outputs), return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # (each one's goodbye is bounded: CLOSE_TIMEOUT)
 
     def _provide(self, stream: Stream) -> ForwardOutput | None:
         """A stream goes live: its forward output (the same one across republishes of that stream object)."""
