@@ -320,3 +320,27 @@ def test_a_slow_destination_costs_a_bounded_queue_and_resumes_at_a_keyframe() ->
     fwd.push(key)
     assert [p.payload for p in fwd._queue] == [header.payload, key.payload]  # fresh headers, then the keyframe
     assert fwd._queue[0].timestamp == 4040
+
+
+async def test_takeover_moves_the_forward_to_the_new_publisher(
+    make_server, procs, sample_flv, log_lines  # type: ignore[no-untyped-def]
+) -> None:
+    """A second publisher takes the stream over: the first period's forward ends, the new one's takes its
+    place at the destination (which may refuse it until the old connection is gone: then it retries)."""
+    b = await make_server()
+    a = await make_server(vhost=f"forward {{ enabled on; destination 127.0.0.1:{b.port('rtmp')}; }}")
+    a.forward.retry = RETRY
+    url = f"rtmp://127.0.0.1:{a.port('rtmp')}/live/test"
+    await procs.start(*ffmpeg_publish_args(sample_flv, url))
+    await wait_until(lambda: len(forwarders(a)) == 1 and forwarders(a)[0].state == "up", 20, "the forward up")
+    first = forwarders(a)[0]
+    stream = a.hub.get(StreamKey("__defaultVhost__", "live", "test"))
+    assert stream is not None
+    await procs.start(*ffmpeg_publish_args(sample_flv, url))
+    await wait_until(lambda: stream.generation == 2 and stream.live, 20, "the takeover")
+    await wait_until(lambda: first.state == "stopped" and len(forwarders(a)) == 1
+                     and forwarders(a)[0].state == "up" and forwarders(a)[0].generation == 2, 20,
+                     "the new period's forward up, the old one gone")
+    key = StreamKey("__defaultVhost__", "live", "test")
+    await wait_until(lambda: (s := b.hub.get(key)) is not None and s.live and s.gop.gop, 20, "B to get the new period")
+    assert not log_lines.events("output-detached") and not log_lines.events("drain-error")
