@@ -344,3 +344,40 @@ async def test_takeover_moves_the_forward_to_the_new_publisher(
     key = StreamKey("__defaultVhost__", "live", "test")
     await wait_until(lambda: (s := b.hub.get(key)) is not None and s.live and s.gop.gop, 20, "B to get the new period")
     assert not log_lines.events("output-detached") and not log_lines.events("drain-error")
+
+
+async def test_priming_sends_headers_and_the_cached_gop_first() -> None:
+    """On each (re)connect the destination gets metadata, sequence headers and the cached GOP, in order."""
+
+    class Recorder:
+        closed = False
+        error = None
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, int, bytes]] = []
+
+        def send_metadata(self, metadata: dict) -> None:
+            self.sent.append(("meta", 0, b""))
+
+        def send_media(self, kind: int, ts: int, payload: bytes) -> None:
+            self.sent.append(("media", ts, payload))
+
+        async def drain(self, *, timeout: float | None = None) -> None:
+            raise asyncio.CancelledError  # stop after the first batch
+
+    stream = Stream(StreamKey("__defaultVhost__", "live", "s"), StreamSettings())
+    stream.metadata = {"width": 320}
+    stream.has_video = True
+    vh, ah = MediaPacket(VIDEO, 0, b"\x17\x00vh", True, True), MediaPacket(AUDIO, 0, b"\xaf\x00ah", False, True)
+    gop = [MediaPacket(VIDEO, 1000, b"\x17\x01k", True), MediaPacket(AUDIO, 1010, b"\xaf\x01a"),
+           MediaPacket(VIDEO, 1040, b"\x27\x01p")]
+    for pkt in (vh, ah, *gop):
+        stream.gop.add(pkt)
+    fwd = Forwarder(Hub(), stream, "rtmp://127.0.0.1:1/live/s", HookContext("p", "1.2.3.4", "__defaultVhost__",
+                                                                               "live", "s"))
+    rec = Recorder()
+    with pytest.raises(asyncio.CancelledError):
+        await fwd._send(rec)  # type: ignore[arg-type]
+    assert rec.sent == [("meta", 0, b""), ("media", 1000, vh.payload), ("media", 1000, ah.payload),
+                        *[("media", p.timestamp, p.payload) for p in gop]]
+    assert fwd._queued == 0 and not fwd._need_keyframe

@@ -269,8 +269,8 @@ class Forwarder:
             client.send_metadata(stream.metadata)
         prime = [p for p in stream.gop.start_packets() if p.kind != DATA]
         self._queue.clear()
-        self._queued = 0
         self._queue.extend(prime)
+        self._queued = sum(len(p.payload) for p in prime)
         # Without a cached GOP (gop_cache off, or no keyframe yet) the media starts at the next keyframe.
         self._need_keyframe = not any(self._random_access(p) for p in prime)
         self._sending = True
