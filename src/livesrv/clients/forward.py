@@ -126,6 +126,7 @@ class Forwarder:
         self.max_queue_bytes = max_queue_bytes
         self.state = "connecting"  # "up", "down"; "stopped" at the end
         self.reason = ""  # why it is down
+        self.attempts = 0  # connection attempts
         self.connects = 0  # successful publishes
         self.dropped = 0  # packets dropped because the destination was slower than the stream
         self._queue: deque[MediaPacket] = deque()
@@ -225,6 +226,7 @@ class Forwarder:
         try:
             while not self._stopping:
                 client: RtmpClient | None = None
+                self.attempts += 1
                 try:
                     client = await RtmpClient.connect(self.url, timeout=CONNECT_TIMEOUT)
                     self._client = client

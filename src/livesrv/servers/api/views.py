@@ -150,7 +150,8 @@ def _extra(c: Client) -> dict[str, Any]:
     if dest is None:
         return {}
     return {"destination": dest, "state": getattr(c, "state", ""), "reason": getattr(c, "reason", ""),
-            "connects": getattr(c, "connects", 0), "dropped": getattr(c, "dropped", 0)}
+            "attempts": getattr(c, "attempts", 0), "connects": getattr(c, "connects", 0),
+            "dropped": getattr(c, "dropped", 0)}
 
 
 def _cached(stream: Stream, slot: str, pkt: MediaPacket, parse: Callable[[MediaPacket], Any]) -> Any:
