@@ -69,6 +69,11 @@ class Access:
         if urls:
             await self.client.call("on_unpublish", urls, payloads.on_unpublish(self.identity, ctx))
 
+    async def forward_backend(self, url: str, ctx: HookContext) -> tuple[str | None, Any]:
+        """The forward ``backend`` (``on_forward``): ``(None, parsed answer)`` when it accepted, else
+        ``(why, None)``; bounded by ``hooks_timeout`` like every hook. Called regardless of ``http_hooks``."""
+        return await self.client.fetch("on_forward", url, payloads.on_forward(self.identity, ctx))
+
     def stop(self, ctx: HookContext) -> None:
         self._notify("on_stop", ctx.vhost, lambda: payloads.on_stop(self.identity, ctx))
 

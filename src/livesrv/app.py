@@ -8,6 +8,7 @@ from pathlib import Path
 
 from livesrv import log as logsetup
 from livesrv.access import Access, default_identity
+from livesrv.clients.forward import ForwardService
 from livesrv.config import Config, listen_addresses, load_config
 from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
@@ -39,6 +40,7 @@ class App:
         self.http = self._http_server(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = self._http_server(self._handle_api, "api")
         self.hls = HlsService(self.hub, current, self.access)
+        self.forward = ForwardService(self.hub, current, self.access)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
@@ -48,6 +50,7 @@ class App:
         cfg = self.config
         raise_open_file_limit(cfg.max_connections, cfg.hooks_max_concurrent)
         await self.hls.start()
+        await self.forward.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
@@ -80,6 +83,7 @@ class App:
         await self.http.close()
         await self.api.close()
         await self.hub.close()
+        await self.forward.stop()
         await self.access.aclose()
         await self.hls.stop()
         self.budget.close()

@@ -740,3 +740,38 @@ def test_random_token_soup_raises_only_config_error(text):
         parse_text(text, "<fuzz>")
     except ConfigError as exc:
         assert str(exc).startswith("<fuzz>")
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def test_forward_block_srs_syntax_and_defaults():
+    from livesrv.config import ForwardDestination
+
+    off = load("vhost a { }").config.vhost("a").forward
+    assert not off.enabled and off.destination == () and off.backend == ()
+    fwd = load(
+        "vhost a { forward { enabled on; destination 127.0.0.1:19350 origin.example.com [::1]:1936 "
+        "h/live h:1940/live/other; backend http://127.0.0.1:8085/api/v1/forward; } }"
+    ).config.vhost("a").forward
+    assert fwd.enabled
+    assert fwd.destination == (
+        ForwardDestination("127.0.0.1", 19350),
+        ForwardDestination("origin.example.com", 1935),  # SRS's default port
+        ForwardDestination("::1", 1936),
+        ForwardDestination("h", 1935, "live"),
+        ForwardDestination("h", 1940, "live", "other"),
+    )
+    assert str(fwd.destination[2]) == "[::1]:1936" and str(fwd.destination[4]) == "h:1940/live/other"
+    assert fwd.backend == ("http://127.0.0.1:8085/api/v1/forward",)
+
+
+@pytest.mark.parametrize("bad", ["rtmp://h/live", "h:0", "h:70000", "h/a/b/c", "h/../x", "b@d", "h:x"])
+def test_forward_destination_rejects(bad):
+    with pytest.raises(ConfigError):
+        load(f"vhost a {{ forward {{ enabled on; destination {bad}; }} }}")
+
+
+def test_forward_backend_must_be_http():
+    with pytest.raises(ConfigError):
+        load("vhost a { forward { enabled on; backend ftp://x/y; } }")

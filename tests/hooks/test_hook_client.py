@@ -20,6 +20,7 @@ from tests.helpers import wait_until
 from tests.hooks.hook_server import (
     REJECT_CODE1,
     STATUS_500,
+    Answer,
     HookServer,
     unused_port,
 )
@@ -365,3 +366,22 @@ def test_judge_response_never_raises(status: int, body: bytes) -> None:
         assert body == b"0" or json.loads(body)["code"] == 0
     else:
         assert isinstance(why, str) and why
+
+
+# ------------------------------------------------------------------------------------- answers with data
+
+
+async def test_fetch_returns_the_parsed_answer_or_why_not(client: HookClient, hook_server: HookServer) -> None:
+    """``fetch`` (the forward backend's ``on_forward``): SRS's accept rule, the body parsed, bounded in size
+    and time, one failure reason; the payload goes out as given."""
+    hook_server.answers["urls"] = Answer(200, b'{"code":0,"data":{"urls":["rtmp://h/a/b"]}}')
+    url = hook_server.url("on_forward", answer="urls")
+    why, answer = await client.fetch("on_forward", url, {"action": "on_forward"})
+    assert why is None and answer == {"code": 0, "data": {"urls": ["rtmp://h/a/b"]}}
+    assert hook_server.calls[-1].payload == {"action": "on_forward"}
+    assert await client.fetch("on_forward", hook_server.url("on_forward", answer="zero"), {}) == (None, 0)
+    for name, reason in (("code1", "code 1"), ("status500", "status 500"), ("huge", "larger than"),
+                         ("notjson", "not JSON"), ("hang", "timeout")):
+        why, answer = await client.fetch("on_forward", hook_server.url("on_forward", answer=name), {})
+        assert answer is None and why is not None and reason in why, (name, why)
+    hook_server.release()

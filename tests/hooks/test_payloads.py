@@ -107,3 +107,16 @@ def test_context_from_rtmp_request() -> None:
         "__defaultVhost__", "live", "cam", "?token=xyz", "rtmp://127.0.0.1:1935/live"
     )
     assert p.on_play(SERVER, ctx)["stream_url"] == "/live/cam"
+
+
+def test_on_forward() -> None:
+    """The forward backend's body (``SrsHttpHooks::on_forward_backend``): ``action`` first, no stream_url or
+    stream_id, the publisher's context."""
+    body = p.on_forward(SERVER, CTX)
+    assert body == {
+        "action": "on_forward", "server_id": "vid-0w9f3xy", "service_id": "k7r2m1q9", "client_id": "3n4l0v9s",
+        "ip": "192.0.2.10", "vhost": "__defaultVhost__", "app": "live", "tcUrl": "rtmp://192.0.2.1/live",
+        "stream": "livestream", "param": "?token=abc",
+    }
+    assert list(body) == ["action", "server_id", "service_id", "client_id", "ip", "vhost", "app", "tcUrl",
+                          "stream", "param"]

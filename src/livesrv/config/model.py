@@ -51,6 +51,9 @@ __all__ = [
     "SecurityRule",
     "SecurityConfig",
     "DvrConfig",
+    "ForwardDestination",
+    "parse_forward_destination",
+    "ForwardConfig",
     "VhostConfig",
     "Config",
 ]
@@ -410,6 +413,58 @@ class DvrConfig(_Block):
     dvr_wait_keyframe: SrsBool = True
 
 
+class ForwardDestination(NamedTuple):
+    """One ``destination`` of ``forward``: where to push, and the app/stream to push as (empty: the
+    publisher's)."""
+
+    host: str
+    port: int
+    app: str = ""
+    stream: str = ""
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = "/".join(p for p in (self.app, self.stream) if p)
+        return f"{host}:{self.port}" + (f"/{path}" if path else "")
+
+
+_DEST_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>\d+))?(?P<path>/.*)?$")
+
+
+def parse_forward_destination(value: Any) -> ForwardDestination:
+    """``host[:port]`` as SRS (port 1935), or the livesrv extension ``host[:port]/app[/stream]``, which pushes
+    under another app (and stream name) than the publisher's."""
+    if isinstance(value, ForwardDestination):
+        return value
+    if isinstance(value, (tuple, list)):
+        return ForwardDestination(*value)
+    text = str(value).strip()
+    if text.lower().startswith("rtmp://"):
+        raise ValueError("a forward destination is host[:port][/app[/stream]], not a URL (use backend for URLs)")
+    m = _DEST_RE.match(text)
+    if m is None:
+        raise ValueError(f"forward destination must be host[:port][/app[/stream]], not {text!r}")
+    port = int(m.group("port") or 1935)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"forward destination port out of range: {port}")
+    parts = [p for p in (m.group("path") or "").split("/") if p]
+    if len(parts) > 2 or any(p in (".", "..") or "?" in p for p in parts):
+        raise ValueError(f"forward destination path must be /app or /app/stream, not {m.group('path')!r}")
+    return ForwardDestination(m.group("v6") or m.group("host"), port, *parts)
+
+
+class ForwardConfig(_Block):
+    """``vhost { forward { ... } }``: every stream published on the vhost is also pushed to each destination.
+
+    ``backend`` (SRS 5+): at each publish, POST ``on_forward`` to the first URL and push to the RTMP URLs of
+    the answer's ``data.urls``; when set, ``destination`` is ignored (as SRS).
+    """
+
+    enabled: SrsBool = False
+    destination: tuple[Annotated[ForwardDestination, BeforeValidator(parse_forward_destination)], ...] = ()
+    backend: tuple[HookUrl, ...] = ()
+
+
 class VhostConfig(_Block):
     """``vhost NAME { ... }``."""
 
@@ -426,6 +481,7 @@ class VhostConfig(_Block):
     http_hooks: HttpHooksConfig = HttpHooksConfig()
     security: SecurityConfig = SecurityConfig()
     dvr: DvrConfig = DvrConfig()
+    forward: ForwardConfig = ForwardConfig()
 
 
 # --------------------------------------------------------------------------- root

@@ -203,7 +203,24 @@ class HookClient:
             calls=calls,
         )
 
-    async def _post(self, url: str, body: bytes) -> str | None:
+    async def fetch(self, hook: str, url: str, payload: Mapping[str, Any]) -> tuple[str | None, Any]:
+        """POST ``payload`` to one URL and judge the answer by SRS's rule, for a hook whose answer carries
+        data (``on_forward``'s ``data.urls``): ``(None, parsed JSON)`` when accepted, else ``(why, None)``.
+
+        The body is bounded by :data:`MAX_BODY` and the exchange by ``timeout``, like every hook; never raises
+        for a hook server's behaviour. Logged as one ``event=hook`` line, as :meth:`call`.
+        """
+        data: list[bytes] = []
+        why = await self._post(url, json.dumps(payload, separators=(",", ":")).encode(), data)
+        self._log(hook, url, payload, why, gate=True)
+        if why is not None:
+            return why, None
+        if data[0] == b"0":
+            return None, 0
+        return None, json.loads(data[0].decode("utf-8"), parse_constant=_reject_constant)
+
+    async def _post(self, url: str, body: bytes, keep: list[bytes] | None = None) -> str | None:
+        """One exchange; ``keep`` receives the answer's body when given."""
         if self._closed:
             return "hook client closed"
         self._waiting += 1
@@ -222,6 +239,8 @@ class HookClient:
                 data = await _read_limited(resp, MAX_BODY)
                 if data is None:
                     return f"answer larger than {MAX_BODY} bytes"
+                if keep is not None:
+                    keep.append(data)
                 return judge_response(resp.status, data)
         except TimeoutError:
             return f"timeout after {self.timeout:g}s"
@@ -237,10 +256,10 @@ class HookClient:
             self._in_flight -= 1
             self._slots.release()
 
-    def _log(self, hook: str, url: str, payload: Mapping[str, Any], why: str | None) -> None:
+    def _log(self, hook: str, url: str, payload: Mapping[str, Any], why: str | None, gate: bool = False) -> None:
         if why is None:
             result, level = "accept", logging.INFO
-        elif hook in GATE_HOOKS:
+        elif gate or hook in GATE_HOOKS:
             result, level = "reject", logging.WARNING
         else:
             result, level = "ignored", logging.WARNING

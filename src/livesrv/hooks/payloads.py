@@ -25,6 +25,7 @@ __all__ = [
     "StopPayload",
     "DvrPayload",
     "HlsPayload",
+    "ForwardPayload",
     "on_connect",
     "on_close",
     "on_publish",
@@ -33,6 +34,7 @@ __all__ = [
     "on_stop",
     "on_dvr",
     "on_hls",
+    "on_forward",
     "hls_segment_url",
 ]
 
@@ -122,6 +124,21 @@ class HlsPayload(_Common):
     seq_no: int
     stream_url: str
     stream_id: NotRequired[str]
+
+
+class ForwardPayload(TypedDict):
+    """``on_forward`` (the forward ``backend``): SRS builds it with ``action`` first and no ``stream_url``."""
+
+    action: str
+    server_id: str
+    service_id: str
+    client_id: str
+    ip: str
+    vhost: str
+    app: str
+    tcUrl: str
+    stream: str
+    param: str
 
 
 # ----------------------------------------------------------------------------------------------- builders
@@ -269,3 +286,20 @@ def on_hls(
     if ctx.stream_id is not None:
         body["stream_id"] = ctx.stream_id
     return body
+
+
+def on_forward(server: ServerIdentity, ctx: HookContext) -> ForwardPayload:
+    """The forward ``backend`` call at publish time (``SrsHttpHooks::on_forward_backend``), with the
+    publisher's context; the answer's ``data.urls`` are the RTMP URLs to push to."""
+    return {
+        "action": "on_forward",
+        "server_id": server.server_id,
+        "service_id": server.service_id,
+        "client_id": ctx.client_id,
+        "ip": ctx.ip,
+        "vhost": ctx.vhost,
+        "app": ctx.app,
+        "tcUrl": ctx.tc_url,
+        "stream": ctx.stream,
+        "param": ctx.param,
+    }

@@ -1,7 +1,7 @@
 """The registry's contract: what every client of every protocol tells the hub about itself.
 
 A client is anything that publishes, plays or otherwise works on a stream: an RTMP publisher or player, an
-HTTP-FLV / WS-FLV / HTTP-TS viewer, an HLS player (a session, no connection), and later forwarders, edge
+HTTP-FLV / WS-FLV / HTTP-TS viewer, an HLS player (a session, no connection), a forwarder, and later edge
 pullers and recorders. The API, the metrics and the hook payloads read clients only through this contract, so
 a new kind of client shows up everywhere by registering, with no per-protocol code in them.
 """

@@ -140,7 +140,7 @@ class Publisher(Protocol):
 
 class Output(Protocol):
     """Something a stream feeds besides its viewers, once per stream (not per viewer): the HLS segmenter, the
-    HTTP-TS muxer, and later DVR files and forwarders.
+    HTTP-TS muxer, the forwards (clients/forward.py), and later DVR files.
 
     The hub tells it when a live period starts (:meth:`start`, inside the READY step) and ends (:meth:`end`,
     awaited while the stream is DRAINING, concurrently with the other outputs and the hooks). It is isolated:

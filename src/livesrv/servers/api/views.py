@@ -139,8 +139,19 @@ class Views:
             "recv_bytes": c.recv_bytes,
             "kbps": self.sampler.client_kbps(c.cid),
             "protocol": c.protocol,  # livesrv: rtmp, flv, ws-flv, ts, hls...
-            "kind": c.kind,  # livesrv: publisher, viewer (later forwarder, puller, recorder)
-        }
+            "kind": c.kind,  # livesrv: publisher, viewer, forwarder (later puller, recorder)
+        } | _extra(c)
+
+
+def _extra(c: Client) -> dict[str, Any]:
+    """What a kind of client adds (a forwarder: its destination URL, state and counters), read by duck typing
+    so the API needs no per-kind import."""
+    dest = getattr(c, "destination", None)
+    if dest is None:
+        return {}
+    return {"destination": dest, "state": getattr(c, "state", ""), "reason": getattr(c, "reason", ""),
+            "attempts": getattr(c, "attempts", 0), "connects": getattr(c, "connects", 0),
+            "dropped": getattr(c, "dropped", 0)}
 
 
 def _cached(stream: Stream, slot: str, pkt: MediaPacket, parse: Callable[[MediaPacket], Any]) -> Any:
