@@ -400,14 +400,19 @@ class SecurityConfig(_Block):
 
 
 class DvrConfig(_Block):
-    """``vhost { dvr { ... } }`` (minimal)."""
+    """``vhost { dvr { ... } }``: SRS's directives and defaults (see the README, "DVR")."""
 
     enabled: SrsBool = False
+    #: ``all``, or the ``app/stream`` names to record.
     dvr_apply: tuple[str, ...] = ("all",)
     dvr_plan: Annotated[Literal["session", "segment"], BeforeValidator(_lower)] = "session"
+    #: A file template ending in ``.flv`` or ``.mp4``; anything else is a directory (``/[stream].[timestamp].flv``
+    #: is appended, as SRS).
     dvr_path: str = "./objs/nginx/html/[app]/[stream].[timestamp].flv"
     dvr_duration: PosSeconds = 30.0
     dvr_wait_keyframe: SrsBool = True
+    #: ``full`` and ``zero``: each file starts at 0; ``off``: the stream's timestamps.
+    time_jitter: Annotated[Literal["full", "zero", "off"], BeforeValidator(_lower)] = "full"
 
 
 class VhostConfig(_Block):
