@@ -28,11 +28,10 @@ import posixpath
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from livesrv.codec import amf0, flv
 from livesrv.codec.errors import ProtocolError
-from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
 from livesrv.names import has_bad_char
 
 __all__ = [
@@ -52,6 +51,29 @@ DIRECTORY_FILE: Final = "/[stream].[timestamp].flv"
 APPEND_BYTES: Final = 64 * 1024
 
 _DOUBLE = struct.Struct(">d")
+
+AUDIO: Final = flv.AUDIO
+VIDEO: Final = flv.VIDEO
+DATA: Final = flv.SCRIPT
+
+
+class MediaPacket(Protocol):
+    """What the recorder reads of a packet (``livesrv.media.packet.MediaPacket`` has it)."""
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+    @property
+    def keyframe(self) -> bool: ...
+
+    @property
+    def sequence_header(self) -> bool: ...
 
 
 # ------------------------------------------------------------------------------------------ config helpers
