@@ -78,6 +78,10 @@ class Access:
     def hls(self, vhost: str, make: Callable[[ServerIdentity], Mapping[str, Any]]) -> None:
         self._notify("on_hls", vhost, lambda: make(self.identity))
 
+    def dvr(self, vhost: str, make: Callable[[ServerIdentity], Mapping[str, Any]]) -> None:
+        """on_dvr: a DVR file is complete on disk."""
+        self._notify("on_dvr", vhost, lambda: make(self.identity))
+
     def _notify(self, hook: str, vhost: str, payload: Callable[[], Mapping[str, Any]]) -> None:
         """Fire a notification hook in the background; the task is tracked and cancelled at shutdown."""
         urls = self.urls(vhost, hook)

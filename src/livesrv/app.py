@@ -13,6 +13,7 @@ from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.service import ApiService
+from livesrv.servers.dvr.service import DvrService
 from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls.service import HlsService
 from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, Response
@@ -39,6 +40,7 @@ class App:
         self.http = self._http_server(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = self._http_server(self._handle_api, "api")
         self.hls = HlsService(self.hub, current, self.access)
+        self.dvr = DvrService(self.hub, current, self.access)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
@@ -48,6 +50,7 @@ class App:
         cfg = self.config
         raise_open_file_limit(cfg.max_connections, cfg.hooks_max_concurrent)
         await self.hls.start()
+        await self.dvr.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
@@ -80,6 +83,7 @@ class App:
         await self.http.close()
         await self.api.close()
         await self.hub.close()
+        await self.dvr.stop()  # (before the hooks' client closes: on_dvr of the last files may still go out)
         await self.access.aclose()
         await self.hls.stop()
         self.budget.close()

@@ -47,7 +47,8 @@ __all__ = [
 
 #: What SRS appends to a ``dvr_path`` that names a directory (does not end in ``.flv`` or ``.mp4``).
 DIRECTORY_FILE: Final = "/[stream].[timestamp].flv"
-#: Tags of the open file kept at most between two calls before they go out as one append (bytes).
+#: Tags of the open file kept at most between two calls before they go out as one append (bytes); they also go
+#: out at each video keyframe, so a crash loses at most the current GOP.
 APPEND_BYTES: Final = 64 * 1024
 
 _DOUBLE = struct.Struct(">d")
@@ -261,9 +262,9 @@ class DvrRecorder:
         elif self.segment and self._should_cut(f, pkt):
             actions.extend(self._close(f))
             f = self._open(pkt.timestamp, now, actions)
+        elif f.pending and (f.pending_size >= APPEND_BYTES or pkt.keyframe and kind == VIDEO):
+            actions.append(self._take(f))  # what a crash can lose: at most one GOP (or APPEND_BYTES)
         self._write(f, pkt, self._ts(f, pkt.timestamp))
-        if f.pending_size >= APPEND_BYTES:
-            actions.append(self._take(f))
         return actions
 
     def finish(self) -> list[DvrAction]:
