@@ -298,3 +298,21 @@ async def test_api_shows_recording_and_delete_finishes_file(make_server, procs, 
     assert await loop.run_in_executor(None, delete) == 200
     await wait_until(lambda: Path("rec/api.flv").exists(), 20, "the file to be finished")
     await plays(procs, Path("rec/api.flv"))
+
+
+async def test_shutdown_finishes_the_file(procs, sample_flv, hook_server) -> None:  # type: ignore[no-untyped-def]
+    from livesrv.app import App
+    from tests.conftest import server_config
+
+    app = App(server_config(vhost=f"""dvr {{ enabled on; dvr_path ./rec/[stream].mp4; }}
+                                     http_hooks {{ enabled on; on_dvr {hook_server.url('on_dvr')}; }}"""))
+    await app.start()
+    try:
+        await procs.start(*ffmpeg_publish_args(sample_flv, rtmp_url(app, "live/down")))
+        await wait_until(lambda: Path("rec/down.mp4.tmp").exists() and Path("rec/down.mp4.tmp").stat().st_size > 50_000,
+                         20, "the recording to run")
+    finally:
+        await app.stop()
+    assert Path("rec/down.mp4").is_file() and not Path("rec/down.mp4.tmp").exists()
+    await plays(procs, Path("rec/down.mp4"))
+    assert not app.hub.clients

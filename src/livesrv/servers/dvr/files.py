@@ -34,6 +34,8 @@ FILE_MODE: Final = 0o644
 #: recording ends rather than growing the server's memory without bound.
 MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 TMP_SUFFIX: Final = ".tmp"
+#: Names tried for one file when its name is taken (see :meth:`DvrFiles._start`).
+MAX_NAME_TRIES: Final = 100
 MUX_SUFFIX: Final = ".mux.tmp"
 
 
@@ -75,9 +77,10 @@ class DvrFiles:
         self._open: dict[int, tuple[str, BinaryIO]] = {}  # fid -> (final path, handle on its .tmp)
         self.failed: str | None = None
 
-    def perform(self, actions: Sequence[DvrAction]) -> tuple[list[CloseFile], str | None]:
-        """Apply actions in order: the files completed, and why the recording failed (None: it did not)."""
-        done: list[CloseFile] = []
+    def perform(self, actions: Sequence[DvrAction]) -> tuple[list[tuple[CloseFile, str]], str | None]:
+        """Apply actions in order: the files completed (with the name each got, see :meth:`_start`), and why the
+        recording failed (None: it did not)."""
+        done: list[tuple[CloseFile, str]] = []
         for act in actions:
             if self.failed is not None:
                 break
@@ -89,8 +92,9 @@ class DvrFiles:
                     if entry is not None:
                         entry[1].write(act.data)
                 else:
-                    if self._close(act):
-                        done.append(act)
+                    path = self._close(act)
+                    if path is not None:
+                        done.append((act, path))
             except Exception as exc:  # noqa: BLE001 - OSError mostly; a remux error is as final for the file
                 self.failed = f"{getattr(act, 'path', '') or self._path(act.fid)}: {exc}"
                 self.abandon()
@@ -118,23 +122,38 @@ class DvrFiles:
         return entry[0] if entry is not None else ""
 
     def _start(self, act: OpenFile) -> None:
+        """Create the file's temporary name. A name already taken (a finished file, or another recording's
+        temporary file: a template without ``[timestamp]``, a republish within the same millisecond) gets a
+        ``-1``, ``-2``... before its extension: SRS overwrites the earlier recording."""
         directory = os.path.dirname(act.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        fd = os.open(tmp_path(act.path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        stem, ext = os.path.splitext(act.path)
+        for n in range(MAX_NAME_TRIES):
+            path = act.path if n == 0 else f"{stem}-{n}{ext}"
+            if os.path.lexists(path):
+                continue
+            try:
+                fd = os.open(tmp_path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise FileExistsError(f"{act.path} and {MAX_NAME_TRIES - 1} variants of it exist")
         try:
             os.fchmod(fd, FILE_MODE)
             f = os.fdopen(fd, "wb", buffering=256 * 1024)
         except BaseException:
             os.close(fd)
+            _unlink(tmp_path(path))
             raise
-        self._open[act.fid] = (act.path, f)
+        self._open[act.fid] = (path, f)
         f.write(act.data)
 
-    def _close(self, act: CloseFile) -> bool:
+    def _close(self, act: CloseFile) -> str | None:
         entry = self._open.pop(act.fid, None)
         if entry is None:
-            return False
+            return None
         path, f = entry
         tmp = tmp_path(path)
         try:
@@ -160,19 +179,21 @@ class DvrFiles:
                 pass
             _unlink(tmp)
             raise
-        return True
+        return path
 
 
 class DvrWriter:
     """Performs one recording's actions in order, a batch at a time in a worker thread.
 
-    ``on_closed(act)`` runs on the event loop for each file once it is complete under its final name;
+    ``on_closed(act, path)`` runs on the event loop for each file once it is complete under its final name
+    (``path``: ``act.path``, or a variant of it when that name was taken);
     ``on_failed(reason)`` once if the recording fails (then nothing more is written).
     """
 
     _STOP: Final = object()
 
-    def __init__(self, label: str, on_closed: Callable[[CloseFile], None], on_failed: Callable[[str], None]) -> None:
+    def __init__(self, label: str, on_closed: Callable[[CloseFile, str], None],
+                 on_failed: Callable[[str], None]) -> None:
         self.label = label
         self.on_closed = on_closed
         self.on_failed = on_failed
@@ -239,8 +260,8 @@ class DvrWriter:
                     done, failed = [], repr(exc)
                 self.queued -= size
                 self.written += size
-                for act in done:
-                    self.on_closed(act)
+                for act, path in done:
+                    self.on_closed(act, path)
                 if failed is not None:
                     self._fail(failed)
             if stop:

@@ -94,13 +94,12 @@ class Recording:
     def kick(self, reason: str) -> None:
         self.stop(f"kicked: {reason}")
 
-    def _closed(self, act: CloseFile) -> None:
-        self.finished_files.append(act.path)
-        event(log, "dvr-file", stream=self.stream.key, cid=self.cid, file=act.path, duration=round(act.duration, 3),
+    def _closed(self, act: CloseFile, path: str) -> None:
+        self.finished_files.append(path)
+        event(log, "dvr-file", stream=self.stream.key, cid=self.cid, file=path, duration=round(act.duration, 3),
               size=act.size)
         ctx = self.publisher_context
-        access = self.service.access
-        access.dvr(ctx.vhost, lambda ident: payloads.on_dvr(ident, ctx, act.path))
+        self.service.access.dvr(ctx.vhost, lambda ident: payloads.on_dvr(ident, ctx, path))
 
     def _failed(self, reason: str) -> None:
         event(log, "dvr-failed", logging.ERROR, stream=self.stream.key, cid=self.cid, reason=reason)
