@@ -740,3 +740,21 @@ def test_random_token_soup_raises_only_config_error(text):
         parse_text(text, "<fuzz>")
     except ConfigError as exc:
         assert str(exc).startswith("<fuzz>")
+
+
+def test_dvr_directives_and_srs_defaults():
+    v = parse_text("vhost __defaultVhost__ { }", "<t>").config.vhost("")
+    assert v.dvr.model_dump() == {
+        "enabled": False, "dvr_apply": ("all",), "dvr_plan": "session",
+        "dvr_path": "./objs/nginx/html/[app]/[stream].[timestamp].flv", "dvr_duration": 30.0,
+        "dvr_wait_keyframe": True, "time_jitter": "full",
+    }
+    res = parse_text("""vhost __defaultVhost__ { dvr { enabled on; dvr_apply live/a live/b; dvr_plan SEGMENT;
+        dvr_path /data/[app]/[stream]-[2006][01][02].mp4; dvr_duration 60; dvr_wait_keyframe off; time_jitter zero; } }""",
+                     "<t>")
+    assert res.warnings == []
+    d = res.config.vhost("").dvr
+    assert (d.enabled, d.dvr_apply, d.dvr_plan, d.dvr_path, d.dvr_duration, d.dvr_wait_keyframe, d.time_jitter) == (
+        True, ("live/a", "live/b"), "segment", "/data/[app]/[stream]-[2006][01][02].mp4", 60, False, "zero")
+    with pytest.raises(Exception):
+        parse_text("vhost v { dvr { time_jitter sometimes; } }", "<t>")
