@@ -316,3 +316,17 @@ async def test_shutdown_finishes_the_file(procs, sample_flv, hook_server) -> Non
     assert Path("rec/down.mp4").is_file() and not Path("rec/down.mp4.tmp").exists()
     await plays(procs, Path("rec/down.mp4"))
     assert not app.hub.clients
+
+
+async def test_takeover_finishes_the_old_file_and_starts_a_new_one(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+    app = await make_server(vhost="dvr { enabled on; dvr_path ./rec/[stream].[timestamp].flv; }")
+    url = rtmp_url(app, "live/t")
+    first = await procs.start(*ffmpeg_publish_args(sample_flv, url))
+    await wait_until(lambda: any(p.stat().st_size > 30_000 for p in files(Path("rec"), ".tmp")), 20, "recording")
+    await procs.start(*ffmpeg_publish_args(sample_flv, url))
+    await asyncio.wait_for(first.wait(), 20)  # taken over
+    await wait_until(lambda: len(files(Path("rec"), ".flv")) == 1, 20, "the first file finished")
+    await wait_until(lambda: any(p.stat().st_size > 30_000 for p in files(Path("rec"), ".tmp")), 20, "a new file")
+    recorders = [c for c in app.hub.clients.values() if c.kind == "recorder"]
+    assert len(recorders) == 1
+    await plays(procs, files(Path("rec"), ".flv")[0])

@@ -57,6 +57,8 @@ class Recording:
         self.cid = new_client_id()
         self.context = dataclasses.replace(ctx, client_id=self.cid)
         self.started = time.time()
+        # Nothing comes in from the network for a recording (the publisher's bytes are counted once, as its):
+        # recv_bytes stays 0, send_bytes is what was written to disk.
         self.recv_bytes = 0
         self.stopped: str | None = None  # why no more packets are recorded
         self.finished_files: list[str] = []
@@ -78,7 +80,6 @@ class Recording:
 
     def feed(self, pkt: MediaPacket) -> None:
         if self.stopped is None:
-            self.recv_bytes += len(pkt.payload)
             self.writer.submit(self.recorder.feed(pkt, time.time()))
 
     def stop(self, reason: str) -> None:
