@@ -163,15 +163,19 @@ async def test_record_flv_mp4_session_segment_h264_hevc_republish(
         for p in h:
             assert await asyncio.wait_for(p.wait(), 60) == 0
         await wait_until(lambda: len(files(Path("rec/flv/live"), "h.*")) >= 1, 20, "hevc flv")
+    # HEVC, segment plan: 12 s cut into files of about 5 s.
+    hs = await procs.start(sys.executable, str(hevc), rtmp_url(app, "live?vhost=seg/hs"), "12")
+    assert await asyncio.wait_for(hs.wait(), 60) == 0
     for p in pubs:
         assert await asyncio.wait_for(p.wait(), 60) == 0
-    await wait_until(lambda: len(hook_server.calls_for("on_dvr")) >= 2 + 2 + 2 + 3, 30, "on_dvr for every file")
+    await wait_until(lambda: len(hook_server.calls_for("on_dvr")) >= 2 + 2 + 2 + 3 + 3, 30, "on_dvr for every file")
 
     root = Path("rec")
     assert not list(root.rglob("*.tmp")), "a temporary file was left"
     (flv_a,) = [p for p in files(root / "flv/live", ".flv") if p.name.startswith("a.")]
     (mp4_b,) = [p for p in files(root / "mp4/live", ".mp4") if p.name.startswith("b.")]
-    segs = files(root / "seg", ".mp4")
+    segs = [p for p in files(root / "seg", ".mp4") if p.name.startswith("c-")]
+    hevc_segs = [p for p in files(root / "seg", ".mp4") if p.name.startswith("hs-")]
     hevc_flv = [p for p in files(root / "flv/live", ".flv") if p.name.startswith("h.")]
     hevc_mp4 = [p for p in files(root / "mp4/live", ".mp4") if p.name.startswith("h.")]
     assert len(hevc_flv) == 2 and len(hevc_mp4) == 2  # a republish starts a new file
@@ -196,13 +200,21 @@ async def test_record_flv_mp4_session_segment_h264_hevc_republish(
     for info in infos[-4:]:
         assert sorted(info["streams"]) == [["audio", "aac"], ["video", "hevc"]]  # type: ignore[arg-type]
         assert abs(info["duration"] - 3.0) <= 0.5, info  # type: ignore[operator]
-    for path in (*hevc_mp4,):
+    for path in (*hevc_mp4, *hevc_segs):
         await plays(procs, path)  # (the system's ffmpeg reads HEVC in MP4; in FLV only PyAV's newer one)
+    assert len(hevc_segs) == 3
+    seg_infos = await probe(procs, tmp_path, hevc_segs)
+    for path, info in zip(hevc_segs, seg_infos):
+        assert info["monotonic"] and info["first_video_key"], path
+        assert ["video", "hevc"] in info["streams"], info  # type: ignore[operator]
+    hevc_durations = [info["duration"] for info in seg_infos]
+    assert all(abs(d - 5.0) <= 0.5 for d in hevc_durations[:2]), hevc_durations  # type: ignore[operator]
+    assert abs(sum(hevc_durations) - 12.0) <= 0.5, hevc_durations  # type: ignore[arg-type]
 
     # on_dvr: SRS's payload, once per file, each naming a complete file.
     calls = hook_server.calls_for("on_dvr")
     named = [c.payload["file"] for c in calls]
-    assert len(named) == len(set(named)) == 1 + 1 + len(segs) + 4
+    assert len(named) == len(set(named)) == 1 + 1 + len(segs) + 4 + len(hevc_segs)
     for c in calls:
         body = c.payload
         assert body["action"] == "on_dvr" and body["cwd"] == os.getcwd()

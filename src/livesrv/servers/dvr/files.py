@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Final
 
@@ -76,10 +77,16 @@ class DvrFiles:
     def __init__(self) -> None:
         self._open: dict[int, tuple[str, BinaryIO]] = {}  # fid -> (final path, handle on its .tmp)
         self.failed: str | None = None
+        # A writer task cancelled while its thread is in a batch abandons from another thread: never at once.
+        self._lock = threading.Lock()
 
     def perform(self, actions: Sequence[DvrAction]) -> tuple[list[tuple[CloseFile, str]], str | None]:
         """Apply actions in order: the files completed (with the name each got, see :meth:`_start`), and why the
         recording failed (None: it did not)."""
+        with self._lock:
+            return self._perform(actions)
+
+    def _perform(self, actions: Sequence[DvrAction]) -> tuple[list[tuple[CloseFile, str]], str | None]:
         done: list[tuple[CloseFile, str]] = []
         for act in actions:
             if self.failed is not None:
@@ -97,18 +104,22 @@ class DvrFiles:
                         done.append((act, path))
             except Exception as exc:  # noqa: BLE001 - OSError mostly; a remux error is as final for the file
                 self.failed = f"{getattr(act, 'path', '') or self._path(act.fid)}: {exc}"
-                self.abandon()
+                self._abandon()
         if self.failed is None:
             try:
                 for _path, f in self._open.values():
                     f.flush()  # to the OS: what a killed process leaves is on disk
             except OSError as exc:
                 self.failed = f"{_path}: {exc}"
-                self.abandon()
+                self._abandon()
         return done, self.failed
 
     def abandon(self) -> None:
         """Close and delete what is open: an unfinished file never reaches its final name."""
+        with self._lock:
+            self._abandon()
+
+    def _abandon(self) -> None:
         for path, f in self._open.values():
             try:
                 f.close()
