@@ -13,6 +13,7 @@ from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.service import ApiService
+from livesrv.servers.audio import serve_audio
 from livesrv.servers.dvr.service import DvrService
 from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls.service import HlsService
@@ -116,6 +117,10 @@ class App:
         path = req.path
         if path.endswith(".flv"):
             return await serve_flv(self.config, self.hub, self.access, req, conn)
+        if path.endswith((".mp3", ".aac")):
+            resp = await serve_audio(self.config, self.hub, self.access, req, conn)  # a live audio-only stream
+            if resp is not NotImplemented:
+                return resp
         if path.endswith((".m3u8", ".ts")):
             resp = await self.hls.handle(req, conn)  # a file HLS wrote
             if resp is NotImplemented and path.endswith(".ts"):
