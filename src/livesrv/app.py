@@ -90,6 +90,35 @@ class App:
         self.budget.close()
         log.info("event=stopped")
 
+    async def graceful_stop(self, force: asyncio.Event) -> None:
+        """SRS's graceful quit: go on accepting for ``grace_start_wait`` (a load balancer stops sending new
+        clients meanwhile), close every listener, wait until the publishers and viewers connected have left
+        (as SRS, for as long as they stay: ``force`` set, by a second signal, cuts it short), wait
+        ``grace_final_wait``, then :meth:`stop` (which finishes HLS and DVR files)."""
+        cfg = self.config
+        log.info("event=graceful-quit step=start-wait ms=%d", cfg.grace_start_wait)
+        if await _wait_or(force, cfg.grace_start_wait / 1000):
+            for server in (self.rtmp, *self.http_servers()):
+                server.stop_listening()
+            log.info("event=graceful-quit step=listeners-closed connections=%d", self.connections())
+            last_log = asyncio.get_running_loop().time()
+            while self.connections() and not force.is_set():
+                await _wait_or(force, 0.1)
+                now = asyncio.get_running_loop().time()
+                if now - last_log >= 5:
+                    last_log = now
+                    log.info("event=graceful-quit step=waiting connections=%d", self.connections())
+            if not force.is_set():
+                log.info("event=graceful-quit step=final-wait ms=%d", cfg.grace_final_wait)
+                await _wait_or(force, cfg.grace_final_wait / 1000)
+        if force.is_set():
+            log.info("event=graceful-quit step=forced connections=%d", self.connections())
+        await self.stop()
+
+    def connections(self) -> int:
+        """Publishers' and viewers' connections open (RTMP and HTTP server; not the API's)."""
+        return len(self.rtmp.connections) + len(self.http.connections)
+
     def current_config(self) -> Config:
         """The configuration now (services read it per event, so a reload applies to the next one)."""
         return self.config
@@ -168,6 +197,15 @@ class App:
         for change in restart:
             log.warning("event=reload-needs-restart change=%r", change)
         return restart
+
+
+async def _wait_or(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``event`` is set first; True when the time ran out."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        return True
+    return False
 
 
 def _addrs(listen: object) -> str:

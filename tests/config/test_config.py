@@ -758,3 +758,11 @@ def test_dvr_directives_and_srs_defaults():
         True, ("live/a", "live/b"), "segment", "/data/[app]/[stream]-[2006][01][02].mp4", 60, False, "zero")
     with pytest.raises(Exception):
         parse_text("vhost v { dvr { time_jitter sometimes; } }", "<t>")
+
+
+def test_graceful_quit_directives_and_srs_defaults():
+    c = parse_text("", "<t>").config
+    assert (c.grace_start_wait, c.grace_final_wait, c.force_grace_quit) == (2300, 3200, False)
+    res = parse_text("grace_start_wait 0; grace_final_wait 100; force_grace_quit on;", "<t>")
+    assert res.warnings == []
+    assert (res.config.grace_start_wait, res.config.grace_final_wait, res.config.force_grace_quit) == (0, 100, True)

@@ -461,6 +461,12 @@ class Config(_Block):
     # callbacks may be in flight at once.
     hooks_timeout: PosSeconds = 5.0
     hooks_max_concurrent: Annotated[int, Field(ge=1)] = 64
+    #: Graceful quit (SIGQUIT, or SIGTERM with ``force_grace_quit``): milliseconds to go on accepting before
+    #: the listeners close (a load balancer stops sending new clients meanwhile), then until every client has
+    #: left, then ``grace_final_wait`` more. SRS's defaults.
+    grace_start_wait: Millis = 2300
+    grace_final_wait: Millis = 3200
+    force_grace_quit: SrsBool = False
     vhosts: dict[str, VhostConfig] = Field(
         default_factory=lambda: {DEFAULT_VHOST: VhostConfig(name=DEFAULT_VHOST)}
     )
