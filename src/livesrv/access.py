@@ -91,7 +91,11 @@ class Access:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Close the hook client. Notifications still in flight get up to ``grace`` seconds to be delivered
+        (the ``on_dvr`` and ``on_unpublish`` of a shutdown), then are cancelled."""
+        if grace > 0 and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

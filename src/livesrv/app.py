@@ -25,6 +25,9 @@ from livesrv.servers.ts import serve_ts
 
 log = logging.getLogger("livesrv.app")
 
+#: Seconds a stopping server gives the notifications in flight (on_unpublish, on_dvr of the last files).
+SHUTDOWN_HOOKS_GRACE = 2.0
+
 
 class App:
     def __init__(self, config: Config, config_path: str | None = None) -> None:
@@ -85,7 +88,7 @@ class App:
         await self.api.close()
         await self.hub.close()
         await self.dvr.stop()  # (before the hooks' client closes: on_dvr of the last files may still go out)
-        await self.access.aclose()
+        await self.access.aclose(grace=min(SHUTDOWN_HOOKS_GRACE, self.config.hooks_timeout))
         await self.hls.stop()
         self.budget.close()
         log.info("event=stopped")

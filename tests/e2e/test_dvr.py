@@ -328,6 +328,8 @@ async def test_shutdown_finishes_the_file(procs, sample_flv, hook_server) -> Non
     assert Path("rec/down.mp4").is_file() and not Path("rec/down.mp4.tmp").exists()
     await plays(procs, Path("rec/down.mp4"))
     assert not app.hub.clients
+    (call,) = hook_server.calls_for("on_dvr")  # delivered before the hook client closed
+    assert call.payload["file"] == "./rec/down.mp4"
 
 
 async def test_takeover_finishes_the_old_file_and_starts_a_new_one(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
