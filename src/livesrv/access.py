@@ -83,6 +83,10 @@ class Access:
     def hls(self, vhost: str, make: Callable[[ServerIdentity], Mapping[str, Any]]) -> None:
         self._notify("on_hls", vhost, lambda: make(self.identity))
 
+    def dvr(self, vhost: str, make: Callable[[ServerIdentity], Mapping[str, Any]]) -> None:
+        """on_dvr: a DVR file is complete on disk."""
+        self._notify("on_dvr", vhost, lambda: make(self.identity))
+
     def _notify(self, hook: str, vhost: str, payload: Callable[[], Mapping[str, Any]]) -> None:
         """Fire a notification hook in the background; the task is tracked and cancelled at shutdown."""
         urls = self.urls(vhost, hook)
@@ -92,7 +96,11 @@ class Access:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Close the hook client. Notifications still in flight get up to ``grace`` seconds to be delivered
+        (the ``on_dvr`` and ``on_unpublish`` of a shutdown), then are cancelled."""
+        if grace > 0 and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

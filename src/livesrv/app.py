@@ -14,6 +14,8 @@ from livesrv.hub.hub import Hub
 from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.service import ApiService
+from livesrv.servers.audio import serve_audio
+from livesrv.servers.dvr.service import DvrService
 from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls.service import HlsService
 from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, Response
@@ -23,6 +25,9 @@ from livesrv.servers.static import serve_file
 from livesrv.servers.ts import serve_ts
 
 log = logging.getLogger("livesrv.app")
+
+#: Seconds a stopping server gives the notifications in flight (on_unpublish, on_dvr of the last files).
+SHUTDOWN_HOOKS_GRACE = 2.0
 
 
 class App:
@@ -41,6 +46,7 @@ class App:
         self.api = self._http_server(self._handle_api, "api")
         self.hls = HlsService(self.hub, current, self.access)
         self.forward = ForwardService(self.hub, current, self.access)
+        self.dvr = DvrService(self.hub, current, self.access)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
@@ -51,6 +57,7 @@ class App:
         raise_open_file_limit(cfg.max_connections, cfg.hooks_max_concurrent)
         await self.hls.start()
         await self.forward.start()
+        await self.dvr.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
@@ -84,10 +91,40 @@ class App:
         await self.api.close()
         await self.hub.close()
         await self.forward.stop()
-        await self.access.aclose()
+        await self.dvr.stop()  # (before the hooks' client closes: on_dvr of the last files may still go out)
+        await self.access.aclose(grace=min(SHUTDOWN_HOOKS_GRACE, self.config.hooks_timeout))
         await self.hls.stop()
         self.budget.close()
         log.info("event=stopped")
+
+    async def graceful_stop(self, force: asyncio.Event) -> None:
+        """SRS's graceful quit: go on accepting for ``grace_start_wait`` (a load balancer stops sending new
+        clients meanwhile), close every listener, wait until the publishers and viewers connected have left
+        (as SRS, for as long as they stay: ``force`` set, by a second signal, cuts it short), wait
+        ``grace_final_wait``, then :meth:`stop` (which finishes HLS and DVR files)."""
+        cfg = self.config
+        log.info("event=graceful-quit step=start-wait ms=%d", cfg.grace_start_wait)
+        if await _wait_or(force, cfg.grace_start_wait / 1000):
+            for server in (self.rtmp, *self.http_servers()):
+                server.stop_listening()
+            log.info("event=graceful-quit step=listeners-closed connections=%d", self.connections())
+            last_log = asyncio.get_running_loop().time()
+            while self.connections() and not force.is_set():
+                await _wait_or(force, 0.1)
+                now = asyncio.get_running_loop().time()
+                if now - last_log >= 5:
+                    last_log = now
+                    log.info("event=graceful-quit step=waiting connections=%d", self.connections())
+            if not force.is_set():
+                log.info("event=graceful-quit step=final-wait ms=%d", cfg.grace_final_wait)
+                await _wait_or(force, cfg.grace_final_wait / 1000)
+        if force.is_set():
+            log.info("event=graceful-quit step=forced connections=%d", self.connections())
+        await self.stop()
+
+    def connections(self) -> int:
+        """Publishers' and viewers' connections open (RTMP and HTTP server; not the API's)."""
+        return len(self.rtmp.connections) + len(self.http.connections)
 
     def current_config(self) -> Config:
         """The configuration now (services read it per event, so a reload applies to the next one)."""
@@ -116,6 +153,10 @@ class App:
         path = req.path
         if path.endswith(".flv"):
             return await serve_flv(self.config, self.hub, self.access, req, conn)
+        if path.endswith((".mp3", ".aac")):
+            resp = await serve_audio(self.config, self.hub, self.access, req, conn)  # a live audio-only stream
+            if resp is not NotImplemented:
+                return resp
         if path.endswith((".m3u8", ".ts")):
             resp = await self.hls.handle(req, conn)  # a file HLS wrote
             if resp is NotImplemented and path.endswith(".ts"):
@@ -163,6 +204,15 @@ class App:
         for change in restart:
             log.warning("event=reload-needs-restart change=%r", change)
         return restart
+
+
+async def _wait_or(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``event`` is set first; True when the time ran out."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        return True
+    return False
 
 
 def _addrs(listen: object) -> str:

@@ -16,7 +16,7 @@ log = logging.getLogger("livesrv.cli")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livesrv", description="Live-streaming media server (RTMP, HTTP-FLV), SRS compatible. "
-                                "SIGHUP re-reads the config file.")
+                                "SIGHUP re-reads the config file; SIGQUIT quits gracefully, SIGTERM and SIGINT at once.")
     p.add_argument("-c", "--conf", metavar="FILE", help="SRS-style config file (default: embedded defaults)")
     p.add_argument("-e", "--env", action="store_true", help="configure from SRS_* environment variables only, no file")
     p.add_argument("-t", "--test", action="store_true", help="check the config and exit")
@@ -34,12 +34,36 @@ def _reload(app) -> None:  # type: ignore[no-untyped-def]
         log.exception("event=reload-failed")
 
 
+class _Quit:
+    """SRS's signals: SIGINT and SIGTERM quit fast (every client closed at once, files finished), SIGQUIT
+    quits gracefully (see :meth:`livesrv.app.App.graceful_stop`), as SIGTERM does with ``force_grace_quit``.
+    A signal during a graceful quit makes it fast."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+        self.requested = asyncio.Event()
+        self.graceful = False
+        self.force = asyncio.Event()
+        self.signal = ""
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if self.requested.is_set():
+            log.info("event=shutdown-forced signal=%s", sig.name)
+            self.force.set()
+            return
+        self.signal = sig.name
+        self.graceful = sig == signal.SIGQUIT or (sig == signal.SIGTERM and self.app.config.force_grace_quit)
+        self.requested.set()
+
+
 async def _serve(app) -> None:  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    quit_ = _Quit(app)
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGQUIT", None)):
+        if sig is None:
+            continue
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, quit_.on_signal, sig)
         except (NotImplementedError, RuntimeError):
             pass
     try:
@@ -48,10 +72,13 @@ async def _serve(app) -> None:  # type: ignore[no-untyped-def]
         pass
     await app.start()
     try:
-        await stop.wait()
+        await quit_.requested.wait()
     finally:
-        log.info("event=shutdown reason=signal")
-        await app.stop()
+        log.info("event=shutdown reason=signal signal=%s graceful=%s", quit_.signal or "-", quit_.graceful)
+        if quit_.graceful:
+            await app.graceful_stop(quit_.force)
+        else:
+            await app.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

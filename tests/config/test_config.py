@@ -775,3 +775,29 @@ def test_forward_destination_rejects(bad):
 def test_forward_backend_must_be_http():
     with pytest.raises(ConfigError):
         load("vhost a { forward { enabled on; backend ftp://x/y; } }")
+
+
+def test_dvr_directives_and_srs_defaults():
+    v = parse_text("vhost __defaultVhost__ { }", "<t>").config.vhost("")
+    assert v.dvr.model_dump() == {
+        "enabled": False, "dvr_apply": ("all",), "dvr_plan": "session",
+        "dvr_path": "./objs/nginx/html/[app]/[stream].[timestamp].flv", "dvr_duration": 30.0,
+        "dvr_wait_keyframe": True, "time_jitter": "full",
+    }
+    res = parse_text("""vhost __defaultVhost__ { dvr { enabled on; dvr_apply live/a live/b; dvr_plan SEGMENT;
+        dvr_path /data/[app]/[stream]-[2006][01][02].mp4; dvr_duration 60; dvr_wait_keyframe off; time_jitter zero; } }""",
+                     "<t>")
+    assert res.warnings == []
+    d = res.config.vhost("").dvr
+    assert (d.enabled, d.dvr_apply, d.dvr_plan, d.dvr_path, d.dvr_duration, d.dvr_wait_keyframe, d.time_jitter) == (
+        True, ("live/a", "live/b"), "segment", "/data/[app]/[stream]-[2006][01][02].mp4", 60, False, "zero")
+    with pytest.raises(Exception):
+        parse_text("vhost v { dvr { time_jitter sometimes; } }", "<t>")
+
+
+def test_graceful_quit_directives_and_srs_defaults():
+    c = parse_text("", "<t>").config
+    assert (c.grace_start_wait, c.grace_final_wait, c.force_grace_quit) == (2300, 3200, False)
+    res = parse_text("grace_start_wait 0; grace_final_wait 100; force_grace_quit on;", "<t>")
+    assert res.warnings == []
+    assert (res.config.grace_start_wait, res.config.grace_final_wait, res.config.force_grace_quit) == (0, 100, True)

@@ -403,14 +403,19 @@ class SecurityConfig(_Block):
 
 
 class DvrConfig(_Block):
-    """``vhost { dvr { ... } }`` (minimal)."""
+    """``vhost { dvr { ... } }``: SRS's directives and defaults (see the README, "DVR")."""
 
     enabled: SrsBool = False
+    #: ``all``, or the ``app/stream`` names to record.
     dvr_apply: tuple[str, ...] = ("all",)
     dvr_plan: Annotated[Literal["session", "segment"], BeforeValidator(_lower)] = "session"
+    #: A file template ending in ``.flv`` or ``.mp4``; anything else is a directory (``/[stream].[timestamp].flv``
+    #: is appended, as SRS).
     dvr_path: str = "./objs/nginx/html/[app]/[stream].[timestamp].flv"
     dvr_duration: PosSeconds = 30.0
     dvr_wait_keyframe: SrsBool = True
+    #: ``full`` and ``zero``: each file starts at 0; ``off``: the stream's timestamps.
+    time_jitter: Annotated[Literal["full", "zero", "off"], BeforeValidator(_lower)] = "full"
 
 
 class ForwardDestination(NamedTuple):
@@ -512,6 +517,12 @@ class Config(_Block):
     # callbacks may be in flight at once.
     hooks_timeout: PosSeconds = 5.0
     hooks_max_concurrent: Annotated[int, Field(ge=1)] = 64
+    #: Graceful quit (SIGQUIT, or SIGTERM with ``force_grace_quit``): milliseconds to go on accepting before
+    #: the listeners close (a load balancer stops sending new clients meanwhile), then until every client has
+    #: left, then ``grace_final_wait`` more. SRS's defaults.
+    grace_start_wait: Millis = 2300
+    grace_final_wait: Millis = 3200
+    force_grace_quit: SrsBool = False
     vhosts: dict[str, VhostConfig] = Field(
         default_factory=lambda: {DEFAULT_VHOST: VhostConfig(name=DEFAULT_VHOST)}
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from livesrv.codec.aac import AudioSpecificConfig, adts_header, parse_asc
 from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
 
 
@@ -125,3 +126,70 @@ def flv_format(audio: bool = True, video: bool = True, websocket: bool = False) 
 
 FLV = flv_format()
 WS_FLV = flv_format(websocket=True)
+
+
+# ------------------------------------------------------------------------------------ audio-only streams
+
+
+def _audio_frame(payload: bytes, legacy_formats: tuple[int, ...], fourcc: bytes) -> memoryview | None:
+    """The raw frame of an audio tag body of the wanted codec (legacy sound format, or Enhanced RTMP FourCC
+    with a CodedFrames packet); None for anything else (sequence headers, other codecs)."""
+    if len(payload) < 2:
+        return None
+    b0 = payload[0]
+    fmt = b0 >> 4
+    if fmt in legacy_formats:
+        if fmt == 10:  # AAC: AACPacketType 1 (raw), 0 is the AudioSpecificConfig
+            return memoryview(payload)[2:] if payload[1] == 1 else None
+        return memoryview(payload)[1:]
+    if fmt == 9 and b0 & 0x0F == 1 and payload[1:5] == fourcc:  # ExHeader, CodedFrames, this FourCC
+        return memoryview(payload)[5:]
+    return None
+
+
+class Mp3Format(Format):
+    """An MP3 elementary stream (SRS's ``.mp3`` mount): the audio tags' frames, back to back; video and other
+    codecs are left out. MP3 frames are self-synchronizing, so a player can start at any of them."""
+
+    __slots__ = ()
+
+    def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
+        return b"".join([f for p in pkts if p.kind == AUDIO and (f := _audio_frame(p.payload, (2, 14), b".mp3"))])
+
+
+MP3 = Mp3Format("mp3")
+
+
+class AdtsFormat(Format):
+    """An AAC stream in ADTS (SRS's ``.aac`` mount): each raw AAC frame behind an ADTS header built from the
+    publisher's AudioSpecificConfig, so the format is interned per configuration (a republish with another
+    one moves its viewers to another format at their restart)."""
+
+    __slots__ = ("config",)
+
+    def __init__(self, name: str, config: AudioSpecificConfig) -> None:
+        super().__init__(name)
+        self.config = config
+
+    def encode(self, pkts: Sequence[MediaPacket]) -> bytes:
+        cfg = self.config
+        out: list[bytes | memoryview] = []
+        for p in pkts:
+            if p.kind == AUDIO and (f := _audio_frame(p.payload, (10,), b"mp4a")) is not None:
+                out.append(adts_header(cfg, len(f)))
+                out.append(f)
+        return b"".join(out)
+
+
+_ADTS: dict[bytes, AdtsFormat] = {}
+
+
+def adts_format(asc: bytes) -> AdtsFormat:
+    """The interned ADTS format for an AudioSpecificConfig (raises :class:`~livesrv.codec.aac.AACError` when
+    it is not one)."""
+    fmt = _ADTS.get(asc)
+    if fmt is None:
+        if len(_ADTS) >= 256:  # (configurations are few; a bound all the same)
+            _ADTS.clear()
+        fmt = _ADTS[asc] = AdtsFormat(f"aac/{asc.hex()}", parse_asc(asc))
+    return fmt

@@ -453,6 +453,11 @@ class HTTPServer:
                      f'or body within {lim.body_timeout:g}s"')
         return closed
 
+    def stop_listening(self) -> None:
+        """No new connections (graceful quit); the connections there go on."""
+        for server in self._servers:
+            server.close()
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()

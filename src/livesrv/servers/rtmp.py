@@ -566,6 +566,11 @@ class RTMPServer:
             for conn in tuple(self.connections.values()):
                 conn.check_timeouts(now)
 
+    def stop_listening(self) -> None:
+        """No new connections (graceful quit); the connections there go on."""
+        for server in self._servers:
+            server.close()
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -116,6 +116,7 @@ class Views:
             "generation": stream.generation,
             "viewers": viewers,
             "hls": self.hls_info(key),
+            "dvr": _dvr_info(stream),
         }
 
     def client_json(self, c: Client) -> dict[str, Any]:
@@ -162,3 +163,10 @@ def _cached(stream: Stream, slot: str, pkt: MediaPacket, parse: Callable[[MediaP
     value = parse(pkt)
     stream.extra[slot] = (pkt, value)
     return value
+
+
+def _dvr_info(stream: Stream) -> dict[str, Any] | None:
+    """The stream's active recording (the DVR output keeps itself in ``stream.extra``), or None."""
+    output = stream.extra.get("dvr")
+    info = getattr(output, "info", None)
+    return info() if callable(info) else None

@@ -1,0 +1,1 @@
+"""DVR: recording streams to files (see :mod:`.service`)."""
