@@ -10,13 +10,19 @@ second) and each keeps its own clock from its ``NetStream.Publish.Start``.
 
 Why it stays cheap (``--client lean``, the default): the tags are the same for every publisher, so they are
 serialized into RTMP chunks once per (chunk size, message stream id, pass over the file), fmt 0 headers
-throughout (stateless, :func:`~livesrv.codec.rtmp.chunk.encode_message`), and every publisher writes slices of
-those shared bytes: one ``transport.write`` of a memoryview per wake-up, no per-publisher encoding. The RTMP
-conversation (handshake, connect, releaseStream, FCPublish, createStream, publish, acknowledgements, pings) is
-livesrv's sans-IO :class:`~livesrv.codec.rtmp.client.ClientSession`. A publisher wakes up when its next message
-is due, but not more often than every ``--tick`` seconds (messages due meanwhile go in one write).
-``--client package`` uses livesrv's package client (:class:`livesrv.clients.rtmp.RtmpClient`: ``connect``,
-``publish``, ``send_media`` per message, ``drain``) instead, to compare what it costs.
+throughout (stateless, :func:`~livesrv.codec.rtmp.chunk.encode_message`), and every publisher writes
+memoryview slices of those shared bytes: no per-publisher encoding. The RTMP conversation (handshake, connect,
+releaseStream, FCPublish, createStream, publish, acknowledgements, pings) is livesrv's sans-IO
+:class:`~livesrv.codec.rtmp.client.ClientSession`. Each publisher has one timer: it wakes up when its next
+message is due and writes what is due.
+
+What the server reads (``--style``): ``message`` (default) writes each message in one ``write`` with a chunk
+size of 4096, as librtmp (OBS) does; ``ffmpeg`` announces a chunk size of 60000 and writes each chunk header
+and each chunk separately with Nagle's algorithm on, as FFmpeg's own RTMP does (two writes per message). With
+``--tick T`` a publisher wakes up at most every T seconds and writes everything due in one ``write`` (cheaper
+for this process, fewer and larger reads for the server). ``--client package`` uses livesrv's package client
+(:class:`livesrv.clients.rtmp.RtmpClient`: ``connect``, ``publish``, ``send_media`` per message, ``drain``)
+instead: a write per message, encoded per publisher, to compare what it costs.
 
 Back-pressure: a publisher whose transport holds more than ``--write-limit`` bytes (the server does not read
 fast enough) stops writing until it drains, and falls behind real time, as an encoder on a blocking socket
