@@ -232,7 +232,7 @@ class Pass:
 
 class PubStats:
     __slots__ = ("index", "name", "connect_at", "started_at", "accepted", "error", "step", "ended", "lag_ms",
-                 "max_lag_ms", "win_bytes", "bytes", "paused", "window_start", "window_end", "lag_at_end")
+                 "max_lag_ms", "win_bytes", "bytes", "paused", "window_start", "window_end", "lag_at_end", "pacer")
 
     def __init__(self, index: int, name: str, window_start: float, window_end: float) -> None:
         self.index = index
@@ -251,6 +251,7 @@ class PubStats:
         self.paused = 0  # times the transport's buffer went over the limit
         self.window_start = window_start
         self.window_end = window_end
+        self.pacer: Pacer | None = None  # once createStream answered
 
     def result(self) -> dict[str, Any]:
         return {
@@ -407,7 +408,7 @@ class LeanPublisher(asyncio.Protocol):
                 self.fail(f"createStream answered {ev.values!r}"[:200])
                 return
             self.stats.step = "publish"
-            self.pacer = Pacer(self.source, self.chunk_size, int(sid), self.style.split)
+            self.pacer = self.stats.pacer = Pacer(self.source, self.chunk_size, int(sid), self.style.split)
             self.session.publish(int(sid), self.stats.name)
 
     def _status(self, ev: StatusEvent) -> None:
@@ -560,7 +561,7 @@ class PackagePublisher:
             return
         now = monotonic()
         st.accepted, st.started_at, st.step = True, now, "publishing"
-        pacer = Pacer(self.source, self.chunk_size, self.client.stream_id)
+        pacer = st.pacer = Pacer(self.source, self.chunk_size, self.client.stream_id)
         pacer.t0 = now
         client = self.client
         client.send_metadata(self.source.metadata_dict)
@@ -644,9 +645,13 @@ async def run_publishers(base_url: str, prefix: str, n: int, source: Source, *, 
     cpu0 = _cpu_seconds()
     await _sleep_until(window_end)
     cpu1 = _cpu_seconds()
+    now = monotonic()
     for st in stats:
-        if st.accepted and not st.ended:
-            st.lag_at_end = st.lag_ms
+        if st.accepted and not st.ended and st.pacer is not None:
+            # From the pacer, not the last wake-up's figure: a publisher held back by the server (its writes
+            # paused) has not woken up since.
+            st.lag_at_end = st.pacer.lag_ms(now)
+            st.max_lag_ms = max(st.max_lag_ms, st.lag_at_end)
     await _sleep_until(window_end + linger)
     pubs = []
     for task in tasks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from livesrv.clients.rtmp import RtmpClient
 from livesrv.codec import amf0, flv
 from livesrv.codec.rtmp import messages as m
 from livesrv.codec.rtmp.chunk import ChunkDecoder, encode_message
+from livesrv.codec.rtmp.session import ConnectRequest, PublishRequest, ServerSession
 
 AVC_SH = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x04\x67\x64\x00\x1f\x01\x00\x04\x68\xee\x3c\xb0"
 AAC_SH = b"\xaf\x00\x12\x10"
@@ -27,7 +29,7 @@ def make_flv(path: Path, seconds: float = 1.0, big_every: int = 0) -> Path:
             flv.encode_tag(flv.VIDEO, 0, AVC_SH), flv.encode_tag(flv.AUDIO, 0, AAC_SH)]
     frames = []
     for i in range(int(seconds * 30)):
-        size = 70_000 if big_every and i % big_every == 1 else 300 + i
+        size = 70_000 if big_every and i % big_every == big_every - 1 else 300 + i
         head = b"\x17\x01" if i % 30 == 0 else b"\x27\x01"
         frames.append((i * 1000 // 30, flv.VIDEO, head + b"\0\0\0" + bytes(size)))
     for i in range(int(seconds * 1000 / 23)):
@@ -158,3 +160,56 @@ async def test_publishers_against_livesrv_all_accepted_and_playable(
     # ~3 x the file's bitrate: 30 frames of ~315 bytes + 43 of ~25 a second, plus chunk headers
     assert 0.15 < summary["sent_mbps"] < 0.4, summary
     assert pubgen.BEHIND_MS == 1000
+
+
+class StubServer(asyncio.Protocol):
+    """Accepts every connect and publish; refuses ``refuse``, stops reading ``stall`` once it publishes."""
+
+    def __init__(self, refuse: str, stall: str) -> None:
+        self.session = ServerSession()
+        self.refuse, self.stall = refuse, stall
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        stall = False
+        for ev in self.session.receive_data(data):
+            if isinstance(ev, ConnectRequest):
+                self.session.accept_connect(ev)
+            elif isinstance(ev, PublishRequest):
+                if ev.name == self.refuse:
+                    self.session.reject_publish(ev, "no")
+                else:
+                    self.session.accept_publish(ev)
+                    stall = ev.name == self.stall
+        self.transport.write(self.session.data_to_send())
+        if stall:
+            self.transport.pause_reading()
+
+
+async def test_refused_and_held_back_publishers_are_reported(tmp_path: Path) -> None:
+    """p000 is refused; the server stops reading p001, which falls behind; p002 keeps up."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by accepted sockets: fills fast
+    sock.bind(("127.0.0.1", 0))
+    server = await loop.create_server(lambda: StubServer("p000", "p001"), sock=sock)
+    port = sock.getsockname()[1]
+    src = Source(make_flv(tmp_path / "a.flv", big_every=1))  # ~17 Mbit/s
+    start = time.monotonic()
+    try:
+        result = await asyncio.wait_for(run_publishers(
+            f"rtmp://127.0.0.1:{port}/live", "p", 3, src, start_at=start, rate=50.0, window_start=start + 0.2,
+            duration=3.0, write_limit=64 * 1024), 10)
+    finally:
+        server.close()
+    by_name = {p["name"]: p for p in result["publishers"]}
+    assert not by_name["p000"]["accepted"] and "BadName" in by_name["p000"]["error"]
+    assert by_name["p001"]["accepted"] and by_name["p001"]["lag_at_end_ms"] > 1000
+    assert by_name["p001"]["write_paused"] >= 1
+    assert by_name["p002"]["accepted"] and by_name["p002"]["lag_at_end_ms"] < 100
+    s = summarize(result["publishers"], 3.0, result["cpu_s"])
+    assert (s["accepted"], s["refused"], s["behind"], s["disconnected"]) == (2, 1, 1, 0), s
