@@ -32,6 +32,9 @@ CONTINUITY_TOLERANCE_S = 0.15
 #: at the first keyframe at or after the fragment (SRS and livesrv force a cut at hls_td_ratio, 1.5x).
 FRAGMENT_LOW, FRAGMENT_HIGH = 0.75, 1.5
 AAC_FRAMES_PER_S = 44100 / 1024
+#: Audio may be carried over into the next segment by this much (nginx-rtmp packs audio into PES packets of up
+#: to ``hls_max_audio_delay``, 300 ms, so a segment's audio starts and ends up to that much off its video).
+AUDIO_SLACK_S = 0.4
 
 
 @dataclass
@@ -79,9 +82,10 @@ def parse_playlist(text: str) -> tuple[int, list[tuple[float, str, bool]]]:
 class PlaylistWatch:
     """Follows every playlist under ``root`` and keeps each newly listed segment (hard link into ``keep``)."""
 
-    def __init__(self, root: Path, keep: Path) -> None:
+    def __init__(self, root: Path, keep: Path, fragment: float = 10.0) -> None:
         self.root = root
         self.keep = keep
+        self.fragment = fragment
         self.segments: dict[tuple[str, str], Segment] = {}
         self.playlists: set[str] = set()
         self.polls = 0
@@ -129,6 +133,18 @@ class PlaylistWatch:
         except OSError:
             return None
         return dst
+
+    def covered(self) -> dict[str, float]:
+        """Per stream (its name, the playlist's last path element): seconds of media in its finished segments
+        (#EXTINF of every segment seen, plus the fragment for each one that left the playlist before the first
+        read). The open segment is not counted."""
+        out: dict[str, float] = {}
+        first: dict[str, int] = {}
+        for seg in self.segments.values():
+            name = seg.stream.rsplit("/", 1)[-1]
+            out[name] = out.get(name, 0.0) + seg.extinf
+            first[name] = min(first.get(name, seg.seq), seg.seq)
+        return {name: total + first[name] * self.fragment for name, total in out.items()}
 
     def window_segments(self) -> list[Segment]:
         return [s for s in self.segments.values() if s.in_window]
@@ -250,14 +266,16 @@ def check_segment(seg: Segment, fragment: float) -> None:
             seg.problems.append(f"{video['packets']} video frames in {seg.extinf:.3f} s at {fps:g} fps")
     if audio is not None and audio["codec"] == "aac":
         want = seg.extinf * AAC_FRAMES_PER_S
-        if abs(audio["packets"] - want) > 4:
+        if abs(audio["packets"] - want) > 4 + AUDIO_SLACK_S * AAC_FRAMES_PER_S:
             seg.problems.append(f"{audio['packets']} AAC frames in {seg.extinf:.3f} s")
     if fragment > 0 and not FRAGMENT_LOW * fragment <= seg.extinf <= FRAGMENT_HIGH * fragment + 0.1:
         seg.problems.append(f"#EXTINF {seg.extinf:.3f} far from the {fragment:g} s fragment")
 
 
 def check_continuity(segments: list[Segment]) -> int:
-    """Consecutive checked segments of one stream: no gap, no overlap. Adds the problem to the later segment."""
+    """Consecutive checked segments of one stream: no gap, no overlap between their videos, and together as
+    many AAC frames as their durations say (each segment alone may be off by :data:`AUDIO_SLACK_S`, not a run of
+    them). Adds the problem to the later segment (the run's last); returns how many problems it found."""
     by_stream: dict[str, list[Segment]] = {}
     for seg in segments:
         by_stream.setdefault(seg.stream, []).append(seg)
@@ -274,6 +292,19 @@ def check_continuity(segments: list[Segment]) -> int:
             if abs(step - a.extinf) > CONTINUITY_TOLERANCE_S + 0.02 * a.extinf:
                 b.problems.append(f"starts {step:.3f} s after the previous segment, whose #EXTINF is {a.extinf:.3f}")
                 bad += 1
+        run: list[Segment] = []
+        for seg in segs + [None]:  # type: ignore[list-item]
+            if seg is not None and (not run or seg.seq == run[-1].seq + 1) and "audio" in seg.probe:
+                run.append(seg)
+                continue
+            if len(run) > 1:
+                frames = sum(r.probe["audio"]["packets"] for r in run)
+                want = sum(r.extinf for r in run) * AAC_FRAMES_PER_S
+                if abs(frames - want) > 4 + AUDIO_SLACK_S * AAC_FRAMES_PER_S:
+                    run[-1].problems.append(f"{frames} AAC frames in segments {run[0].seq}-{run[-1].seq}, "
+                                            f"{want:.0f} expected")
+                    bad += 1
+            run = [seg] if seg is not None and "audio" in seg.probe else []
     return bad
 
 
@@ -311,4 +342,21 @@ def check_segments(watch: PlaylistWatch, fragment: float, streams_to_check: int 
         "extinf_median": statistics.median(durations) if durations else None,
         "extinf_max": max(durations, default=None),
         "video_frames_checked": sum(s.probe.get("video", {}).get("packets", 0) for s in checked),
+    }
+
+
+def hls_lag(watch: PlaylistWatch, started: dict[str, float], at: float) -> dict[str, Any]:
+    """How far each stream's finished segments are behind its publisher at ``at`` (time.monotonic()).
+
+    ``started``: stream name -> when its publisher's media time 0 was sent (it then sends in real time). A
+    server that keeps up lags by the open segment only: less than a fragment (plus a GOP); a stream whose lag is
+    over 1.5 fragments + 2 s has a segment overdue: the server's HLS is behind the stream."""
+    covered = watch.covered()
+    lags = {name: (at - t0) - covered.get(name, 0.0) for name, t0 in started.items()}
+    limit = 1.5 * watch.fragment + 2.0
+    return {
+        "hls_lag_max_s": max(lags.values(), default=None),
+        "hls_lag_median_s": statistics.median(lags.values()) if lags else None,
+        "streams_hls_behind": sum(1 for v in lags.values() if v > limit),
+        "hls_behind_limit_s": limit,
     }

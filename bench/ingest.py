@@ -59,6 +59,7 @@ class PubgenLoad:
             "--duration", str(args.duration), "--connect-rate", str(args.publish_rate),
             "--client", args.pub_client, "--style", args.pub_style, "--tick", str(args.pub_tick),
             "--linger", str(LINGER), "--start-at", repr(start_at), "--window-start", repr(window_start),
+            "--per-publisher",
         ]
         with open(self.log, "ab") as err:
             self.proc = popen(cmd, stdout=subprocess.PIPE, stderr=err)
@@ -129,7 +130,8 @@ def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.
     spec = HlsSpec(workdir / "hls", args.hls_fragment) if hls else None
     if spec is not None:
         row["hls_fragment_s"] = spec.effective_fragment
-    watch = hlscheck.PlaylistWatch(workdir / "hls", workdir / "kept") if spec is not None else None
+    watch = (hlscheck.PlaylistWatch(workdir / "hls", workdir / "kept", spec.effective_fragment)
+             if spec is not None else None)
     try:
         if hls and server_name not in HLS_SERVERS:
             raise ServerUnavailable(f"{server_name}: no HLS here")
@@ -169,6 +171,7 @@ def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.
         elapsed = time.monotonic() - t0
         if watch is not None:
             watch.poll(in_window=True)  # the window's last segments, before any publisher leaves
+        polled_at = time.monotonic()
         rss_max = max(rss_max, rss)
         pub = load.result()
         for proc in started:
@@ -186,9 +189,13 @@ def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.
         })
         if pub.get("cpu_percent") is None:
             pub["cpu_percent"] = row["pubgen_cpu_percent"]
+        per_publisher = pub.pop("per_publisher", None) or []
         if watch is not None and spec is not None:
             row["segments"] = hlscheck.check_segments(watch, spec.effective_fragment, args.check_streams)
             row["segments"]["expected_in_window"] = round(publishers * args.duration / spec.effective_fragment)
+            media_zero = {p["name"]: p["started_at"] for p in per_publisher if p.get("started_at") is not None}
+            if media_zero:
+                row["segments"].update(hlscheck.hls_lag(watch, media_zero, polled_at))
         row["ok"] = _row_ok(row)
         return row
     except (ServerUnavailable, IngestError, subprocess.TimeoutExpired, ValueError) as exc:
@@ -210,7 +217,7 @@ def _row_ok(row: dict[str, Any]) -> bool:
     if pub["accepted"] != row["publishers"] or pub["disconnected"] or pub["behind"]:
         return False
     seg = row.get("segments")
-    if seg is not None and (seg["segments_in_window"] == 0 or seg["segments_bad"]):
+    if seg is not None and (seg["segments_in_window"] == 0 or seg["segments_bad"] or seg.get("streams_hls_behind")):
         return False
     return True
 
@@ -225,7 +232,7 @@ def _tail(path: Path, n: int = 20) -> str:
 # ------------------------------------------------------------------------------------------- output
 
 COLUMNS = ("server", "HLS", "K", "accepted", "CPU %", "RSS MiB", "load gen CPU %", "segments in window",
-           "checked / bad", "EXTINF s", "behind")
+           "checked / bad", "EXTINF s", "HLS lag max s", "behind")
 
 
 def table_row(row: dict[str, Any]) -> list[str]:
@@ -235,13 +242,16 @@ def table_row(row: dict[str, Any]) -> list[str]:
     pub = row["pub"]
     seg = row.get("segments")
     if seg is None:
-        segs = ["-", "-", "-"]
+        segs = ["-", "-", "-", "-"]
     else:
         ext = "-" if seg["extinf_min"] is None else (
             f"{seg['extinf_min']:.2f}" if seg["extinf_min"] == seg["extinf_max"]
             else f"{seg['extinf_min']:.2f}-{seg['extinf_max']:.2f}")
+        lag = seg.get("hls_lag_max_s")
         segs = [f"{seg['segments_in_window']} (~{seg['expected_in_window']})",
-                f"{seg['segments_checked']} / {seg['segments_bad']}", ext]
+                f"{seg['segments_checked']} / {seg['segments_bad']}", ext,
+                "-" if lag is None else f"{lag:.1f}" + (f" ({seg['streams_hls_behind']} late)"
+                                                        if seg.get("streams_hls_behind") else "")]
     return head + [
         str(pub["accepted"]) + (f" ({pub['disconnected']} cut)" if pub["disconnected"] else ""),
         f"{row['cpu_percent']:.1f}",

@@ -260,6 +260,7 @@ class PubStats:
             "error": self.error,
             "step": self.step,
             "publish_time": None if self.started_at is None else self.started_at - self.connect_at,
+            "started_at": self.started_at,  # time.monotonic() of NetStream.Publish.Start: media time 0
             "max_lag_ms": round(self.max_lag_ms, 1),
             "lag_at_end_ms": None if self.lag_at_end is None else round(self.lag_at_end, 1),
             "win_bytes": self.win_bytes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bench.hlscheck import (PlaylistWatch, Segment, check_continuity, check_segment, check_ts, parse_playlist,
+from bench.hlscheck import (PlaylistWatch, Segment, check_continuity, check_segment, check_ts, hls_lag, parse_playlist,
                             sample_streams)
 from tests.helpers import require_tool
 
@@ -126,3 +126,30 @@ def test_check_segment_passes_a_good_segment_and_catches_broken_ones(tmp_path: P
     cut = tmp_path / "cut.ts"
     cut.write_bytes(data[: len(data) // 2 + 100])
     assert any("not a multiple of 188" in p for p in check(cut))
+
+
+def test_hls_lag_is_media_sent_minus_media_in_finished_segments(tmp_path: Path) -> None:
+    root = tmp_path / "hls"
+    root.mkdir()
+    (root / "a.m3u8").write_text("#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:10.0,\na-1.ts\n#EXTINF:10.0,\na-2.ts\n")
+    (root / "b.m3u8").write_text("#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\nb-0.ts\n")
+    watch = PlaylistWatch(root, tmp_path / "kept", fragment=10.0)
+    watch.poll(in_window=True)
+    assert watch.covered() == {"a": 30.0, "b": 10.0}  # a-0 left the playlist before the first read
+    lag = hls_lag(watch, {"a": 100.0, "b": 100.0, "c": 130.0}, at=135.0)
+    # a: 35 s sent, 30 finished (5 in the open segment); b: 25 s overdue; c: 5 s sent, nothing finished yet
+    assert lag["hls_lag_max_s"] == 25.0 and lag["hls_lag_median_s"] == 5.0
+    assert lag["streams_hls_behind"] == 1 and lag["hls_behind_limit_s"] == 17.0
+
+
+def test_audio_may_shift_between_segments_but_not_go_missing() -> None:
+    def seg(seq: int, frames: int) -> Segment:
+        s = Segment("live/a", f"a-{seq}.ts", 1.0, seq, True)
+        s.probe = {"first_video_pts": float(seq), "audio": {"codec": "aac", "packets": frames}}
+        return s
+
+    shifted = [seg(0, 35), seg(1, 48), seg(2, 46)]  # nginx-rtmp: audio carried over, 129 = 3 x 43
+    assert check_continuity(shifted) == 0
+    lost = [seg(0, 35), seg(1, 35), seg(2, 35), seg(3, 35)]  # 140 instead of 172
+    assert check_continuity(lost) == 1
+    assert lost[3].problems == ["140 AAC frames in segments 0-3, 172 expected"]

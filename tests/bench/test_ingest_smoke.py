@@ -47,3 +47,5 @@ async def test_ingest_short_mode_every_publisher_accepted_every_segment_right(pr
     assert seg["segments_bad"] == 0, seg["bad_samples"]
     assert 0.9 <= seg["extinf_min"] <= seg["extinf_max"] <= 1.1, seg
     assert seg["video_frames_checked"] >= 25 * seg["segments_checked"] - 3, seg
+    # the finished segments are at most a fragment (the open one) behind each publisher
+    assert seg["streams_hls_behind"] == 0 and 0 <= seg["hls_lag_max_s"] < 1.5, seg
