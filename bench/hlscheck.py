@@ -345,18 +345,20 @@ def check_segments(watch: PlaylistWatch, fragment: float, streams_to_check: int 
     }
 
 
-def hls_lag(watch: PlaylistWatch, started: dict[str, float], at: float) -> dict[str, Any]:
+def hls_lag(watch: PlaylistWatch, started: dict[str, float], at: float, gop: float = 2.0) -> dict[str, Any]:
     """How far each stream's finished segments are behind its publisher at ``at`` (time.monotonic()).
 
     ``started``: stream name -> when its publisher's media time 0 was sent (it then sends in real time). A
-    server that keeps up lags by the open segment only: less than a fragment (plus a GOP); a stream whose lag is
-    over 1.5 fragments + 2 s has a segment overdue: the server's HLS is behind the stream."""
+    server that keeps up lags by the open segment only: at most a fragment, a GOP more when the GOP does not
+    divide the fragment. A stream whose lag is over fragment + GOP + 2 s has a segment overdue: the server's HLS
+    is behind the stream."""
     covered = watch.covered()
-    lags = {name: (at - t0) - covered.get(name, 0.0) for name, t0 in started.items()}
-    limit = 1.5 * watch.fragment + 2.0
+    lags = sorted((at - t0) - covered.get(name, 0.0) for name, t0 in started.items())
+    limit = watch.fragment + gop + 2.0
     return {
-        "hls_lag_max_s": max(lags.values(), default=None),
-        "hls_lag_median_s": statistics.median(lags.values()) if lags else None,
-        "streams_hls_behind": sum(1 for v in lags.values() if v > limit),
+        "hls_lag_max_s": lags[-1] if lags else None,
+        "hls_lag_p90_s": lags[min(len(lags) - 1, int(0.9 * len(lags)))] if lags else None,
+        "hls_lag_median_s": statistics.median(lags) if lags else None,
+        "streams_hls_behind": sum(1 for v in lags if v > limit),
         "hls_behind_limit_s": limit,
     }

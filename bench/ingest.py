@@ -122,8 +122,9 @@ class FfmpegLoad:
                 "client": "ffmpeg processes"}
 
 
-def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.Namespace, src: Path
-                   ) -> dict[str, Any]:
+def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.Namespace, src: Path,
+                   gop: float = 2.0) -> dict[str, Any]:
+    """One row; ``gop`` is the source's GOP in seconds (how late a segment may be: see hlscheck.hls_lag)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-ingest-{server_name}-"))
     started: list[subprocess.Popen[bytes]] = []
     row: dict[str, Any] = {"server": server_name, "hls": "on" if hls else "off", "publishers": publishers}
@@ -195,7 +196,7 @@ def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.
             row["segments"]["expected_in_window"] = round(publishers * args.duration / spec.effective_fragment)
             media_zero = {p["name"]: p["started_at"] for p in per_publisher if p.get("started_at") is not None}
             if media_zero:
-                row["segments"].update(hlscheck.hls_lag(watch, media_zero, polled_at))
+                row["segments"].update(hlscheck.hls_lag(watch, media_zero, polled_at, gop))
         row["ok"] = _row_ok(row)
         return row
     except (ServerUnavailable, IngestError, subprocess.TimeoutExpired, ValueError) as exc:
@@ -313,7 +314,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines + notes)
 
 
-def run_all(args: argparse.Namespace, src: Path, rows: list[dict[str, Any]]) -> None:
+def run_all(args: argparse.Namespace, src: Path, rows: list[dict[str, Any]], gop: float = 2.0) -> None:
     servers = list(args.server)
     if args.srs_binary is not None and "srs" not in servers:
         servers.append("srs")
@@ -322,4 +323,4 @@ def run_all(args: argparse.Namespace, src: Path, rows: list[dict[str, Any]]) -> 
             for k in args.publishers:
                 print(f"bench: ingest {server} hls {hls} {k} publishers, {args.duration:g} s ...",
                       file=sys.stderr, flush=True)
-                rows.append(run_ingest_row(server, hls == "on", k, args, src))
+                rows.append(run_ingest_row(server, hls == "on", k, args, src, gop))

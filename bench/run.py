@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         if args.scenario == "ingest":
-            ingest.run_all(args, src, rows)
+            ingest.run_all(args, src, rows, PROFILES[args.source].gop_s)
         else:
             _run_all(args, src, rows)
     except KeyboardInterrupt:

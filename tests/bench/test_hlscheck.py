@@ -136,10 +136,10 @@ def test_hls_lag_is_media_sent_minus_media_in_finished_segments(tmp_path: Path) 
     watch = PlaylistWatch(root, tmp_path / "kept", fragment=10.0)
     watch.poll(in_window=True)
     assert watch.covered() == {"a": 30.0, "b": 10.0}  # a-0 left the playlist before the first read
-    lag = hls_lag(watch, {"a": 100.0, "b": 100.0, "c": 130.0}, at=135.0)
-    # a: 35 s sent, 30 finished (5 in the open segment); b: 25 s overdue; c: 5 s sent, nothing finished yet
-    assert lag["hls_lag_max_s"] == 25.0 and lag["hls_lag_median_s"] == 5.0
-    assert lag["streams_hls_behind"] == 1 and lag["hls_behind_limit_s"] == 17.0
+    lag = hls_lag(watch, {"a": 100.0, "b": 100.0, "c": 130.0}, at=135.0, gop=2.0)
+    # a: 35 s sent, 30 finished (5 in the open segment); b: 25 s, one segment overdue; c: 5 s, none finished yet
+    assert lag["hls_lag_max_s"] == 25.0 and lag["hls_lag_median_s"] == 5.0 and lag["hls_lag_p90_s"] == 25.0
+    assert lag["streams_hls_behind"] == 1 and lag["hls_behind_limit_s"] == 14.0
 
 
 def test_audio_may_shift_between_segments_but_not_go_missing() -> None:
