@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def die_with_parent() -> None:
@@ -54,3 +56,33 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
         pass
     if proc.poll() is None:
         proc.wait()
+
+
+# ------------------------------------------------------------------------------------------ sampling
+
+
+def proc_times(pid: int) -> tuple[float, float, int]:
+    """(user CPU seconds, system CPU seconds, RSS bytes) of one process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat.rpartition(b")")[2].split()  # fields[0] is field 3 (state) of proc(5)
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK, int(fields[21]) * _PAGE
+
+
+def proc_sample(pid: int) -> tuple[float, int]:
+    """(CPU seconds used so far, RSS bytes) of one process."""
+    user, system, rss = proc_times(pid)
+    return user + system, rss
+
+
+def machine_times() -> tuple[float, float]:
+    """(busy CPU seconds of all cores, of which softirq) so far, from /proc/stat.
+
+    On loopback the kernel's network work is partly done in softirq context, sometimes in ksoftirqd threads
+    that are not charged to the server process: the machine-wide figure shows what that process's own CPU
+    time leaves out (it also includes the load generator and the publisher)."""
+    with open("/proc/stat", "rb") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    idle = cpu[3] + (cpu[4] if len(cpu) > 4 else 0)
+    busy = sum(cpu[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return busy / _CLK_TCK, (cpu[6] if len(cpu) > 6 else 0) / _CLK_TCK

@@ -1,7 +1,11 @@
-"""Fan-out benchmark runner: one server, one published stream, N viewers; the server's CPU and memory.
+"""Benchmark runner. Fan-out (default): one server, one published stream, N viewers; the server's CPU and memory.
 
     .venv/bin/python bench/run.py --viewers 1000 --proto flv --duration 20
     .venv/bin/python bench/run.py --server livesrv,nginx-rtmp,nms --proto rtmp,flv --viewers 1000,2000 --json
+
+Ingest (``--scenario ingest``, :mod:`bench.ingest`): K publishers at once, HLS on and off, no viewers:
+
+    .venv/bin/python bench/run.py --scenario ingest --publishers 50 --hls on,off --server livesrv,nginx-rtmp
 
 For every (server, protocol, viewers) row it starts a fresh server, publishes the cached source file with
 ``ffmpeg -re -stream_loop -1 -c copy``, waits until a probe viewer gets a keyframe, runs the load generator
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -27,48 +30,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import loadgen
+from bench import ingest, loadgen
 from bench.media import DEFAULT_CACHE, PROFILES, publish_args, source_file
-from bench.procs import popen, spawn, stop_group
+from bench.procs import machine_times, popen, proc_sample, proc_times, spawn, stop_group
 from bench.servers import SERVER_PROTOS, SERVERS, Server, ServerUnavailable, start_server
 
 APP, STREAM = "live", "bench"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class BenchError(RuntimeError):
     pass
-
-
-# ----------------------------------------------------------------------------------------- sampling
-
-
-def proc_times(pid: int) -> tuple[float, float, int]:
-    """(user CPU seconds, system CPU seconds, RSS bytes) of one process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    fields = stat.rpartition(b")")[2].split()  # fields[0] is field 3 (state) of proc(5)
-    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK, int(fields[21]) * _PAGE
-
-
-def proc_sample(pid: int) -> tuple[float, int]:
-    """(CPU seconds used so far, RSS bytes) of one process."""
-    user, system, rss = proc_times(pid)
-    return user + system, rss
-
-
-def machine_times() -> tuple[float, float]:
-    """(busy CPU seconds of all cores, of which softirq) so far, from /proc/stat.
-
-    On loopback the kernel's network work is partly done in softirq context, sometimes in ksoftirqd threads
-    that are not charged to the server process: the machine-wide figure shows what that process's own CPU
-    time leaves out (it also includes the load generator and the publisher)."""
-    with open("/proc/stat", "rb") as f:
-        cpu = [int(x) for x in f.readline().split()[1:]]
-    idle = cpu[3] + (cpu[4] if len(cpu) > 4 else 0)
-    busy = sum(cpu[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
-    return busy / _CLK_TCK, (cpu[6] if len(cpu) > 6 else 0) / _CLK_TCK
 
 
 def _sleep_until(t: float) -> None:
@@ -101,7 +72,7 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
     started: list[subprocess.Popen[bytes]] = []
     row: dict[str, Any] = {"server": server_name, "proto": proto, "viewers": viewers}
     try:
-        server = start_server(server_name, workdir, args.cache_dir, args.vhost_extra)
+        server = start_server(server_name, workdir, args.cache_dir, args.vhost_extra, srs_binary=args.srs_binary)
         started.append(server.proc)
         url = server.play_url(proto, APP, STREAM)
         publisher = spawn(publish_args(src, server.publish_url(APP, STREAM)), workdir / "publisher.log", workdir)
@@ -236,14 +207,35 @@ def _csv(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Measure a server's fan-out of one live stream to N viewers.")
+    p = argparse.ArgumentParser(description="Measure a server's fan-out of one live stream to N viewers "
+                                            "(--scenario fanout), or its ingest of K streams (--scenario ingest).")
+    p.add_argument("--scenario", choices=("fanout", "ingest"), default="fanout")
     p.add_argument("--server", type=_csv(str, SERVERS), default=["livesrv"],
-                   help="comma list of livesrv, nginx-rtmp, nms (the last two only where installed)")
+                   help="comma list of livesrv, nginx-rtmp, nms, srs (the peers only where installed; srs needs "
+                        "--srs-binary)")
     p.add_argument("--proto", type=_csv(str, ("rtmp", "flv")), default=["flv"], help="comma list: rtmp, flv")
     p.add_argument("--viewers", type=_csv(int), default=[1000],
                    help="comma list of viewer counts (0: no viewers, what the publisher alone costs)")
     p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
-    p.add_argument("--settle", type=float, default=2.0, help="seconds after the last viewer attached")
+    g = p.add_argument_group("ingest scenario")
+    g.add_argument("--publishers", type=_csv(int), default=[50], help="comma list of publisher counts K")
+    g.add_argument("--hls", type=_csv(str, ("on", "off")), default=["on", "off"], help="comma list: on, off")
+    g.add_argument("--hls-fragment", type=float, default=None,
+                   help="seconds per HLS segment (default: each server's default, 10 s)")
+    g.add_argument("--srs-binary", type=Path, default=None,
+                   help="an SRS binary to measure as well (never built by the bench)")
+    g.add_argument("--publish-rate", type=float, default=50.0, help="publishers started per second")
+    g.add_argument("--pub-client", choices=("lean", "package", "ffmpeg"), default="lean",
+                   help="the publisher load generator's client (see bench/pubgen.py); ffmpeg: K ffmpeg processes "
+                        "instead, for calibration only")
+    g.add_argument("--pub-style", choices=("message", "ffmpeg"), default="message",
+                   help="what the publishers' writes look like (see bench/pubgen.py)")
+    g.add_argument("--pub-tick", type=float, default=0.0,
+                   help="a publisher writes at most this often, seconds (0: each message when due)")
+    g.add_argument("--check-streams", type=int, default=0,
+                   help="check the window's segments of this many streams (0: every stream)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds after the last viewer attached (ingest: after the last publisher started)")
     p.add_argument("--connect-rate", type=float, default=500.0, help="viewers attached per second")
     p.add_argument("--procs", type=int, default=0, help="load generator processes (0: one per 500 viewers)")
     p.add_argument("--stall", type=float, default=1.0, help="seconds without media that count as a stall")
@@ -266,15 +258,28 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if "srs" in args.server and args.srs_binary is None:
+        raise SystemExit("bench: --server srs needs --srs-binary PATH (the bench never builds SRS)")
     signal.signal(signal.SIGTERM, _terminate)
     loadgen.raise_fd_limit()  # the server inherits it
     src = source_file(PROFILES[args.source], args.cache_dir)
     rows: list[dict[str, Any]] = []
     try:
-        _run_all(args, src, rows)
+        if args.scenario == "ingest":
+            ingest.run_all(args, src, rows, PROFILES[args.source].gop_s)
+        else:
+            _run_all(args, src, rows)
     except KeyboardInterrupt:
         print("bench: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
+    if args.scenario == "ingest":
+        if args.json:
+            json.dump({"scenario": "ingest", "source": PROFILES[args.source].filename, "duration_s": args.duration,
+                       "rows": rows, "ratios": ingest.ratios(rows)}, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            print(ingest.format_table(rows))
+        return 0 if all(r.get("ok") for r in rows) else 1
     if args.json:
         json.dump({"source": PROFILES[args.source].filename, "duration_s": args.duration, "rows": rows},
                   sys.stdout, indent=1)

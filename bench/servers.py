@@ -1,12 +1,17 @@
-"""The servers the bench can measure: livesrv, and as optional peers nginx-rtmp and Node-Media-Server 4.
+"""The servers the bench can measure: livesrv, and as optional peers nginx-rtmp, Node-Media-Server 4 and SRS.
 
 Each runs as one process in its own process group (so killing the group leaves nothing behind), with a
 config written to a temporary directory, on loopback ports that nothing else uses. The process whose CPU is
-sampled is the one that serves viewers: livesrv's Python process, nginx with ``master_process off``, node.
+sampled is the one that serves viewers: livesrv's Python process, nginx with ``master_process off``, node,
+SRS (only when a binary is given by path: the bench never builds it).
+
+For the ingest scenario a server can also write HLS (:class:`HlsSpec`): into a directory of the run, with the
+server's own default fragment and window unless the run sets a fragment.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -22,9 +27,24 @@ REPO = Path(__file__).resolve().parent.parent
 NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")  # Debian's libnginx-mod-rtmp
 NMS_DIR_NAME = "nms"  # npm prefix under the cache dir: <cache>/nms/node_modules/node-media-server
 
-SERVERS = ("livesrv", "nginx-rtmp", "nms")
-#: The play protocols each server has (nginx-rtmp has no HTTP-FLV: its HTTP side only serves HLS/DASH).
-SERVER_PROTOS = {"livesrv": ("rtmp", "flv"), "nginx-rtmp": ("rtmp",), "nms": ("rtmp", "flv")}
+SERVERS = ("livesrv", "nginx-rtmp", "nms", "srs")
+#: The play protocols each server has (nginx-rtmp has no HTTP-FLV: its HTTP side only serves HLS/DASH; SRS is
+#: started with RTMP only).
+SERVER_PROTOS = {"livesrv": ("rtmp", "flv"), "nginx-rtmp": ("rtmp",), "nms": ("rtmp", "flv"), "srs": ("rtmp",)}
+#: The servers that can write HLS here.
+HLS_SERVERS = ("livesrv", "nginx-rtmp", "srs")
+
+
+@dataclass(frozen=True)
+class HlsSpec:
+    """HLS on, written below ``path``; ``fragment`` seconds (None: the server's default, 10 s for all three)."""
+
+    path: Path
+    fragment: float | None = None
+
+    @property
+    def effective_fragment(self) -> float:
+        return 10.0 if self.fragment is None else self.fragment
 
 
 class ServerUnavailable(RuntimeError):
@@ -125,8 +145,18 @@ vhost __defaultVhost__ {{
 """
 
 
-def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", timeout: float = 20.0) -> Server:
+def livesrv_hls(hls: HlsSpec) -> str:
+    """livesrv's defaults (``hls_fragment 10``, ``hls_window 60``...) with ``hls_path`` set."""
+    fragment = "" if hls.fragment is None else f" hls_fragment {hls.fragment:g};"
+    return f"hls {{ enabled on; hls_path {hls.path};{fragment} }}"
+
+
+def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", timeout: float = 20.0,
+                  hls: HlsSpec | None = None) -> Server:
     """Start ``livesrv -c <config>`` on ports 0 and read the ports it bound from its ``event=ready`` line."""
+    if hls is not None:
+        hls.path.mkdir(parents=True, exist_ok=True)
+        vhost_extra = f"{vhost_extra}\n    {livesrv_hls(hls)}"
     conf = workdir / "livesrv.conf"
     conf.write_text(livesrv_config(vhost_extra, global_extra))
     (workdir / "html").mkdir(exist_ok=True)
@@ -153,39 +183,52 @@ def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", 
 # ---------------------------------------------------------------------------------------- nginx-rtmp
 
 
-def nginx_config(workdir: Path, rtmp_port: int) -> str:
+def nginx_hls(hls: HlsSpec) -> str:
+    """nginx-rtmp's HLS as SRS's and livesrv's defaults: 10 s fragments, a 60 s playlist."""
+    return (f"hls on;\n            hls_path {hls.path};\n"
+            f"            hls_fragment {round(hls.effective_fragment * 1000)}ms;\n            hls_playlist_length 60s;")
+
+
+def nginx_config(workdir: Path, rtmp_port: int, hls: HlsSpec | None = None, connections: int = 100000) -> str:
     load = f"load_module {NGINX_RTMP_MODULE};\n" if NGINX_RTMP_MODULE.exists() else ""
+    hls_lines = f"\n            {nginx_hls(hls)}" if hls is not None else ""
     return f"""# written by bench/run.py: one process serves everything, as measured in the targets
 {load}daemon off;
 master_process off;
 worker_processes 1;
-worker_rlimit_nofile 100000;
+worker_rlimit_nofile {connections};
 error_log {workdir}/nginx-error.log warn;
 pid {workdir}/nginx.pid;
 events {{
-    worker_connections 100000;
+    worker_connections {connections};
 }}
 rtmp {{
     server {{
         listen 127.0.0.1:{rtmp_port};
         application live {{
-            live on;
+            live on;{hls_lines}
         }}
     }}
 }}
 """
 
 
-def start_nginx_rtmp(workdir: Path, timeout: float = 20.0) -> Server:
-    """nginx with libnginx-mod-rtmp (``apt-get install -y nginx libnginx-mod-rtmp``); RTMP only."""
+def start_nginx_rtmp(workdir: Path, timeout: float = 20.0, hls: HlsSpec | None = None,
+                     connections: int = 100000) -> Server:
+    """nginx with libnginx-mod-rtmp (``apt-get install -y nginx libnginx-mod-rtmp``); RTMP only (and HLS).
+
+    nginx allocates and touches its ``worker_connections`` connection structures at start (~0.4 KiB each:
+    ~40 MiB of RSS for the fan-out's 100000), so the ingest scenario, which needs few, asks for fewer."""
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if nginx is None:
         raise ServerUnavailable("nginx is not installed: apt-get install -y nginx libnginx-mod-rtmp")
     if not NGINX_RTMP_MODULE.exists():
         raise ServerUnavailable(f"{NGINX_RTMP_MODULE} missing: apt-get install -y libnginx-mod-rtmp")
     port = free_port()
+    if hls is not None:
+        hls.path.mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx.conf"
-    conf.write_text(nginx_config(workdir, port))
+    conf.write_text(nginx_config(workdir, port, hls, connections))
     log_path = workdir / "nginx.log"
     proc = spawn([nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)],
                  log_path, workdir)
@@ -239,11 +282,64 @@ def start_nms(workdir: Path, cache_dir: Path, timeout: float = 20.0) -> Server:
     return Server("nms", proc, rtmp_port, http_port, log_path, ("rtmp", "flv"))
 
 
-def start_server(name: str, workdir: Path, cache_dir: Path, vhost_extra: str = "") -> Server:
+# ----------------------------------------------------------------------------------------------- SRS
+
+
+def srs_config(workdir: Path, rtmp_port: int, hls: HlsSpec | None = None, connections: int = 100000) -> str:
+    """A minimal SRS config: RTMP on loopback, one process in the foreground, HLS with SRS's defaults."""
+    hls_block = ""
+    if hls is not None:
+        fragment = "" if hls.fragment is None else f"\n        hls_fragment    {hls.fragment:g};"
+        hls_block = f"""
+    hls {{
+        enabled         on;
+        hls_path        {hls.path};{fragment}
+    }}"""
+    return f"""# written by bench/run.py
+listen              127.0.0.1:{rtmp_port};
+max_connections     {connections};
+daemon              off;
+srs_log_tank        console;
+pid                 {workdir}/srs.pid;
+ff_log_dir          {workdir};
+vhost __defaultVhost__ {{{hls_block}
+}}
+"""
+
+
+def start_srs(workdir: Path, binary: Path | None, timeout: float = 20.0, hls: HlsSpec | None = None,
+              connections: int = 100000) -> Server:
+    """SRS from a binary given by path (``--srs-binary``); never built or downloaded by the bench."""
+    if binary is None:
+        raise ServerUnavailable("srs: give the path of an SRS binary with --srs-binary (the bench never builds it)")
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise ServerUnavailable(f"srs: {binary} is not an executable file")
+    port = free_port()
+    if hls is not None:
+        hls.path.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "srs.conf"
+    conf.write_text(srs_config(workdir, port, hls, connections))
+    log_path = workdir / "srs.log"
+    proc = spawn([str(binary), "-c", str(conf)], log_path, workdir)
+    try:
+        wait_port(proc, port, timeout, log_path)
+    except BaseException:
+        stop_group(proc)
+        raise
+    return Server("srs", proc, port, None, log_path, ("rtmp",))
+
+
+def start_server(name: str, workdir: Path, cache_dir: Path, vhost_extra: str = "", *,
+                 hls: HlsSpec | None = None, srs_binary: Path | None = None, connections: int = 100000) -> Server:
+    """Start ``name``; ``connections`` sizes the peers' connection tables (livesrv's is not preallocated)."""
+    if hls is not None and name not in HLS_SERVERS:
+        raise ServerUnavailable(f"{name}: the bench does not configure HLS for it")
     if name == "livesrv":
-        return start_livesrv(workdir, vhost_extra)
+        return start_livesrv(workdir, vhost_extra, hls=hls)
     if name == "nginx-rtmp":
-        return start_nginx_rtmp(workdir)
+        return start_nginx_rtmp(workdir, hls=hls, connections=connections)
     if name == "nms":
         return start_nms(workdir, cache_dir)
+    if name == "srs":
+        return start_srs(workdir, srs_binary, hls=hls, connections=connections)
     raise ValueError(f"unknown server {name!r}: one of {', '.join(SERVERS)}")

@@ -15,12 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="session")
-def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small source is made once for the session, never in the repository's own cache."""
-    return tmp_path_factory.mktemp("bench-cache")
-
-
 @pytest.mark.parametrize("proto", ["rtmp", "flv"])
 async def test_runner_short_mode_all_viewers_keep_up(proto: str, procs: Procs, bench_cache: Path) -> None:
     require_tool("ffmpeg")
