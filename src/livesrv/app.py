@@ -26,8 +26,11 @@ from livesrv.servers.ts import serve_ts
 
 log = logging.getLogger("livesrv.app")
 
-#: Seconds a stopping server gives the notifications in flight (on_unpublish, on_dvr of the last files).
+#: Seconds a stopping server gives the notifications in flight (on_close, on_stop, on_dvr of the last files).
 SHUTDOWN_HOOKS_GRACE = 2.0
+#: Seconds a stopping server gives the streams' drains (on_unpublish hooks, the last HLS segment, DVR files)
+#: after its listeners and connections closed; what is still running then is cancelled.
+SHUTDOWN_DRAIN_GRACE = 5.0
 
 
 class App:
@@ -89,7 +92,7 @@ class App:
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
-        await self.hub.close()
+        await self.hub.close(grace=SHUTDOWN_DRAIN_GRACE)  # on_unpublish, last segments and files: bounded
         await self.forward.stop()
         await self.dvr.stop()  # (before the hooks' client closes: on_dvr of the last files may still go out)
         await self.access.aclose(grace=min(SHUTDOWN_HOOKS_GRACE, self.config.hooks_timeout))

@@ -193,3 +193,27 @@ async def test_on_hls_for_every_segment(make_server, hook_server, procs, sample_
     assert p["seq_no"] == 1 and 0.5 < p["duration"] < 3
     assert p["file"].endswith("live/test-1.ts") and p["m3u8_url"] == "/live/test.m3u8"
     assert (tmp_path / "live" / "test-1.ts").exists()
+
+
+async def test_stopping_the_server_still_sends_the_closing_hooks(hook_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+    """A server that stops (SIGTERM's fast quit, or the end of a graceful one) with a publisher and a viewer
+    connected: on_unpublish (awaited in the stream's drain, which shutdown lets finish, bounded), on_stop and
+    on_close still reach the hook server."""
+    from livesrv.app import App
+    from tests.conftest import server_config
+
+    hooks = " ".join(f"{h} {hook_server.url(h)};" for h in ("on_unpublish", "on_stop", "on_close"))
+    app = App(server_config(vhost=f"http_hooks {{ enabled on; {hooks} }}"))
+    await app.start()
+    try:
+        await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/down"))
+        await wait_until(lambda: any(s.live and s.gop.gop for s in app.hub.streams.values()), 20, "the stream to go live")
+        viewer = await procs.start(require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-i",
+                                   f"rtmp://127.0.0.1:{app.port('rtmp')}/live/down", "-f", "null", "-")
+        await wait_until(lambda: len(app.hub.clients) == 2, 20, "the viewer to play")
+    finally:
+        await app.stop()
+    assert [c.payload["stream"] for c in hook_server.calls_for("on_unpublish")] == ["down"]
+    assert [c.payload["stream"] for c in hook_server.calls_for("on_stop")] == ["down"]
+    assert len(hook_server.calls_for("on_close")) == 2  # the publisher's and the viewer's connections
+    await asyncio.wait_for(viewer.wait(), 10)

@@ -340,8 +340,12 @@ class Hub:
             v.owner.close_viewer(reason)
         return True
 
-    async def close(self) -> None:
-        """Cancel running drains and lingering outputs' waits (server shutdown: each service ends its own)."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Server shutdown: running drains (on_unpublish hooks, the last HLS segment and DVR file) get up to
+        ``grace`` seconds to finish, then are cancelled; lingering outputs' waits are dropped (each service ends
+        its own outputs)."""
+        if grace > 0 and self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
