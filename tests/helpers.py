@@ -50,6 +50,16 @@ class Procs:
                 pass
 
 
+async def can_connect(port: int) -> bool:
+    """Does a TCP connection to 127.0.0.1:``port`` open (is something listening)?"""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
 async def wait_until(cond: Callable[[], object], timeout: float = 15, what: str = "condition") -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

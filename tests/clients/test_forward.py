@@ -24,7 +24,7 @@ from livesrv.hub.hub import Hub
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.stream import Stream, StreamSettings
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
-from tests.helpers import Procs, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import Procs, can_connect, ffmpeg_publish_args, require_tool, wait_until
 from tests.hooks.hook_server import Answer, HookServer
 
 pytestmark = pytest.mark.e2e
@@ -40,14 +40,6 @@ def free_port() -> int:
         port: int = sock.getsockname()[1]
     return port
 
-
-async def port_open(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 @pytest.fixture
@@ -79,7 +71,7 @@ rtmp {{
 """)
     proc = await procs.start(nginx, "-p", str(work), "-e", str(work / "error.log"), "-c", str(conf))
     deadline = asyncio.get_running_loop().time() + 20
-    while not await port_open(port):
+    while not await can_connect(port):
         assert proc.returncode is None, f"nginx exited: {(work / 'error.log').read_text()[-2000:]}"
         assert asyncio.get_running_loop().time() < deadline, "nginx did not listen within 20 s"
         await asyncio.sleep(0.05)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_dvr import plays
-from tests.helpers import Procs, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import Procs, can_connect, ffmpeg_publish_args, require_tool, wait_until
 from tests.hooks.hook_server import unused_port
 
 pytestmark = pytest.mark.e2e
@@ -26,14 +26,6 @@ force_grace_quit {force};
 vhost __defaultVhost__ {{ dvr {{ enabled on; dvr_path ./rec/[stream].flv; }} }}
 """
 
-
-async def can_connect(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 async def start_server(procs: Procs, tmp_path: Path, force: str = "off") -> tuple[asyncio.subprocess.Process, int]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from livesrv.codec import amf0, flv
+from livesrv.codec.mpegts import FLVPacket
 from livesrv.codec.errors import ProtocolError
 from livesrv.names import has_bad_char
 
@@ -58,17 +59,8 @@ VIDEO: Final = flv.VIDEO
 DATA: Final = flv.SCRIPT
 
 
-class MediaPacket(Protocol):
+class MediaPacket(FLVPacket, Protocol):
     """What the recorder reads of a packet (``livesrv.media.packet.MediaPacket`` has it)."""
-
-    @property
-    def kind(self) -> int: ...
-
-    @property
-    def timestamp(self) -> int: ...
-
-    @property
-    def payload(self) -> bytes: ...
 
     @property
     def keyframe(self) -> bool: ...
