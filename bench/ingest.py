@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import hlscheck, pubgen
 from bench.media import publish_args
-from bench.procs import machine_times, popen, proc_sample, proc_times, spawn, stop_group
+from bench.procs import machine_times, popen, proc_sample, proc_times, sleep_until, spawn, stop_group
 from bench.servers import HLS_SERVERS, HlsSpec, ServerUnavailable, start_server
 
 APP = "live"
@@ -39,12 +39,6 @@ LINGER = 0.5
 
 class IngestError(RuntimeError):
     pass
-
-
-def _sleep_until(t: float) -> None:
-    delay = t - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
 
 
 class PubgenLoad:
@@ -93,7 +87,7 @@ class FfmpegLoad:
         self.duration = args.duration
         width = max(3, len(str(publishers - 1)))
         for i in range(publishers):
-            _sleep_until(start_at + i / args.publish_rate)
+            sleep_until(start_at + i / args.publish_rate)
             proc = spawn(publish_args(src, f"{url}/{PREFIX}{i:0{width}d}"), workdir / f"ffmpeg{i}.log", workdir)
             self.procs.append(proc)
             started.append(proc)
@@ -146,7 +140,7 @@ def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.
         kind = FfmpegLoad if args.pub_client == "ffmpeg" else PubgenLoad
         load = kind(url, src, publishers, args, start_at, window_start, workdir, started)
 
-        _sleep_until(window_start)
+        sleep_until(window_start)
         load.check("before the window")
         if watch is not None:
             watch.poll(in_window=False)  # what was finished before the window
@@ -157,7 +151,7 @@ def run_ingest_row(server_name: str, hls: bool, publishers: int, args: argparse.
         t0 = time.monotonic()
         next_poll = t0 + 1.0
         while time.monotonic() < window_end:
-            _sleep_until(min(window_end, time.monotonic() + 0.5))
+            sleep_until(min(window_end, time.monotonic() + 0.5))
             if not server.alive():
                 raise IngestError(f"{server_name} died during the run:\n{server.log_tail()}")
             load.check("during the window")

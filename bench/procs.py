@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 import signal
 import subprocess
 from pathlib import Path
@@ -86,3 +87,10 @@ def machine_times() -> tuple[float, float]:
     idle = cpu[3] + (cpu[4] if len(cpu) > 4 else 0)
     busy = sum(cpu[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
     return busy / _CLK_TCK, (cpu[6] if len(cpu) > 6 else 0) / _CLK_TCK
+
+
+def sleep_until(t: float) -> None:
+    """Block until ``time.monotonic()`` reaches ``t`` (the runner's pacing; returns at once when it has)."""
+    delay = t - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
 
 from bench import ingest, loadgen
 from bench.media import DEFAULT_CACHE, PROFILES, publish_args, source_file
-from bench.procs import machine_times, popen, proc_sample, proc_times, spawn, stop_group
+from bench.procs import machine_times, popen, proc_sample, proc_times, sleep_until, spawn, stop_group
 from bench.servers import SERVER_PROTOS, SERVERS, Server, ServerUnavailable, start_server
 
 APP, STREAM = "live", "bench"
@@ -40,12 +40,6 @@ APP, STREAM = "live", "bench"
 
 class BenchError(RuntimeError):
     pass
-
-
-def _sleep_until(t: float) -> None:
-    delay = t - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
 
 
 # ------------------------------------------------------------------------------------------ one row
@@ -95,14 +89,14 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
                 gen = popen(cmd, stdout=subprocess.PIPE, stderr=err)
             started.append(gen)
 
-        _sleep_until(window_start)
+        sleep_until(window_start)
         user0, sys0, rss = proc_times(server.pid)
         busy0, soft0 = machine_times()
         pub0, _ = proc_sample(publisher.pid)
         rss_max = rss
         t0 = time.monotonic()
         while time.monotonic() < window_end:
-            _sleep_until(min(window_end, time.monotonic() + 0.5))
+            sleep_until(min(window_end, time.monotonic() + 0.5))
             if not server.alive():
                 raise BenchError(f"{server_name} died during the run:\n{server.log_tail()}")
             _, _, rss = proc_times(server.pid)

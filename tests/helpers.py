@@ -214,3 +214,40 @@ async def http_raw(port: int, target: str, method: str = "GET", headers: str = "
     status_line, _, rest = data.partition(b"\r\n")
     _, _, body = rest.partition(b"\r\n\r\n")
     return int(status_line.split()[1]), body
+
+
+#: A script for PyAV's Python (its FFmpeg is >= 6.1): publishes ``argv[2]`` seconds of 320x240 25 fps HEVC
+#: (1 s GOP) + AAC over Enhanced RTMP to the URL ``argv[1]``, as fast as it encodes.
+HEVC_PUBLISHER = r"""
+import sys, fractions, av
+out = av.open(sys.argv[1], "w", format="flv")
+v = out.add_stream("libx265", rate=25)
+v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
+v.options = {"x265-params": "keyint=25:min-keyint=25:log-level=error", "preset": "ultrafast"}
+a = out.add_stream("aac", rate=44100)
+a.layout = "stereo"
+n = int(float(sys.argv[2]) * 25)
+apts = 0
+for i in range(n):
+    frame = av.VideoFrame(320, 240, "yuv420p")
+    for p in frame.planes:
+        p.update(bytes([(i * 3) % 256]) * p.buffer_size)
+    frame.pts = i
+    frame.time_base = fractions.Fraction(1, 25)
+    for pkt in v.encode(frame):
+        out.mux(pkt)
+    while apts < (i + 1) * 44100 // 25:
+        af = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+        for p in af.planes:
+            p.update(bytes(p.buffer_size))
+        af.sample_rate = 44100
+        af.pts = apts
+        af.time_base = fractions.Fraction(1, 44100)
+        apts += 1024
+        for pkt in a.encode(af):
+            out.mux(pkt)
+for s in (v, a):
+    for pkt in s.encode():
+        out.mux(pkt)
+out.close()
+"""

@@ -12,10 +12,12 @@ import pytest
 from bench import pubgen
 from bench.pubgen import STYLES, Pacer, Source, run_publishers, summarize
 from livesrv.clients.rtmp import RtmpClient
+from livesrv.hub.keys import StreamKey
 from livesrv.codec import amf0, flv
 from livesrv.codec.rtmp import messages as m
 from livesrv.codec.rtmp.chunk import ChunkDecoder, encode_message
 from livesrv.codec.rtmp.session import ConnectRequest, PublishRequest, ServerSession
+from tests.helpers import wait_until
 
 AVC_SH = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x04\x67\x64\x00\x1f\x01\x00\x04\x68\xee\x3c\xb0"
 AAC_SH = b"\xaf\x00\x12\x10"
@@ -132,7 +134,8 @@ async def test_publishers_against_livesrv_all_accepted_and_playable(
     try:
         # A viewer of one of them gets the sequence headers then frames with increasing timestamps, across
         # the file's loop point (999 ms).
-        await asyncio.sleep(0.2)
+        key = StreamKey("__defaultVhost__", "live", "p001")
+        await wait_until(lambda: (st := app.hub.get(key)) is not None and st.live, 10, "p001 to go live")
         viewer = await RtmpClient.connect(f"rtmp://127.0.0.1:{port}/live/p001", timeout=5)
         try:
             await viewer.play(timeout=5)

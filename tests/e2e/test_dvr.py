@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FFMPEG, FlvViewer, Procs, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import FFMPEG, HEVC_PUBLISHER, FlvViewer, Procs, ffmpeg_publish_args, require_tool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -42,39 +42,6 @@ def long_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-HEVC_PUBLISHER = r"""
-import sys, fractions, av
-out = av.open(sys.argv[1], "w", format="flv")
-v = out.add_stream("libx265", rate=25)
-v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
-v.options = {"x265-params": "keyint=25:min-keyint=25:log-level=error", "preset": "ultrafast"}
-a = out.add_stream("aac", rate=44100)
-a.layout = "stereo"
-n = int(float(sys.argv[2]) * 25)
-apts = 0
-for i in range(n):
-    frame = av.VideoFrame(320, 240, "yuv420p")
-    for p in frame.planes:
-        p.update(bytes([(i * 3) % 256]) * p.buffer_size)
-    frame.pts = i
-    frame.time_base = fractions.Fraction(1, 25)
-    for pkt in v.encode(frame):
-        out.mux(pkt)
-    while apts < (i + 1) * 44100 // 25:
-        af = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
-        for p in af.planes:
-            p.update(bytes(p.buffer_size))
-        af.sample_rate = 44100
-        af.pts = apts
-        af.time_base = fractions.Fraction(1, 44100)
-        apts += 1024
-        for pkt in a.encode(af):
-            out.mux(pkt)
-for s in (v, a):
-    for pkt in s.encode():
-        out.mux(pkt)
-out.close()
-"""
 
 PROBE = r"""
 import json, sys, av

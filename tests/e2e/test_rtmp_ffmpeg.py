@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from livesrv.codec import flv
-from tests.helpers import Procs, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import HEVC_PUBLISHER, Procs, ffmpeg_publish_args, require_tool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -120,25 +120,6 @@ async def test_second_publisher_takes_over_by_default(server, procs, sample_flv,
     await asyncio.wait_for(first.wait(), 20)  # the stale publisher was closed
 
 
-HEVC_PUBLISHER = r"""
-import sys, fractions, av
-url = sys.argv[1]
-out = av.open(url, "w", format="flv")
-v = out.add_stream("libx265", rate=25)
-v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
-v.options = {"x265-params": "keyint=25:min-keyint=25:log-level=error", "preset": "ultrafast"}
-for i in range(25 * 4):
-    frame = av.VideoFrame(320, 240, "yuv420p")
-    for p in frame.planes:
-        p.update(bytes([(i * 3) % 256]) * p.buffer_size)
-    frame.pts = i
-    frame.time_base = fractions.Fraction(1, 25)
-    for pkt in v.encode(frame):
-        out.mux(pkt)
-for pkt in v.encode():
-    out.mux(pkt)
-out.close()
-"""
 
 HEVC_PLAYER = r"""
 import sys, av
@@ -161,7 +142,7 @@ async def test_hevc_over_enhanced_rtmp_passes_through(server, procs, tmp_path) -
     play_script.write_text(HEVC_PLAYER)
     player = await procs.start(sys.executable, str(play_script), url(server, "live/hevc"), stdout=-1)
     await wait_until(lambda: any(s.viewers for s in server.hub.streams.values()), 20, "the player to attach")
-    publisher = await procs.start(sys.executable, str(pub_script), url(server, "live/hevc"))
+    publisher = await procs.start(sys.executable, str(pub_script), url(server, "live/hevc"), "4")
     out, err = await asyncio.wait_for(player.communicate(), 60)
     assert player.returncode == 0, err.decode()
     name, w, h, n = out.decode().split()
