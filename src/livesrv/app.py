@@ -8,9 +8,12 @@ from pathlib import Path
 
 from livesrv import log as logsetup
 from livesrv.access import Access, default_identity
+from livesrv.clients.edge import EdgeService
 from livesrv.clients.forward import ForwardService
 from livesrv.config import Config, listen_addresses, load_config
+from livesrv.hub.clients import PUBLISHER
 from livesrv.hub.hub import Hub
+from livesrv.hub.keys import parse_http_path, request_problem
 from livesrv.hub.stream import Publisher, Stream
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.service import ApiService
@@ -48,7 +51,8 @@ class App:
         self.http = self._http_server(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = self._http_server(self._handle_api, "api")
         self.hls = HlsService(self.hub, current, self.access)
-        self.forward = ForwardService(self.hub, current, self.access)
+        self.edge = EdgeService(self.hub, current)
+        self.forward = ForwardService(self.hub, current, self.access, edge_url=self.edge.origin_url)
         self.dvr = DvrService(self.hub, current, self.access)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server)
@@ -61,6 +65,7 @@ class App:
         await self.hls.start()
         await self.forward.start()
         await self.dvr.start()
+        await self.edge.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
@@ -92,6 +97,7 @@ class App:
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
+        await self.edge.stop()  # (pulls release their streams: their drains run below)
         await self.hub.close(grace=SHUTDOWN_DRAIN_GRACE)  # on_unpublish, last segments and files: bounded
         await self.forward.stop()
         await self.dvr.stop()  # (before the hooks' client closes: on_dvr of the last files may still go out)
@@ -138,8 +144,10 @@ class App:
         return HTTPServer(handler, name, max_write_buffer, budget=self.budget, limits=self.config.http_limits)
 
     async def _on_unpublish(self, stream: Stream, generation: int, publisher: Publisher) -> None:
-        """on_unpublish, awaited while the stream drains (a new publisher is not kept waiting by it)."""
-        await self.access.unpublish(publisher.context)
+        """on_unpublish, awaited while the stream drains (a new publisher is not kept waiting by it). Only for
+        clients' publishes: an edge's pull had no on_publish either (as SRS)."""
+        if getattr(publisher, "kind", PUBLISHER) == PUBLISHER:
+            await self.access.unpublish(publisher.context)
 
     def http_servers(self) -> list[HTTPServer]:
         """Every HTTP listener (server, API, exporter): all are subject to ``http_limits``."""
@@ -161,12 +169,28 @@ class App:
             if resp is not NotImplemented:
                 return resp
         if path.endswith((".m3u8", ".ts")):
+            if path.endswith(".m3u8"):
+                await self._edge_playlist(req)
             resp = await self.hls.handle(req, conn)  # a file HLS wrote
             if resp is NotImplemented and path.endswith(".ts"):
                 resp = await serve_ts(self.config, self.hub, self.access, req, conn)  # a live HTTP-TS URL
             if resp is not NotImplemented:
                 return resp
         return await serve_file(Path(self.config.http_server.dir), req)
+
+    async def _edge_playlist(self, req: Request) -> None:
+        """On an edge, a playlist of a stream not pulled yet starts the pull and waits (up to the vhost's
+        ``wait_timeout``) for its first segment, instead of a 404 that players take as final."""
+        if req.method != "GET":
+            return
+        found = parse_http_path(req.headers.get("host"), req.target, ".m3u8", self.config.vhosts.keys())
+        if found is None or request_problem(found) is not None:
+            return
+        key = found.key
+        if not self.edge.is_edge(key.vhost) or self.hls.playlist_ready(key):
+            return
+        self.edge.want_hls(key)
+        await self.hls.wait_playlist(key, self.config.vhost(key.vhost).play.wait_timeout)
 
     async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:
         return await self.api_service.handle(req, conn)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from livesrv.clients.rtmp import RtmpClient, RtmpClientError, RtmpClosedError, RtmpUrl, RtmpUrlError
 from livesrv.config import DEFAULT_VHOST, Config, ForwardDestination
-from livesrv.hub.clients import FORWARDER, HookContext
+from livesrv.hub.clients import FORWARDER, PUBLISHER, HookContext, new_client_id
 from livesrv.hub.keys import StreamKey, mask_url
 from livesrv.hub.stream import Stream
 from livesrv.log import event
@@ -62,9 +61,6 @@ BATCH: Final = 128
 CLOSE_TIMEOUT: Final = 2.0
 #: At most this many URLs are taken from a backend's answer.
 MAX_BACKEND_URLS: Final = 64
-
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-
 
 def destination_url(dest: ForwardDestination, ctx: HookContext) -> str:
     """The RTMP URL to push the publisher's stream (``ctx``) to, as SRS builds it for a destination."""
@@ -117,7 +113,7 @@ class Forwarder:
         self.url = url
         self.target = RtmpUrl.parse(url)  # RtmpUrlError for a bad one: the caller skips it
         self.destination = mask_url(url)  # for logs and the API: tokens in the query are hidden
-        self.cid = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+        self.cid = new_client_id()
         self.ip = self.target.host
         self.context = HookContext(self.cid, self.target.host, publisher.vhost, publisher.app, publisher.stream,
                                    publisher.param, self.destination)
@@ -318,6 +314,11 @@ class _Period:
         self.backend: asyncio.Task[None] | None = None
 
 
+def _published_by_client(publisher: Any) -> bool:
+    """A client published it (not an edge pull bringing it from an origin)."""
+    return getattr(publisher, "kind", PUBLISHER) == PUBLISHER
+
+
 class ForwardOutput:
     """The hub output of one stream: the forwards of each of its live periods."""
 
@@ -338,10 +339,19 @@ class ForwardOutput:
         cfg = self.service.config().vhost(stream.key.vhost).forward
         publisher = stream.publisher
         self._live = None
-        if not cfg.enabled or publisher is None:
+        if publisher is None:
             return
         ctx = publisher.context
+        # An edge pushes what its own clients publish to an origin (SRS's edge publish); a pulled stream, which
+        # comes from an origin, is never pushed back.
+        upstream = self.service.edge_url(stream.key, ctx.param) if _published_by_client(publisher) else None
+        if not cfg.enabled and upstream is None:
+            return
         period = self._live = self._periods[stream.generation] = _Period(stream.generation)
+        if upstream is not None:
+            self._start(period, [upstream], ctx)
+        if not cfg.enabled:
+            return
         if cfg.backend:
             # Asked in a task: the publish never waits for the backend (SRS #4631). Until it answers nothing is
             # forwarded; a failure leaves the stream as it is, without forwards.
@@ -415,8 +425,11 @@ class ForwardService:
     """Gives each stream of a forward-enabled vhost its :class:`ForwardOutput` (composition root: app.py)."""
 
     def __init__(self, hub: Hub, config: Callable[[], Config], access: Access,
-                 retry: tuple[float, float] = RETRY, max_queue_bytes: int = MAX_QUEUE_BYTES) -> None:
+                 retry: tuple[float, float] = RETRY, max_queue_bytes: int = MAX_QUEUE_BYTES,
+                 edge_url: Callable[[StreamKey, str], str | None] = lambda key, param: None) -> None:
         self.hub = hub
+        # Where a stream published on an edge vhost is pushed (the next origin), None elsewhere (edge.py).
+        self.edge_url = edge_url
         self.config = config  # read at each publish: a reload applies to the next one (as SRS)
         self.access = access
         self.retry = retry
@@ -450,7 +463,8 @@ class ForwardService:
         """A stream goes live: its forward output (the same one across republishes of that stream object)."""
         out: ForwardOutput | None = stream.extra.get("forward")
         if out is None:
-            if not self.config().vhost(stream.key.vhost).forward.enabled:
+            vhost = self.config().vhost(stream.key.vhost)
+            if not vhost.forward.enabled and not vhost.cluster.edge:
                 return None
             out = stream.extra["forward"] = ForwardOutput(self, stream)
         self._outputs[stream.key] = out  # (again after a republish: dropped by idle() when its periods ended)

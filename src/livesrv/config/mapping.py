@@ -49,6 +49,8 @@ LEGACY_VHOST: dict[str, tuple[str, str]] = {
     "mw_latency": ("play", "mw_latency"),
     "publish_1stpkt_timeout": ("publish", "firstpkt_timeout"),
     "publish_normal_timeout": ("publish", "normal_timeout"),
+    "mode": ("cluster", "mode"),  # SRS 1/2 edges: ``vhost { mode remote; origin host; }``
+    "origin": ("cluster", "origin"),
 }
 #: SRS's old top-level block names -> current names.
 LEGACY_ROOT: dict[str, str] = {"http_stream": "http_server"}

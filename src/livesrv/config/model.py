@@ -54,6 +54,7 @@ __all__ = [
     "ForwardDestination",
     "parse_forward_destination",
     "ForwardConfig",
+    "ClusterConfig",
     "VhostConfig",
     "Config",
 ]
@@ -470,6 +471,48 @@ class ForwardConfig(_Block):
     backend: tuple[HookUrl, ...] = ()
 
 
+def _origins(value: Any) -> Any:
+    """SRS accepts ``origin`` as one directive with several ``host[:port]`` arguments, separated by spaces."""
+    if isinstance(value, str):
+        return tuple(value.split())
+    return value
+
+
+def _origin(value: Any) -> str:
+    text = str(value).strip()
+    m = _DEST_RE.match(text)
+    if m is None or m.group("path"):
+        raise ValueError(f"an origin is host[:port], not {text!r}")
+    port = m.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError(f"origin port out of range: {port}")
+    return text
+
+
+class ClusterConfig(_Block):
+    """``vhost { cluster { ... } }``: ``mode remote`` makes the vhost an edge (see the README, "Edge").
+
+    ``origin``: ``host[:port]`` entries, tried round robin; the port defaults to 1935 for ``protocol rtmp`` and
+    80 for ``protocol flv`` (SRS's defaults: with ``flv`` the origins are HTTP servers). ``vhost``: the vhost to
+    ask the origin for (``[vhost]``: the edge's). ``linger`` (livesrv): seconds a pull outlives its last viewer,
+    so a viewer coming back at once keeps it (SRS stops at once and refuses viewers while it stops).
+    ``token_traverse`` and ``follow_client`` are accepted for compatibility and not implemented.
+    """
+
+    mode: Annotated[Literal["local", "remote"], BeforeValidator(_lower)] = "local"
+    origin: Annotated[tuple[Annotated[str, AfterValidator(_origin)], ...], BeforeValidator(_origins)] = ()
+    protocol: Annotated[Literal["rtmp", "flv"], BeforeValidator(_lower)] = "rtmp"
+    vhost: str = "[vhost]"
+    debug_srs_upnode: SrsBool = True
+    token_traverse: SrsBool = False
+    follow_client: SrsBool = False
+    linger: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+
+    @property
+    def edge(self) -> bool:
+        return self.mode == "remote" and bool(self.origin)
+
+
 class VhostConfig(_Block):
     """``vhost NAME { ... }``."""
 
@@ -487,6 +530,7 @@ class VhostConfig(_Block):
     security: SecurityConfig = SecurityConfig()
     dvr: DvrConfig = DvrConfig()
     forward: ForwardConfig = ForwardConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 # --------------------------------------------------------------------------- root

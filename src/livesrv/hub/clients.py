@@ -8,6 +8,7 @@ a new kind of client shows up everywhere by registering, with no per-protocol co
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -19,6 +20,13 @@ VIEWER: Final = "viewer"
 FORWARDER: Final = "forwarder"  # pushes a stream out to another server
 PULLER: Final = "puller"  # brings a stream in from another server (edge)
 RECORDER: Final = "recorder"  # writes a stream to files (DVR)
+
+_ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_client_id() -> str:
+    """An 8-character id like SRS's, unique enough to name a client in logs and the API."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,9 @@ class Hub:
         self._lingering: dict[StreamKey, dict[Output, Any]] = {}  # output -> its timer handle
         self.tasks: set[asyncio.Task[None]] = set()
         self.clients: dict[str, Client] = {}  # every client of every protocol, by id (see hub.clients)
+        # Told (synchronously, after the step) when a stream's viewers or publisher changed: a viewer attached
+        # or detached, a publisher left. The edge starts and stops its pulls from here. Must not raise or block.
+        self.watchers: list[Callable[[StreamKey], None]] = []
 
     # ------------------------------------------------------------------------------------ lookup
 
@@ -185,6 +188,7 @@ class Hub:
                     v.wait_deadline = now + grace
             self._linger(stream)  # outputs of an earlier period (a takeover that never went live) wait again
             self._collect(stream)
+            self._notify(stream.key)
             return
         stream.state = transition(stream.state, Event.UNPUBLISH)
         publisher, stream.publisher = stream.publisher, None
@@ -194,6 +198,7 @@ class Hub:
             v.owner.publisher_left(stream)
         assert publisher is not None
         self._start_drain(stream, token.generation, publisher)
+        self._notify(stream.key)
 
     def _start_drain(self, stream: Stream, generation: int, publisher: Publisher) -> None:
         """The slow work of a period that ended: its outputs' ``end`` and the drain handlers (on_unpublish), all
@@ -284,6 +289,7 @@ class Hub:
         if old is not None and old is not viewer:
             raise ValueError(f"client id {viewer.cid} already attached to {key}")
         stream.viewers[viewer.cid] = viewer
+        self._notify(key)
         return stream
 
     def admit(self, viewer: Viewer) -> bool:
@@ -305,6 +311,14 @@ class Hub:
         if stream is not None and stream.viewers.get(viewer.cid) is viewer:
             del stream.viewers[viewer.cid]
             self._collect(stream)
+            self._notify(stream.key)
+
+    def _notify(self, key: StreamKey) -> None:
+        for watch in self.watchers:
+            try:
+                watch(key)
+            except Exception as exc:  # a watcher's bug must not undo the step that was just committed
+                event(log, "watcher-error", logging.ERROR, exc_info=exc, stream=key, reason=repr(exc))
 
     # ------------------------------------------------------------------------------ housekeeping
 

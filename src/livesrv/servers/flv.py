@@ -21,7 +21,7 @@ from livesrv.hub.stream import Stream, Viewer
 from livesrv.log import client_event
 from livesrv.media.formats import FLV, WS_FLV, flv_format, ws_binary_frame_header
 from livesrv.media.tracks import Tracks
-from livesrv.servers.common import new_client_id
+from livesrv.hub.clients import new_client_id
 from livesrv.servers.http import HTTPConnection, Request, Response
 from livesrv.servers.http_viewer import CORS, HttpViewerOwner, admit_http_viewer, not_a_viewer
 

@@ -15,7 +15,8 @@ from livesrv.hub.keys import StreamRequest
 from livesrv.hub.stream import Viewer
 from livesrv.log import client_event
 from livesrv.media.formats import Format
-from livesrv.servers.common import new_client_id, stream_settings
+from livesrv.hub.clients import new_client_id
+from livesrv.hub.settings import stream_settings
 from livesrv.servers.http import HTTPConnection, Request, Response
 
 if TYPE_CHECKING:

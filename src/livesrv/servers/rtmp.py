@@ -28,7 +28,8 @@ from livesrv.hub.stream import NEED_KEYFRAME, Stream, Viewer
 from livesrv.log import client_event
 from livesrv.media.formats import rtmp_format
 from livesrv.media.packet import DATA, MediaPacket
-from livesrv.servers.common import new_client_id, stream_settings
+from livesrv.hub.clients import new_client_id
+from livesrv.hub.settings import stream_settings
 from livesrv.servers.limits import ConnectionBudget
 
 log = logging.getLogger("livesrv.rtmp")

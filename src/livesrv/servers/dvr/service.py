@@ -25,7 +25,7 @@ from livesrv.hub.stream import Stream
 from livesrv.log import event
 from livesrv.media.packet import MediaPacket
 from livesrv.remux.dvr import CloseFile, DvrRecorder, dvr_applies
-from livesrv.servers.common import new_client_id
+from livesrv.hub.clients import new_client_id
 from livesrv.servers.dvr.files import DvrWriter
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from livesrv.names import path_problem
 from livesrv.hub.stream import Stream
 from livesrv.log import client_event, event
 from livesrv.remux.hls import CloseSegment, DeleteFile, HlsAction, HlsSegmenter, SegmentInfo, WritePlaylist
-from livesrv.servers.common import new_client_id
+from livesrv.hub.clients import new_client_id
 from livesrv.servers.hls.files import HlsWriter, SegmentCache, relative_path
 from livesrv.servers.hls.output import HlsOutput, HlsState
 from livesrv.servers.hls.sessions import HlsSession, HlsSessions
@@ -64,6 +64,7 @@ class HlsService:
         self.sessions = HlsSessions(hub, access)
         self._states: dict[StreamKey, HlsState] = {}
         self._playlists: dict[str, HlsState] = {}  # name under hls_path -> state
+        self._playlist_waiters: dict[StreamKey, list[asyncio.Future[None]]] = {}  # see wait_playlist
         self._segment_files: dict[str, HlsState] = {}  # written segments -> state
         self.cache = SegmentCache(SEGMENT_CACHE_BYTES)
         self._retired: dict[StreamKey, asyncio.Task[None]] = {}  # writers of disposed states, still working
@@ -180,6 +181,9 @@ class HlsService:
                     self._segment_written(state, info)
             elif isinstance(act, WritePlaylist):
                 state.playlist_body = act.text.encode()
+                for waiter in self._playlist_waiters.pop(state.key, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     def _segment_written(self, state: HlsState, info: SegmentInfo) -> None:
         """on_hls, with the publisher's context, once a segment is on disk."""
@@ -197,6 +201,28 @@ class HlsService:
 
     def state(self, key: StreamKey) -> HlsState | None:
         return self._states.get(key)
+
+    def playlist_ready(self, key: StreamKey) -> bool:
+        state = self._states.get(key)
+        return state is not None and state.playlist_body is not None
+
+    async def wait_playlist(self, key: StreamKey, timeout: float) -> bool:
+        """Wait until ``key`` has a playlist to serve (its first segment is on disk); False after ``timeout``."""
+        if self.playlist_ready(key):
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._playlist_waiters.setdefault(key, [])
+        waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            if waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters and self._playlist_waiters.get(key) is waiters:
+                    del self._playlist_waiters[key]
+        return self.playlist_ready(key)
 
     def info(self, key: StreamKey) -> dict[str, Any] | None:
         state = self._states.get(key)

@@ -22,7 +22,7 @@ from livesrv import stats
 from livesrv.hub.clients import VIEWER, HookContext
 from livesrv.hub.keys import StreamKey
 from livesrv.log import client_event, event
-from livesrv.servers.common import new_client_id
+from livesrv.hub.clients import new_client_id
 from livesrv.servers.http import Request, Response
 from livesrv.servers.http_viewer import CORS
 

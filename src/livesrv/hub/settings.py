@@ -1,18 +1,9 @@
-"""What every protocol server shares: client ids and the per-vhost settings a stream is created with."""
+"""The per-vhost settings a stream is created with, read from the configuration once, when it is created."""
 
 from __future__ import annotations
 
-import secrets
-
 from livesrv.config import Config
 from livesrv.hub.stream import StreamSettings
-
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def new_client_id() -> str:
-    """An 8-character id like SRS's, unique enough to name a client in logs and the API."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
 def stream_settings(config: Config, vhost_name: str) -> StreamSettings:
