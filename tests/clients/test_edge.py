@@ -191,9 +191,17 @@ async def test_hls_on_the_edge_starts_the_pull(make_server, procs, sample_flv, t
     edge = await make_edge(
         make_server, f"127.0.0.1:{origin.port('rtmp')}",
         f"hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {tmp_path / 'hls'}; }}")
+    edge.edge.hls_hold = 2.0
     # No stream on the edge yet: the playlist request pulls it and is answered once a segment exists.
     assert await probe(procs, f"http://127.0.0.1:{edge.port('http')}/live/test.m3u8") == {"h264", "aac"}
     assert KEY in edge.edge.pulls and len(origin_viewers(origin)) == 1
+    assert [c.protocol for c in edge.hub.clients.values() if c.kind == VIEWER] == ["hls"]
+    # The HLS session holds the pull; once it has expired (forced here: 30 s without a playlist request) and the
+    # request's hold is over, the pull stops.
+    await asyncio.sleep(0.5)
+    assert KEY in edge.edge.pulls
+    edge.hls.sessions.expire(now=time.monotonic() + 1000)
+    await wait_until(lambda: not edge.edge.pulls and not origin_viewers(origin), 10, "the pull to stop")
 
 
 async def test_a_publisher_on_the_edge_goes_to_the_origin(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]

@@ -333,6 +333,7 @@ class EdgeService:
         self._hls_waits: dict[StreamKey, float] = {}  # monotonic deadline of a waiting playlist request
         self._next: dict[str, int] = {}  # vhost -> round-robin position over its origins
         self._stopped = False
+        self.hls_hold = HLS_DEMAND
 
     def cluster(self, key: StreamKey) -> ClusterConfig:
         return self.config().vhost(key.vhost).cluster
@@ -361,10 +362,12 @@ class EdgeService:
         """Viewers of ``key`` on this server: hub viewers, HLS sessions, playlist requests waiting."""
         stream = self.hub.get(key)
         n = len(stream.viewers) if stream is not None else 0
-        if n:
-            return n  # (the HLS count scans every client: only when it matters)
-        n += sum(1 for c in self.hub.clients.values()
-                 if c.kind == VIEWER and c.protocol == "hls" and c.context.key == key)
+        return n or self._hls_demand(key)
+
+    def _hls_demand(self, key: StreamKey) -> int:
+        """HLS players of ``key`` (they have no connection: their sessions and waiting playlist requests)."""
+        n = sum(1 for c in self.hub.clients.values()
+                if c.kind == VIEWER and c.protocol == "hls" and c.context.key == key)
         deadline = self._hls_waits.get(key)
         if deadline is not None:
             if time.monotonic() < deadline:
@@ -378,19 +381,29 @@ class EdgeService:
         if self._stopped or not self.is_edge(key.vhost):
             return
         pull = self.pulls.get(key)
-        if self.demand(key):
-            timer = self._timers.pop(key, None)
-            if timer is not None:
-                timer.cancel()  # a viewer came back during the linger: the pull goes on
+        stream = self.hub.get(key)
+        viewers = len(stream.viewers) if stream is not None else 0
+        if viewers or self._hls_demand(key):
+            if viewers:
+                timer = self._timers.pop(key, None)
+                if timer is not None:
+                    timer.cancel()  # a viewer came back during the linger: the pull goes on
             if pull is None and not self._published_locally(key):
                 self._start(key)
-        elif pull is not None and key not in self._timers:
+            if not viewers:
+                # Only HLS players hold it, and their sessions end without telling: look again later.
+                self._arm(key)
+        elif pull is not None:
+            self._arm(key)
+
+    def _arm(self, key: StreamKey) -> None:
+        if key not in self._timers:
             delay = self.cluster(key).linger
             self._timers[key] = asyncio.get_running_loop().call_later(delay, self._linger_over, key)
 
     def want_hls(self, key: StreamKey) -> None:
         """A playlist of ``key`` was asked for and does not exist yet: pull, and hold the demand a while."""
-        self._hls_waits[key] = time.monotonic() + HLS_DEMAND
+        self._hls_waits[key] = time.monotonic() + self.hls_hold
         self.check(key)
 
     def _published_locally(self, key: StreamKey) -> bool:
@@ -411,10 +424,7 @@ class EdgeService:
         if pull is None:
             return
         if self.demand(key):
-            if key in self._hls_waits or not (s := self.hub.get(key)) or not s.viewers:
-                # only HLS players hold it (their sessions expire without telling): look again later
-                self._timers[key] = asyncio.get_running_loop().call_later(
-                    self.cluster(key).linger or 1.0, self._linger_over, key)
+            self.check(key)  # (HLS players only: armed again)
             return
         self.forget(pull)
         pull.stop(f"no viewer for {self.cluster(key).linger:g}s")
