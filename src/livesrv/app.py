@@ -8,6 +8,7 @@ from pathlib import Path
 
 from livesrv import log as logsetup
 from livesrv.access import Access, default_identity
+from livesrv.clients.cluster import ClusterService
 from livesrv.clients.edge import EdgeService
 from livesrv.clients.forward import ForwardService
 from livesrv.config import Config, listen_addresses, load_config
@@ -53,9 +54,10 @@ class App:
         self.hls = HlsService(self.hub, current, self.access)
         self.edge = EdgeService(self.hub, current)
         self.forward = ForwardService(self.hub, current, self.access, edge_url=self.edge.origin_url)
+        self.cluster = ClusterService(self.hub, current, self.access, self.edge)
         self.dvr = DvrService(self.hub, current, self.access)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
-                                      self._http_server)
+                                      self._http_server, cluster_info=self.cluster.info)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
 
@@ -72,6 +74,7 @@ class App:
         if cfg.http_api.enabled:
             self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen))
         self.addresses.update(await self.api_service.start())
+        await self.cluster.start(self.addresses)  # (advertises the addresses just bound)
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="hub-housekeeping")
         log.info(
             "event=ready %s",
@@ -98,6 +101,7 @@ class App:
         await self.http.close()
         await self.api.close()
         await self.edge.stop()  # (pulls release their streams: their drains run below)
+        await self.cluster.stop()  # (releases this node's claims: the streams are free elsewhere at once)
         await self.hub.close(grace=SHUTDOWN_DRAIN_GRACE)  # on_unpublish, last segments and files: bounded
         await self.forward.stop()
         await self.dvr.stop()  # (before the hooks' client closes: on_dvr of the last files may still go out)

@@ -87,8 +87,10 @@ class ApiService:
         hls_info: StreamDetails,
         http_server: Callable[[Handler, str], HTTPServer],
         interval: float = SAMPLE_INTERVAL,
+        cluster_info: Callable[[], dict[str, Any]] = lambda: {"enabled": False},
     ) -> None:
         self.hub = hub
+        self._cluster_info = cluster_info  # /api/v1/clusters (clients/cluster.py)
         self._config = config
         self._reload = reload
         self.sampler = Sampler(hub, interval)
@@ -175,6 +177,7 @@ class ApiService:
                 "vhosts": "all vhosts or one: /api/v1/vhosts/ID",
                 "streams": "all streams or one: /api/v1/streams/ID (DELETE ends it)",
                 "clients": "all clients or one: /api/v1/clients/ID (DELETE kicks it)",
+                "clusters": "the cluster's nodes and which owns which stream (livesrv)",
                 "raw": "?rpc=reload re-reads the config file (needs http_api.raw_api)",
             }, "metrics": "/metrics"}
         if not path.startswith("/api/v1/"):
@@ -187,6 +190,7 @@ class ApiService:
             "streams": self._streams,
             "clients": self._clients,
             "raw": self._raw,
+            "clusters": self._clusters,
         }.get(name)
         if handler is None:
             raise ApiError(404, ERROR_HTTP_HANDLER_MATCH_URL, f"no api at {path}")
@@ -199,6 +203,13 @@ class ApiService:
         _allow(method, "GET", "HEAD")
         parts = [int(x) if x.isdigit() else 0 for x in (__version__.split(".") + ["0", "0"])[:3]]
         return {"data": {"major": parts[0], "minor": parts[1], "revision": parts[2], "version": __version__}}
+
+    def _clusters(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        """livesrv: the cluster's nodes and which owns which stream (SRS's old origin-cluster query API at this
+        path is not implemented)."""
+        _no_id(ident)
+        _allow(method, "GET", "HEAD")
+        return {"data": self._cluster_info()}
 
     def _summaries(self, method: str, ident: str, req: Request) -> dict[str, Any]:
         _no_id(ident)
