@@ -316,3 +316,51 @@ async def test_takeover_finishes_the_old_file_and_starts_a_new_one(make_server, 
     recorders = [c for c in app.hub.clients.values() if c.kind == "recorder"]
     assert len(recorders) == 1
     await plays(procs, files(Path("rec"), ".flv")[0])
+
+
+async def test_metadata_sent_mid_recording_is_written_into_the_file(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+    """The publisher (the project's RTMP client, real H.264/AAC from the sample) sends @setDataFrame onMetaData
+    again half way: the FLV has it there, and its header's onMetaData still has the final duration and size."""
+    from livesrv.codec import amf0, flv
+    from tests.servers.rtmp_client import RTMPClient
+
+    app = await make_server(vhost="dvr { enabled on; dvr_path ./rec/[stream].flv; }")
+    port = app.port("rtmp")
+    tags = [e for e in flv.FLVDecoder().feed(sample_flv.read_bytes()) if isinstance(e, flv.FLVTag)]
+    first_meta = dict(amf0.decode_all(tags[0].payload)[1])
+    media = [t for t in tags if t.tag_type != flv.SCRIPT]
+    pub = await RTMPClient.open(port)
+    try:
+        await pub.publish("meta", port=port)
+        pub.send_metadata({**first_meta, "title": "first half"})
+        sent_second = False
+        for t in media:
+            if not sent_second and t.timestamp >= 3000:
+                pub.send_metadata({**first_meta, "title": "second half", "duration": 99.0, "filesize": 1.0})
+                sent_second = True
+            pub.send_media(t.tag_type, t.timestamp, t.payload)
+            await pub.drain()
+        await pub.barrier()  # the server has read everything
+    finally:
+        await pub.close()
+    path = Path("rec/meta.flv")
+    await wait_until(path.exists, 20, "the file to be finished")
+
+    data = path.read_bytes()
+    out = [e for e in flv.FLVDecoder().feed(data) if isinstance(e, flv.FLVTag)]
+    scripts = [i for i, t in enumerate(out) if t.tag_type == flv.SCRIPT]
+    assert len(scripts) == 2 and scripts[0] == 0
+    name, head = amf0.decode_all(out[0].payload)
+    assert name == "onMetaData" and head["title"] == "first half"
+    assert head["filesize"] == len(data) and abs(head["duration"] - 6.0) <= 0.1
+    name, mid = amf0.decode_all(out[scripts[1]].payload)
+    assert name == "onMetaData" and mid["title"] == "second half"
+    assert "duration" not in mid and "filesize" not in mid  # the header has this file's
+    before = [t.timestamp for t in out[1:scripts[1]] if t.tag_type == flv.VIDEO]
+    after = [t.timestamp for t in out[scripts[1] + 1:] if t.tag_type == flv.VIDEO]
+    assert before and after and max(before) < 3000 <= min(after)  # at its place in the stream
+
+    duration, codecs = await ffprobe_duration(procs, path)
+    assert codecs == ["aac", "h264"]  # no data or subtitle stream made of the second onMetaData
+    assert abs(duration - 6.0) <= 0.1
+    await plays(procs, path)

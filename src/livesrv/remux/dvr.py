@@ -19,7 +19,12 @@ Rules:
   next frame otherwise; a stream without video is cut on an audio frame (SRS waits for a video keyframe that
   never comes, and never cuts an audio-only recording);
 * ``time_jitter``: ``full`` and ``zero`` make each file start at 0 (the hub already removed the publisher's
-  jitter and discontinuities, so both give the same result); ``off`` keeps the stream's timestamps.
+  jitter and discontinuities, so both give the same result); ``off`` keeps the stream's timestamps;
+* an onMetaData that comes while a file is open goes into it at its place in the stream, as a script tag
+  stamped 0 (FFmpeg's FLV demuxer reads onMetaData stamped later as a subtitle packet, see
+  ``media.gop``) without ``duration`` and ``filesize`` (they describe the publisher's file, not this one:
+  the header's onMetaData keeps them, written back when the file closes); it is also the next file's
+  header metadata. (SRS keeps only the first onMetaData of a file and drops later ones.)
 """
 
 from __future__ import annotations
@@ -112,6 +117,10 @@ def render_dvr_path(template: str, *, vhost: str, app: str, stream: str, now: fl
     if not inside or has_bad_char(out) or base.startswith(".") or not norm.endswith((".flv", ".mp4")):
         raise ValueError(f"dvr_path {template!r} gives {out!r}: not a file inside {root!r}")
     return "./" + norm if out.startswith("./") and not norm.startswith("../") else norm
+
+
+def _without_file_fields(metadata: dict[str, Any]) -> amf0.ECMAArray:
+    return amf0.ECMAArray({k: v for k, v in metadata.items() if k not in ("duration", "filesize")})
 
 
 def metadata_tag(metadata: dict[str, Any]) -> tuple[bytes, int, int]:
@@ -301,7 +310,9 @@ class DvrRecorder:
             vc = self._metadata.get("videocodecid")
             if vc not in (None, 0, False, "", 0.0):
                 self._expect_video = True
-        # (kept for the next file: an onMetaData in the middle of a file would be read as its header's)
+            f = self._file
+            if f is not None:  # in the current file, at its place (and in the next file's header)
+                self._write_tag(f, DATA, 0, amf0.encode("onMetaData", _without_file_fields(self._metadata)))
 
     # -------------------------------------------------------------------------------- files
 
@@ -326,7 +337,10 @@ class DvrRecorder:
         return f
 
     def _write(self, f: _File, pkt: MediaPacket, ts: int) -> None:
-        tag = flv.encode_tag(pkt.kind, ts, pkt.payload)
+        self._write_tag(f, pkt.kind, ts, pkt.payload)
+
+    def _write_tag(self, f: _File, kind: int, ts: int, payload: bytes) -> None:
+        tag = flv.encode_tag(kind, ts, payload)
         f.pending.append(tag)
         f.pending_size += len(tag)
         f.size += len(tag)
