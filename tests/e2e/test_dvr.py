@@ -18,6 +18,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,6 +257,26 @@ async def test_unwritable_directory_ends_recording_stream_plays_on(
     await viewer.close()
 
 
+async def api_streams(app: object) -> list[dict[str, Any]]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{app.port('api')}/api/v1/streams/") as r:  # type: ignore[attr-defined]
+            return (await r.json())["streams"]  # type: ignore[no-any-return]
+
+
+async def wait_api_dvr_file(app: object) -> list[dict[str, Any]]:
+    """The API's streams once the first one shows the file its recording writes (null until the file exists)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        streams = await api_streams(app)
+        if streams and (streams[0]["dvr"] or {}).get("file"):
+            return streams
+        assert loop.time() < deadline, f"no dvr file in the API: {streams}"
+        await asyncio.sleep(0.05)
+
+
 async def test_api_shows_recording_and_delete_finishes_file(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
     app = await make_server(vhost="dvr { enabled on; dvr_path ./rec/[stream].flv; }")
     await procs.start(*ffmpeg_publish_args(sample_flv, rtmp_url(app, "live/api")))
@@ -265,12 +286,9 @@ async def test_api_shows_recording_and_delete_finishes_file(make_server, procs, 
         with urllib.request.urlopen(api + path, timeout=5) as r:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
-    await wait_until(lambda: any(s.live and s.extra.get("dvr") for s in app.hub.streams.values()), 20, "live")
+    (s,) = await wait_api_dvr_file(app)  # the recording started: its file exists
+    assert s["dvr"]["file"] == "./rec/api.flv" and Path("rec/api.flv.tmp").is_file()
     loop = asyncio.get_running_loop()
-    await wait_until(lambda: (Path("rec/api.flv.tmp").exists()), 20, "the recording to start")
-    streams = (await loop.run_in_executor(None, get, "/streams/"))["streams"]
-    (s,) = streams  # type: ignore[misc]
-    assert s["dvr"]["file"] == "./rec/api.flv"
     clients = (await loop.run_in_executor(None, get, "/clients/"))["clients"]
     assert any(c["kind"] == "recorder" and c["type"] == "dvr-recorder" for c in clients)  # type: ignore[index]
 
@@ -282,6 +300,30 @@ async def test_api_shows_recording_and_delete_finishes_file(make_server, procs, 
     assert await loop.run_in_executor(None, delete) == 200
     await wait_until(lambda: Path("rec/api.flv").exists(), 20, "the file to be finished")
     await plays(procs, Path("rec/api.flv"))
+
+
+async def test_api_shows_the_name_really_written_when_the_template_name_is_taken(
+    make_server, procs, sample_flv, hook_server  # type: ignore[no-untyped-def]
+) -> None:
+    Path("rec").mkdir()
+    Path("rec/col.flv").write_bytes(b"an earlier recording")  # the template's name is taken: -1 is used
+    app = await make_server(vhost=f"""dvr {{ enabled on; dvr_path ./rec/[stream].flv; }}
+                                     http_hooks {{ enabled on; on_dvr {hook_server.url('on_dvr')}; }}""")
+    await procs.start(*ffmpeg_publish_args(sample_flv, rtmp_url(app, "live/col")))
+    streams = await wait_api_dvr_file(app)
+    assert streams[0]["dvr"]["file"] == "./rec/col-1.flv"  # the real name, not the template's ./rec/col.flv
+    assert Path("rec/col-1.flv.tmp").is_file()
+    # The same file is the one reported when it is complete (kicking the recorder finishes its file).
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{app.port('api')}/api/v1/clients/{streams[0]['dvr']['cid']}"
+        async with session.delete(url) as r:
+            assert r.status == 200
+    call = await hook_server.wait_call("on_dvr", timeout=20)
+    assert call.payload["file"] == "./rec/col-1.flv" and Path("rec/col-1.flv").is_file()
+    assert Path("rec/col.flv").read_bytes() == b"an earlier recording"
+    assert (await api_streams(app))[0]["dvr"] is None  # no recording any more
 
 
 async def test_shutdown_finishes_the_file(procs, sample_flv, hook_server) -> None:  # type: ignore[no-untyped-def]

@@ -89,3 +89,19 @@ async def test_writer_reports_files_and_failure_on_the_loop(sample_flv: Path) ->
     await asyncio.wait_for(writer.task, 20)
     assert len(closed) == 3 and failures == [] and writer.queued == 0
     assert writer.written == sum(Path(p).stat().st_size for p in closed)
+
+
+def test_names_holds_the_name_really_written_while_open(sample_flv: Path) -> None:
+    Path("rec").mkdir()
+    Path("rec/s.flv").write_bytes(b"taken")
+    rec = DvrRecorder(path="./rec/[stream].flv", vhost="v", app="live", stream="s")
+    files = DvrFiles()
+    actions = []
+    for p in packets(sample_flv)[:80]:
+        actions += rec.feed(p, 1_700_000_000.0)
+    assert rec.current_path == "./rec/s.flv" and rec.current_fid is not None
+    assert files.names == {}  # nothing on disk yet
+    files.perform(actions)
+    assert files.names == {rec.current_fid: "./rec/s-1.flv"} and Path("rec/s-1.flv.tmp").is_file()
+    done, failed = files.perform(rec.finish())
+    assert failed is None and [path for _, path in done] == ["./rec/s-1.flv"] and files.names == {}

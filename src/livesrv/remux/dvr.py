@@ -225,7 +225,12 @@ class DvrRecorder:
 
     @property
     def current_path(self) -> str | None:
+        """The open file's name as rendered from the template (the file side may give it a ``-1`` variant)."""
         return self._file.path if self._file is not None else None
+
+    @property
+    def current_fid(self) -> int | None:
+        return self._file.fid if self._file is not None else None
 
     @property
     def current_duration(self) -> float:

@@ -76,6 +76,9 @@ class DvrFiles:
 
     def __init__(self) -> None:
         self._open: dict[int, tuple[str, BinaryIO]] = {}  # fid -> (final path, handle on its .tmp)
+        # fid -> the name a file really got (see _start), set once its temporary file exists; read from the event
+        # loop (the API) while the worker thread writes it: one dict item set or popped at a time.
+        self.names: dict[int, str] = {}
         self.failed: str | None = None
         # A writer task cancelled while its thread is in a batch abandons from another thread: never at once.
         self._lock = threading.Lock()
@@ -120,6 +123,7 @@ class DvrFiles:
             self._abandon()
 
     def _abandon(self) -> None:
+        self.names.clear()
         for path, f in self._open.values():
             try:
                 f.close()
@@ -159,10 +163,12 @@ class DvrFiles:
             _unlink(tmp_path(path))
             raise
         self._open[act.fid] = (path, f)
+        self.names[act.fid] = path
         f.write(act.data)
 
     def _close(self, act: CloseFile) -> str | None:
         entry = self._open.pop(act.fid, None)
+        self.names.pop(act.fid, None)
         if entry is None:
             return None
         path, f = entry

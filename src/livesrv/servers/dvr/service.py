@@ -68,10 +68,17 @@ class Recording:
     def send_bytes(self) -> int:
         return self.writer.written
 
+    @property
+    def current_file(self) -> str | None:
+        """The name of the file being written, as it is on disk (a ``-1`` variant when the template's name was
+        taken); None between files, until the next one exists."""
+        fid = self.recorder.current_fid
+        return None if fid is None else self.writer.files.names.get(fid)
+
     def info(self) -> dict[str, Any]:
         return {
             "cid": self.cid,
-            "file": self.recorder.current_path,
+            "file": self.current_file,
             "duration": round(self.recorder.current_duration, 3),
             "files": len(self.finished_files),
             "bytes": self.writer.written,
