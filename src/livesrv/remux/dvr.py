@@ -142,17 +142,23 @@ def metadata_tag(metadata: dict[str, Any]) -> tuple[bytes, int, int]:
 
 @dataclass(frozen=True, slots=True)
 class OpenFile:
-    """Start file ``fid`` (its final ``path``) with ``data`` (FLV header and onMetaData)."""
+    """Start file ``fid`` (its final ``path``) with ``data`` (FLV header and onMetaData); ``patch_at``: where
+    the onMetaData ``duration`` and ``filesize`` doubles are (what :class:`CloseFile` patches), for a file that
+    must be finished early (a full disk keeps what is written, see the servers side)."""
 
     fid: int
     path: str
     data: bytes
+    patch_at: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
 class AppendFile:
+    """The next whole tags of file ``fid``; ``duration``: the file's duration (seconds) once they are in."""
+
     fid: int
     data: bytes
+    duration: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +340,7 @@ class DvrRecorder:
         self.files += 1
         f = self._file = _File(fid, path, base, len(data), tag_start + dur_at,
                                tag_start + size_at, video)
-        actions.append(OpenFile(fid, path, data))
+        actions.append(OpenFile(fid, path, data, (f.dur_at, f.size_at)))
         start = 0 if self.rebase else base
         for sh in (self._video_sh, self._audio_sh):
             if sh is not None:
@@ -352,19 +358,22 @@ class DvrRecorder:
         if ts > f.last:
             f.last = ts
 
+    def _duration(self, f: _File) -> float:
+        start = 0 if self.rebase else f.base
+        return max(0, f.last - start) / 1000.0
+
     def _take(self, f: _File) -> AppendFile:
         data = b"".join(f.pending)
         f.pending = []
         f.pending_size = 0
-        return AppendFile(f.fid, data)
+        return AppendFile(f.fid, data, self._duration(f))
 
     def _close(self, f: _File) -> list[DvrAction]:
         actions: list[DvrAction] = []
         if f.pending:
             actions.append(self._take(f))
         self._file = None
-        start = 0 if self.rebase else f.base
-        duration = max(0, f.last - start) / 1000.0
+        duration = self._duration(f)
         patches = ((f.dur_at, _DOUBLE.pack(duration)), (f.size_at, _DOUBLE.pack(float(f.size))))
         actions.append(CloseFile(f.fid, f.path, duration, f.size, patches))
         return actions
