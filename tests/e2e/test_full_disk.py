@@ -8,7 +8,6 @@ HTTP-FLV viewer go on as if nothing happened.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 from pathlib import Path
