@@ -20,6 +20,7 @@ from .loader import (
     DEFAULT_CONF_TEXT,
     LoadResult,
     default_config,
+    default_hls_path,
     load_config,
     parse_text,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_CONF_TEXT",
     "DEFAULT_VHOST",
+    "default_hls_path",
     "Directive",
     "DvrConfig",
     "ForwardConfig",
