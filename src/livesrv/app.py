@@ -23,6 +23,7 @@ from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
 from livesrv.servers.ts import serve_ts
+from livesrv.servers.web import WebPages
 
 log = logging.getLogger("livesrv.app")
 
@@ -53,6 +54,7 @@ class App:
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
+        self.web = WebPages(self.hub, current, lambda: self.addresses)  # the pages on the HTTP server
         self._housekeeper: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, list[tuple[str, int]]]:
@@ -166,7 +168,8 @@ class App:
                 resp = await serve_ts(self.config, self.hub, self.access, req, conn)  # a live HTTP-TS URL
             if resp is not NotImplemented:
                 return resp
-        return await serve_file(Path(self.config.http_server.dir), req)
+        resp = await serve_file(Path(self.config.http_server.dir), req)
+        return await self.web.handle(req) if resp.status == 404 else resp  # livesrv's pages, unless a file
 
     async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:
         return await self.api_service.handle(req, conn)
