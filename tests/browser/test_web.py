@@ -119,9 +119,6 @@ async def test_streams_page_lists_the_stream_and_the_urls(make_server, procs, br
     assert play == {"RTMP": f"{rtmp}/live/test", "HTTP-FLV": f"{http}/live/test.flv",
                     "WS-FLV": f"ws://127.0.0.1:{app.port('http')}/live/test.flv", "HLS": f"{http}/live/test.m3u8",
                     "HTTP-TS": f"{http}/live/test.ts", "In this browser": f"{http}/player.html?app=live&stream=test"}
-    await browser.fill("#stream", "show")  # the lines follow the names typed
-    assert (await browser.eval(f"({copy})('#publish')"))["RTMP URL"] == f"{rtmp}/live/show"
-
     # A publisher starts: the stream appears without a reload, with its real size and codec and a still.
     await start_live(app, procs, browser_sample)
     viewer = FlvViewer(f"{http}/live/test.flv").start()
@@ -137,8 +134,11 @@ async def test_streams_page_lists_the_stream_and_the_urls(make_server, procs, br
     assert "H264 Baseline 640×360" in card["text"] and "AAC 44.1 kHz stereo" in card["text"], card
     assert card["still"] == [320, 180], card  # the keyframe, decoded by the server and scaled
     assert await browser.eval("document.getElementById('empty').hidden")
-    await browser.eval("document.querySelector('.stream details').open = true")
-    await shot(browser, tmp_path, "streams.png")
+    await shot(browser, tmp_path, "streams.png", full_page=True)
+    await browser.fill("#stream", "show")  # the lines follow the names typed
+    assert (await browser.eval(f"({copy})('#publish')"))["RTMP URL"] == f"{rtmp}/live/show"
+    urls = await browser.eval(f"({copy})('.stream .urls')")  # each stream's own URLs
+    assert urls == {k: v for k, v in play.items() if k != "In this browser"}, urls
     await browser.click(".stream a.watch")  # click to watch
     await browser.wait("location.pathname === '/player.html'", 10)
     await wait_playing(browser)
@@ -285,12 +285,14 @@ async def test_console_kicks_a_viewer_and_a_refused_kick_changes_nothing(make_se
         config = await browser.wait("document.getElementById('config').textContent.startsWith('{') && "
                                     "document.getElementById('config').textContent", 10)
         assert json.loads(config)["http_api"]["enabled"] is True
+        await asyncio.sleep(8)  # some history for the charts of the screenshot
+        await shot(browser, tmp_path, "console.png", full_page=True)
+        charted = await browser.eval("document.querySelector('#streams canvas').toDataURL().length")
+        assert charted > 1000, "the stream's chart is blank"
         await browser.fill("#filter", "publisher")  # the filter hides the viewer's row
         await browser.wait(f"document.querySelector(\"{row}\").hidden", 5)
         await browser.fill("#filter", "flv 127.0.0.1")
         await browser.wait(f"!document.querySelector(\"{row}\").hidden", 5)
-        await asyncio.sleep(4)  # a little history for the charts of the screenshot
-        await shot(browser, tmp_path, "console.png", full_page=True)
 
         # As seen from another machine without auth: refused, and nothing changes.
         app.api_service.trusted = lambda ip: False

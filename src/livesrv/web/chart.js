@@ -1,6 +1,7 @@
 // A small time chart on a <canvas>: lines over the last minutes, with a left and a right scale (series on
 // the same side share it). No library: a few dozen canvas calls, redrawn at each refresh. A chart taller
-// than 80 CSS pixels gets a time grid, scales and a legend; a smaller one is a bare sparkline.
+// than 80 CSS pixels gets a time grid, scales and a legend; a smaller one is a bare sparkline. The time axis
+// spans what there is, from 30 s up to `minutes` (a page that just opened has no history yet).
 
 // series: [{label, color, points: [[t_ms, value]], axis: 'left'|'right', unit: v => text, step: bool}]
 export function drawChart(canvas, series, { minutes = 5, now = Date.now() } = {}) {
@@ -16,8 +17,10 @@ export function drawChart(canvas, series, { minutes = 5, now = Date.now() } = {}
   const pad = big ? { l: 70, r: 40, t: 22, b: 18 } : { l: 2, r: 2, t: 3, b: 3 };
   const w = cssW - pad.l - pad.r;
   const hgt = cssH - pad.t - pad.b;
-  const t0 = now - minutes * 60000;
-  const x = (t) => pad.l + ((t - t0) / (now - t0)) * w;
+  const first = Math.min(now, ...series.filter((s) => s.points.length).map((s) => s.points[0][0]));
+  const span = Math.min(minutes * 60000, Math.max(30000, now - first));
+  const t0 = now - span;
+  const x = (t) => pad.l + ((t - t0) / span) * w;
   const visible = series.map((s) => s.points.filter(([t]) => t >= t0));
   const max = {};
   series.forEach((s, i) => {
@@ -31,10 +34,12 @@ export function drawChart(canvas, series, { minutes = 5, now = Date.now() } = {}
     g.lineWidth = 1;
     g.fillStyle = 'rgba(128,128,128,.95)';
     g.textAlign = 'center';
-    for (let m = 0; m <= minutes; m++) { // a line a minute, labelled
-      const xx = Math.round(x(now - m * 60000)) + 0.5;
+    const step = [10000, 30000, 60000].find((ms) => span / ms <= 6) || 60000; // a grid line every step
+    for (let ago = 0; ago <= span; ago += step) {
+      const xx = Math.round(x(now - ago)) + 0.5;
       g.beginPath(); g.moveTo(xx, pad.t); g.lineTo(xx, pad.t + hgt); g.stroke();
-      g.fillText(m ? `-${m} min` : 'now', Math.min(Math.max(xx, pad.l + 16), cssW - pad.r - 10), cssH - 7);
+      const label = !ago ? 'now' : step < 60000 ? `-${ago / 1000} s` : `-${ago / 60000} min`;
+      g.fillText(label, Math.min(Math.max(xx, pad.l + 16), cssW - pad.r - 10), cssH - 7);
     }
     g.beginPath(); g.moveTo(pad.l, pad.t + hgt + 0.5); g.lineTo(pad.l + w, pad.t + hgt + 0.5); g.stroke();
     for (const side of Object.keys(max)) { // the scale: its top and zero, in the unit of its first series

@@ -94,9 +94,9 @@ function renderServer(sum, streams, clients, now) {
       outKbps = Math.max(0, (sys.srs_send_bytes - lastSummary.srs_send_bytes) * 8 / 1000 / dt);
     }
   }
-  lastSummary = sys;
   const viewers = streams.reduce((n, s) => n + s.viewers, 0);
-  traffic.push([now, inKbps, outKbps, viewers]);
+  if (lastSummary) traffic.push([now, inKbps, outKbps, viewers]); // a rate needs two samples
+  lastSummary = sys;
   keep(traffic, now);
   const fig = (label, value, title) => h('div', { class: 'figure', title, dataset: { figure: label } },
     h('span', { class: 'value' }, value), h('span', { class: 'label' }, label));
@@ -170,10 +170,21 @@ function filter() {
   for (const row of $('#clients tbody').rows) row.hidden = !words.every((w) => row.dataset.search.includes(w));
 }
 
+// JSON, indented, with lists of plain values (addresses, URLs) kept on one line.
+function pretty(value, indent = '') {
+  const flat = (v) => v === null || typeof v !== 'object' || (Array.isArray(v) && v.every(flat));
+  if (flat(value)) return JSON.stringify(value);
+  const inner = indent + '  ';
+  const items = Array.isArray(value) ? value.map((v) => inner + pretty(v, inner))
+    : Object.entries(value).map(([k, v]) => `${inner}${JSON.stringify(k)}: ${pretty(v, inner)}`);
+  const [open, close] = Array.isArray(value) ? ['[', ']'] : ['{', '}'];
+  return items.length ? `${open}\n${items.join(',\n')}\n${indent}${close}` : open + close;
+}
+
 async function loadRunningConfig() {
   try {
     const body = await api.get('/api/v1/config');
-    $('#config').textContent = JSON.stringify(body.data, null, 2);
+    $('#config').textContent = pretty(body.data);
   } catch (e) {
     $('#config').textContent = e.status === 403 ? e.message : `Not available: ${e.message}`;
   }
