@@ -37,7 +37,9 @@ function stats() {
 }
 
 // What the API says about the stream (codec, size, bitrate, viewers), when it is reachable without asking.
+let described = true;
 async function describe(api) {
+  if (!described) return;
   try {
     const { streams } = await api.get('/api/v1/streams?count=1000');
     const found = streams.find((x) => x.app === s.app && x.name === s.stream);
@@ -47,6 +49,7 @@ async function describe(api) {
           `${found.viewers} viewer${found.viewers === 1 ? '' : 's'}`;
   } catch (e) {
     $('#meta').textContent = '';
+    if (e.status === 401 || e.status === 403) described = false; // the API wants credentials: ask no more
   }
 }
 
