@@ -27,6 +27,7 @@ from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
 from livesrv.servers.ts import serve_ts
+from livesrv.servers.web import WebPages
 
 log = logging.getLogger("livesrv.app")
 
@@ -59,6 +60,7 @@ class App:
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server, cluster_info=self.cluster.info)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
+        self.web = WebPages(self.hub, current, lambda: self.addresses)  # the pages on the HTTP server
         self._housekeeper: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, list[tuple[str, int]]]:
@@ -180,7 +182,8 @@ class App:
                 resp = await serve_ts(self.config, self.hub, self.access, req, conn)  # a live HTTP-TS URL
             if resp is not NotImplemented:
                 return resp
-        return await serve_file(Path(self.config.http_server.dir), req)
+        resp = await serve_file(Path(self.config.http_server.dir), req)
+        return await self.web.handle(req) if resp.status == 404 else resp  # livesrv's pages, unless a file
 
     async def _edge_playlist(self, req: Request) -> None:
         """On an edge, a playlist of a stream not pulled yet starts the pull and waits (up to the vhost's

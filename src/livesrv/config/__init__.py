@@ -20,6 +20,7 @@ from .loader import (
     DEFAULT_CONF_TEXT,
     LoadResult,
     default_config,
+    default_hls_path,
     load_config,
     parse_text,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "ConfigError",
     "DEFAULT_CONF_TEXT",
     "DEFAULT_VHOST",
+    "default_hls_path",
     "Directive",
     "DvrConfig",
     "ForwardConfig",
