@@ -627,7 +627,8 @@ def test_env_table_is_generated_from_the_model():
     expected = {"SRS_" + "_".join(p).upper() for p in leaves(Config, ())}
     expected |= {"SRS_" + "_".join(p).upper() for p in leaves(VhostConfig, ("vhost",))}
     assert expected <= set(table)
-    assert set(table) - expected == {"SRS_LOG_TANK", "SRS_LOG_LEVEL", "SRS_LOG_FILE"}
+    assert set(table) - expected == {"SRS_LOG_TANK", "SRS_LOG_LEVEL", "SRS_LOG_FILE",
+                                     "SRS_HTTP_SERVER_HTTTPS_ENABLED", "SRS_HTTP_SERVER_HTTTPS_LISTEN"}
 
 
 def test_env_only_ignores_file_and_starts_from_defaults(tmp_path):

@@ -43,6 +43,9 @@ ALIASES: dict[str, str] = {
     "SRS_LOG_TANK": "SRS_SRS_LOG_TANK",
     "SRS_LOG_LEVEL": "SRS_SRS_LOG_LEVEL",
     "SRS_LOG_FILE": "SRS_SRS_LOG_FILE",
+    # SRS reads these two with a typo (three Ts) and its docs use them: accept both spellings.
+    "SRS_HTTP_SERVER_HTTTPS_ENABLED": "SRS_HTTP_SERVER_HTTPS_ENABLED",
+    "SRS_HTTP_SERVER_HTTTPS_LISTEN": "SRS_HTTP_SERVER_HTTPS_LISTEN",
 }
 
 

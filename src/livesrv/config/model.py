@@ -41,6 +41,10 @@ __all__ = [
     "HttpApiConfig",
     "HttpServerConfig",
     "ExporterConfig",
+    "TlsListenerConfig",
+    "HttpsConfig",
+    "HttpApiHttpsConfig",
+    "RtmpsConfig",
     "RtmpLimitsConfig",
     "HttpLimitsConfig",
     "PlayConfig",
@@ -181,6 +185,41 @@ class _Block(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# --------------------------------------------------------------------------- TLS listeners
+
+
+class TlsListenerConfig(_Block):
+    """What SRS's three TLS blocks share: ``enabled``, ``listen`` (one or more addresses, as SRS 7), and the
+    PEM files. ``cert`` may hold a chain (the server's certificate first, then the intermediates); ``key`` is
+    the unencrypted private key (RSA or EC). Both are re-read on reload; a missing, unreadable or mismatched
+    pair is an error at start (see ``livesrv.servers.tls``). Each block below adds its ``listen``."""
+
+    enabled: SrsBool = False
+    key: str = "./conf/server.key"
+    cert: str = "./conf/server.crt"
+
+
+class HttpsConfig(TlsListenerConfig):
+    """``http_server { https { ... } }`` (SRS 5+): the HTTP server over TLS (HTTPS-FLV, WSS-FLV, HLS, HTTP-TS,
+    files and pages) beside the plain listener. SRS's defaults: off, port 8088."""
+
+    listen: tuple[ListenAddr, ...] = Field(default=(_ep(8088),), min_length=1)
+
+
+class HttpApiHttpsConfig(TlsListenerConfig):
+    """``http_api { https { ... } }`` (SRS 5+): the API over TLS beside the plain listener. SRS's defaults: off,
+    port 1990."""
+
+    listen: tuple[ListenAddr, ...] = Field(default=(_ep(1990),), min_length=1)
+
+
+class RtmpsConfig(TlsListenerConfig):
+    """``rtmps { ... }`` (top level, SRS 7.0.56+): RTMP over TLS beside the plain RTMP listener. SRS has no
+    default port (its ``conf/rtmps.conf`` uses 1443); livesrv defaults to 1443, so ``enabled on;`` is enough."""
+
+    listen: tuple[ListenAddr, ...] = Field(default=(_ep(1443),), min_length=1)
+
+
 # --------------------------------------------------------------------------- global blocks
 
 
@@ -207,6 +246,7 @@ class HttpApiConfig(_Block):
     crossdomain: SrsBool = True
     raw_api: RawApiConfig = RawApiConfig()
     auth: HttpApiAuthConfig = HttpApiAuthConfig()
+    https: HttpApiHttpsConfig = HttpApiHttpsConfig()
 
 
 class HttpServerConfig(_Block):
@@ -216,6 +256,7 @@ class HttpServerConfig(_Block):
     listen: ListenAddr = _ep(8080)
     dir: str = "./objs/nginx/html"
     crossdomain: SrsBool = True
+    https: HttpsConfig = HttpsConfig()
 
 
 class ExporterConfig(_Block):
@@ -581,6 +622,7 @@ class Config(_Block):
     http_server: HttpServerConfig = HttpServerConfig()
     http_api: HttpApiConfig = HttpApiConfig()
     exporter: ExporterConfig = ExporterConfig()
+    rtmps: RtmpsConfig = RtmpsConfig()
     rtmp_limits: RtmpLimitsConfig = RtmpLimitsConfig()
     http_limits: HttpLimitsConfig = HttpLimitsConfig()
     # livesrv: seconds a hook server may take to answer one callback (SRS: 30, not configurable), and how many
