@@ -26,6 +26,7 @@ from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, R
 from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
+from livesrv.servers.tls import TlsService
 from livesrv.servers.ts import serve_ts
 from livesrv.servers.web import WebPages
 
@@ -39,7 +40,7 @@ SHUTDOWN_DRAIN_GRACE = 5.0
 
 
 class App:
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None = None, *, self_signed: str | None = None) -> None:
         self.config = config
         self.config_path = config_path  # re-read by reload(); None: the embedded defaults (and environment)
         self.hub = Hub()
@@ -52,6 +53,8 @@ class App:
         self.rtmp = RTMPServer(config, self.hub, self.access, budget=self.budget)
         self.http = self._http_server(self._handle_http, "http", config.rtmp_limits.max_write_buffer)
         self.api = self._http_server(self._handle_api, "api")
+        # RTMPS, HTTPS, the API over HTTPS: certificates loaded now (TlsError: the server cannot start).
+        self.tls = TlsService(config, self.budget, self_signed)
         self.hls = HlsService(self.hub, current, self.access)
         self.edge = EdgeService(self.hub, current)
         self.forward = ForwardService(self.hub, current, self.access, edge_url=self.edge.origin_url)
@@ -75,6 +78,7 @@ class App:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
         if cfg.http_api.enabled:
             self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen))
+        self.addresses.update(await self.tls.start({"rtmps": self.rtmp, "https": self.http, "api_https": self.api}))
         self.addresses.update(await self.api_service.start())
         await self.cluster.start(self.addresses)  # (advertises the addresses just bound)
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="hub-housekeeping")
@@ -102,6 +106,7 @@ class App:
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
+        self.tls.close()
         await self.edge.stop()  # (pulls release their streams: their drains run below)
         await self.cluster.stop()  # (releases this node's claims: the streams are free elsewhere at once)
         await self.hub.close(grace=SHUTDOWN_DRAIN_GRACE)  # on_unpublish, last segments and files: bounded
@@ -214,6 +219,7 @@ class App:
             config = load_config(self.config_path).config
         old, self.config = self.config, config
         self.rtmp.apply_config(config)
+        self.tls.reload(config)  # certificates re-read: new connections get them, open ones keep theirs
         self.http.max_write_buffer = config.rtmp_limits.max_write_buffer
         self.budget.limit = config.max_connections  # connections already open over a lower limit stay
         for server in self.http_servers():
@@ -230,6 +236,9 @@ class App:
                 ("http_server", _server(old.http_server), _server(config.http_server)),
                 ("http_api", _server(old.http_api), _server(config.http_api)),
                 ("exporter", _server(old.exporter), _server(config.exporter)),
+                ("rtmps", _server(old.rtmps), _server(config.rtmps)),
+                ("http_server.https", _server(old.http_server.https), _server(config.http_server.https)),
+                ("http_api.https", _server(old.http_api.https), _server(config.http_api.https)),
             )
             if before != after
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -19,7 +20,12 @@ def _parser() -> argparse.ArgumentParser:
                                 "SIGHUP re-reads the config file; SIGQUIT quits gracefully, SIGTERM and SIGINT at once.")
     p.add_argument("-c", "--conf", metavar="FILE", help="SRS-style config file (default: embedded defaults)")
     p.add_argument("-e", "--env", action="store_true", help="configure from SRS_* environment variables only, no file")
-    p.add_argument("-t", "--test", action="store_true", help="check the config and exit")
+    p.add_argument("-t", "--test", action="store_true", help="check the config (and the TLS listeners' files) and exit")
+    p.add_argument("--self-signed", action="store_true",
+                   help="FOR TESTING ONLY: serve every TLS listener with a self-signed certificate made for this "
+                        "machine (kept in ~/.cache/livesrv/tls) instead of its key and cert files; without -c, also "
+                        "turns on HTTPS (:8088), the API over HTTPS (:1990) and RTMPS (:1443). Browsers and players "
+                        "refuse such a certificate unless told to trust it")
     p.add_argument("-v", "-V", "--version", action="version", version=f"livesrv {__version__}")
     return p
 
@@ -84,13 +90,25 @@ async def _serve(app) -> None:  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logsetup.setup()  # so that config warnings (logged by the loader) reach stderr in the standard format
+    if args.self_signed and (args.env or not args.conf):
+        # The embedded defaults have no TLS listener: turn them on (the environment, if it says, wins). Set in the
+        # environment, so that a reload (which reads the defaults and the environment again) keeps them.
+        for name in ("SRS_HTTP_SERVER_HTTPS_ENABLED", "SRS_HTTP_API_HTTPS_ENABLED", "SRS_RTMPS_ENABLED"):
+            os.environ.setdefault(name, "on")
     try:
         result = load_config(None if args.env else args.conf, env_only=args.env)
     except ConfigError as exc:
         print(f"livesrv: config error: {exc}", file=sys.stderr)
         return 1
     cfg = result.config
+    from livesrv.servers import tls
+
     if args.test:
+        problems = [] if args.self_signed else tls.check_files(cfg)
+        for problem in problems:
+            print(f"livesrv: TLS error: {problem}", file=sys.stderr)
+        if problems:
+            return 1
         print(f"livesrv: the configuration {args.conf or '(embedded defaults)'} syntax is ok and test is successful")
         return 0
     logsetup.setup(cfg.srs_log_level, cfg.srs_log_tank, cfg.srs_log_file)
@@ -100,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop  # a default dependency on Linux: about twice asyncio's throughput on sockets
     except ImportError:
         uvloop = None
-    app = App(cfg, config_path=None if args.env else args.conf)
+    try:
+        self_signed = tls.self_signed(names=_listen_hosts(cfg)) if args.self_signed else None
+        app = App(cfg, config_path=None if args.env else args.conf, self_signed=self_signed)
+    except tls.TlsError as exc:  # a missing, unreadable or mismatched key or certificate
+        log.error("event=fatal reason=%s", logsetup.quote(f"TLS: {exc}"))
+        print(f"livesrv: TLS error: {exc}", file=sys.stderr)
+        return 1
     try:
         if uvloop is not None:
             uvloop.run(_serve(app))
@@ -112,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _listen_hosts(cfg) -> list[str]:  # type: ignore[no-untyped-def]
+    """The specific addresses the TLS listeners are bound to (a self-signed certificate names them too)."""
+    from livesrv.servers.tls import tls_blocks
+
+    return [ep.host for block in tls_blocks(cfg).values() if block.enabled for ep in block.listen]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ batch bytes straight to the socket.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from wsproto import ConnectionType, WSConnection
@@ -39,6 +40,8 @@ def resolve(config: Config, req: Request, suffix: str) -> StreamRequest | None:
     sreq = parse_http_path(req.headers.get("host"), req.target, suffix, config.vhosts.keys())
     if sreq is None:
         return None
+    if req.scheme != "http" and sreq.tc_url.startswith("http://"):  # the client's URL, as it was: https://...
+        sreq = replace(sreq, tc_url=req.scheme + sreq.tc_url[4:])
     vhost = config.vhost(sreq.key.vhost)
     if not vhost.enabled or not vhost.http_remux.enabled:
         return None

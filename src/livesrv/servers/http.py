@@ -34,6 +34,7 @@ import h11
 
 from livesrv.config import HttpLimitsConfig
 from livesrv.servers.limits import ConnectionBudget
+from livesrv.servers.tls import TlsEndpoint, TlsListener
 
 log = logging.getLogger("livesrv.http")
 
@@ -57,6 +58,7 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     ip: str
     body: bytes = b""
+    scheme: str = "http"  # "https" on a TLS listener
 
     @property
     def raw_query(self) -> str:
@@ -83,6 +85,7 @@ class HTTPConnection(asyncio.Protocol):
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEADERS)
         self.transport: asyncio.Transport | None = None
         self.ip = "?"
+        self.scheme = "http"
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.streaming = False  # the handler owns the body (live stream)
@@ -104,6 +107,7 @@ class HTTPConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "?"
+        self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         if not self.server.budget.try_acquire():
             self.closed = True
             transport.abort()
@@ -230,6 +234,7 @@ class HTTPConnection(asyncio.Protocol):
             headers=headers,
             ip=self.ip,
             body=body,
+            scheme=self.scheme,
         )
 
     async def _run(self, req: Request) -> None:
@@ -409,14 +414,22 @@ class HTTPServer:
         self.budget = budget
         self.limits = limits  # read when a phase starts: a reload applies to the next phase of every connection
         self.connections: set[HTTPConnection] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[asyncio.base_events.Server | TlsListener] = []
+        self._tls: list[TlsEndpoint] = []  # the HTTPS listeners' handshakes
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, addresses: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None) -> list[tuple[str, int]]:
+        """Listen on ``addresses``: plain HTTP, or HTTPS with ``tls`` (called once for each)."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
+        if tls is not None:
+            self._tls.append(tls)
         for host, port in addresses:
-            server = await loop.create_server(lambda: HTTPConnection(self.handler, self), host or None, port, reuse_address=True)
+            if tls is not None:
+                server = await tls.listen(lambda: HTTPConnection(self.handler, self), host or None, port)
+            else:
+                server = await loop.create_server(lambda: HTTPConnection(self.handler, self), host or None, port,
+                                                  reuse_address=True)
             self._servers.append(server)
             bound.extend(sock.getsockname()[:2] for sock in server.sockets)
         if self._sweeper is None:
@@ -465,6 +478,8 @@ class HTTPServer:
             self._sweeper = None
         for server in self._servers:
             server.close()
+        for tls in self._tls:
+            tls.close()
         for conn in tuple(self.connections):
             conn.close(abort=True)
         for server in self._servers:

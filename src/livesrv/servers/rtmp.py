@@ -31,6 +31,7 @@ from livesrv.media.packet import DATA, MediaPacket
 from livesrv.hub.clients import new_client_id
 from livesrv.hub.settings import stream_settings
 from livesrv.servers.limits import ConnectionBudget
+from livesrv.servers.tls import TlsEndpoint, TlsListener
 
 log = logging.getLogger("livesrv.rtmp")
 
@@ -533,7 +534,8 @@ class RTMPServer:
         self.access = access
         self.budget = budget  # shared with the HTTP listeners: max_connections counts them all
         self.connections: dict[str, RTMPConnection] = {}
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[asyncio.base_events.Server | TlsListener] = []
+        self._tls: list[TlsEndpoint] = []  # the RTMPS listeners' handshakes
         self._sweeper: asyncio.Task[None] | None = None
         self.apply_config(config)
 
@@ -549,15 +551,22 @@ class RTMPServer:
         )
         self.tcp_nodelay = config.vhost("__defaultVhost__").tcp_nodelay
 
-    async def start(self, addresses: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None) -> list[tuple[str, int]]:
+        """Listen on ``addresses``: plain RTMP, or RTMPS with ``tls`` (called once for each)."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
+        if tls is not None:
+            self._tls.append(tls)
         for host, port in addresses:
-            server = await loop.create_server(lambda: RTMPConnection(self), host or None, port, reuse_address=True)
+            if tls is not None:
+                server = await tls.listen(lambda: RTMPConnection(self), host or None, port)
+            else:
+                server = await loop.create_server(lambda: RTMPConnection(self), host or None, port, reuse_address=True)
             self._servers.append(server)
             for sock in server.sockets:
                 bound.append(sock.getsockname()[:2])
-        self._sweeper = asyncio.create_task(self._sweep(), name="rtmp-sweeper")
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="rtmp-sweeper")
         return bound
 
     async def _sweep(self) -> None:
@@ -582,6 +591,8 @@ class RTMPServer:
             self._sweeper = None
         for server in self._servers:
             server.close()
+        for tls in self._tls:
+            tls.close()
         for conn in tuple(self.connections.values()):
             conn.close("server shutting down")
         for server in self._servers:

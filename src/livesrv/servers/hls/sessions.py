@@ -136,7 +136,7 @@ class HlsSessions:
             return None  # (ids are the client's to choose: bounded memory) served, not counted
         # A new viewer (or one whose session expired, or from before a restart: it keeps its URL).
         context = HookContext(ctx, req.ip, key.vhost, key.app, key.stream, _without_ctx(req.raw_query),
-                              f"http://{req.headers.get('host', '')}/{key.app}", req.headers.get("referer", ""))
+                              f"{req.scheme}://{req.headers.get('host', '')}/{key.app}", req.headers.get("referer", ""))
         session = HlsSession(ctx, key, req.ip, ua, time.time(), now, context, self)
         refused = self.access.security(key.vhost, "play", req.ip)
         if refused is None:
