@@ -80,7 +80,8 @@ async def test_pages_config(server) -> None:  # type: ignore[no-untyped-def]
     status, headers, body = await fetch(server, "/livesrv/config.json")
     assert status == 200 and headers["Content-Type"] == "application/json" and headers["Cache-Control"] == "no-store"
     cfg = json.loads(body)
-    assert cfg["ports"] == {"rtmp": server.port("rtmp"), "http": server.port("http"), "api": server.port("api")}
+    assert cfg["ports"] == {"rtmp": server.port("rtmp"), "http": server.port("http"), "api": server.port("api"),
+                            "rtmps": None, "https": None, "api_https": None}
     assert cfg["api"] == {"enabled": True, "auth": False, "crossdomain": True}
     assert cfg["flv"] is True and cfg["hls"] is False
     assert cfg["players"] == {"mpegts.js": True, "hls.js": True}

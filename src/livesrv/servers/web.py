@@ -148,7 +148,9 @@ class WebPages:
         body = {
             "server": "livesrv",
             "version": __version__,
-            "ports": {"rtmp": port("rtmp"), "http": port("http"), "api": port("api")},
+            # The TLS listeners' ports (None when off): a page loaded over HTTPS calls the API over HTTPS.
+            "ports": {"rtmp": port("rtmp"), "http": port("http"), "api": port("api"),
+                      "rtmps": port("rtmps"), "https": port("https"), "api_https": port("api_https")},
             "api": {"enabled": cfg.http_api.enabled, "auth": cfg.http_api.auth.enabled,
                     "crossdomain": cfg.http_api.crossdomain},
             "flv": vhost.http_remux.enabled,

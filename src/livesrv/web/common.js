@@ -25,14 +25,21 @@ export async function loadConfig() {
   return r.json();
 }
 
-// The API's address: ?api=URL (kept for the session), else the page's host with the API's port.
+// The API's address: ?api=URL (kept for the session), else the page's host with the API's port for the page's
+// scheme: a page loaded over HTTPS may only call https:// (http_api { https { ... } }), one over HTTP calls the
+// plain API (or the HTTPS one when that is all there is).
 export function apiBase(cfg) {
   const q = new URLSearchParams(location.search).get('api');
   if (q) sessionStorage.setItem('livesrv.api', q.replace(/\/+$/, ''));
   const saved = sessionStorage.getItem('livesrv.api');
   if (saved) return saved;
-  return `${location.protocol}//${location.hostname}:${cfg.ports.api || 1985}`;
+  const { api, api_https: apiHttps } = cfg.ports;
+  if (secure() ? apiHttps : !api && apiHttps) return `https://${location.hostname}:${apiHttps}`;
+  return `http://${location.hostname}:${api || 1985}`;
 }
+
+// Was this page loaded over HTTPS (every URL it uses must then be https:// or wss://)?
+export function secure() { return location.protocol === 'https:'; }
 
 export class ApiError extends Error {
   constructor(status, body, path) {
@@ -62,7 +69,9 @@ export class Api {
     try {
       r = await fetch(this.base + path, { method, headers, credentials: 'omit', cache: 'no-store' });
     } catch (e) {
-      throw new ApiError(0, { error: `the API at ${this.base} cannot be reached (${e.message})` }, path);
+      const why = secure() && this.base.startsWith('http:') ? 'this page was loaded over HTTPS and may not call ' +
+        'an http:// API: turn on http_api { https { enabled on; } }' : e.message;
+      throw new ApiError(0, { error: `the API at ${this.base} cannot be reached (${why})` }, path);
     }
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON */ }
@@ -109,17 +118,26 @@ function vhostQuery(vhost) {
   return vhost && vhost !== '__defaultVhost__' ? '?vhost=' + encodeURIComponent(vhost) : '';
 }
 
-export function rtmpBase(cfg) {
-  const port = cfg.ports.rtmp && cfg.ports.rtmp !== 1935 ? ':' + cfg.ports.rtmp : '';
-  return `rtmp://${location.hostname}${port}`;
+// rtmp://host[:port], or with tls rtmps://host[:port] (the RTMPS listener; null when it is off).
+export function rtmpBase(cfg, tls = false) {
+  const [scheme, port, standard] = tls ? ['rtmps', cfg.ports.rtmps, 443] : ['rtmp', cfg.ports.rtmp, 1935];
+  if (tls && !port) return null;
+  return `${scheme}://${location.hostname}${port && port !== standard ? ':' + port : ''}`;
 }
 
-// Every URL a stream plays at (s: {vhost, app, stream}); HLS only when the vhost writes it.
+// The RTMP(S) base a publisher is told to use: RTMPS when this page came over HTTPS and RTMPS is on.
+function publishBase(cfg) {
+  return (secure() && rtmpBase(cfg, true)) || rtmpBase(cfg);
+}
+
+// Every URL a stream plays at (s: {vhost, app, stream}); HLS only when the vhost writes it. The HTTP URLs have the
+// page's own scheme and host (https:// and wss:// on a page loaded over HTTPS).
 export function playUrls(cfg, s, hls = cfg.hls) {
   const p = streamPath(s.app, s.stream);
   const q = vhostQuery(s.vhost);
-  const ws = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = secure() ? 'wss:' : 'ws:';
   const urls = { 'RTMP': `${rtmpBase(cfg)}${p}${q}` };
+  if (rtmpBase(cfg, true)) urls['RTMPS'] = `${rtmpBase(cfg, true)}${p}${q}`;
   if (cfg.flv) {
     urls['HTTP-FLV'] = `${location.origin}${p}.flv${q}`;
     urls['WS-FLV'] = `${ws}//${location.host}${p}.flv${q}`;
@@ -130,7 +148,7 @@ export function playUrls(cfg, s, hls = cfg.hls) {
 }
 
 export function publishUrls(cfg, app, stream) {
-  const server = `${rtmpBase(cfg)}/${app}`;
+  const server = `${publishBase(cfg)}/${app}`;
   const url = `${server}/${stream}`;
   return {
     server, key: stream, url,

@@ -16,7 +16,7 @@ function publishBlock() {
   const stream = $('#stream').value.trim() || 'test';
   const p = publishUrls(cfg, app, stream);
   $('#publish').replaceChildren(
-    copyable('OBS server', p.server), copyable('OBS stream key', p.key), copyable('RTMP URL', p.url),
+    copyable('OBS server', p.server), copyable('OBS stream key', p.key), copyable(p.url.startsWith('rtmps:') ? 'RTMPS URL' : 'RTMP URL', p.url),
     copyable('ffmpeg', p.ffmpeg));
   const urls = playUrls(cfg, { app, stream });
   $('#play').replaceChildren(...Object.entries(urls).map(([k, v]) => copyable(k, v)),

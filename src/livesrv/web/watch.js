@@ -1,5 +1,5 @@
 // The player page: /player.html?app=live&stream=test[&vhost=v][&mode=auto|flv|ws|hls|native]
-import { $, h, Api, apiBase, audioText, copyable, fmtKbps, loadConfig, playUrls, streamPath, videoText } from './common.js';
+import { $, h, Api, apiBase, audioText, copyable, fmtKbps, loadConfig, playUrls, secure, streamPath, videoText } from './common.js';
 import { LivePlayer, MODES } from './player.js';
 
 const q = new URLSearchParams(location.search);
@@ -64,7 +64,7 @@ async function main() {
   const urls = playUrls(cfg, s);
   const path = streamPath(s.app, s.stream);
   const vq = s.vhost ? '?vhost=' + encodeURIComponent(s.vhost) : '';
-  const ws = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = secure() ? 'wss:' : 'ws:';
   player = window.livesrvPlayer = new LivePlayer(video, {
     flv: `${location.origin}${path}.flv${vq}`, ws: `${ws}//${location.host}${path}.flv${vq}`,
     hls: `${location.origin}${path}.m3u8${vq}`,
