@@ -2,7 +2,10 @@
 // Drives one headless Debian chromium page for a Python test, one command at a time: JSON lines in on stdin,
 // one JSON line out per command on stdout ({"id", "ok", "value"} or {"id", "ok": false, "error"}).
 //
-//   node driver.js --chromium PATH [--width 1280] [--height 800]
+//   node driver.js --chromium PATH [--width 1280] [--height 800] [--ignore-certificate-errors]
+//
+// --ignore-certificate-errors: take any certificate (a test server's self-signed one), as chromium's flag of that
+// name; the pages are still secure contexts (https://), so mixed content is still blocked.
 //
 // Commands ({"id": n, "op": ..., ...}):
 //   goto {url}                      load a page (waits for its load event)
@@ -45,8 +48,10 @@ async function main() {
   const log = { console: [], pageErrors: [], failedRequests: [] };
   const keep = (list, item) => { if (list.length < 200) list.push(String(item).slice(0, 500)); };
   try {
+    const insecure = process.argv.includes('--ignore-certificate-errors');
     ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: option('--chromium', '/usr/bin/chromium'), headless: true, args: ARGS,
+      executablePath: option('--chromium', '/usr/bin/chromium'), headless: true,
+      args: insecure ? [...ARGS, '--ignore-certificate-errors'] : ARGS, ignoreHTTPSErrors: insecure,
       viewport: { width: Number(option('--width', 1280)), height: Number(option('--height', 800)) },
     });
     const page = ctx.pages()[0] || (await ctx.newPage());

@@ -34,12 +34,15 @@ class Browser:
             self.stderr = (self.stderr + chunk)[-8192:]
 
     @classmethod
-    async def start(cls, procs: Procs, width: int = 1280, height: int = 800) -> Browser:
+    async def start(cls, procs: Procs, width: int = 1280, height: int = 800, *,
+                    ignore_certificate_errors: bool = False) -> Browser:
+        """``ignore_certificate_errors``: take the self-signed certificates of test servers (HTTPS pages)."""
         if not (HERE / "node_modules" / "playwright-core").is_dir():
             pytest.fail("tests/browser/node_modules is missing: run scripts/test, which runs npm ci there")
+        extra = ["--ignore-certificate-errors"] if ignore_certificate_errors else []
         proc = await procs.start(require_tool("node"), str(DRIVER_JS), "--chromium", require_tool("chromium"),
-                                 "--width", str(width), "--height", str(height), stdout=asyncio.subprocess.PIPE,
-                                 stdin=asyncio.subprocess.PIPE)
+                                 "--width", str(width), "--height", str(height), *extra,
+                                 stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE)
         return cls(proc)
 
     async def call(self, op: str, deadline: float = 40, **args: Any) -> Any:
