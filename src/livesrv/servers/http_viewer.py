@@ -18,6 +18,7 @@ from livesrv.media.formats import Format
 from livesrv.hub.clients import new_client_id
 from livesrv.hub.settings import stream_settings
 from livesrv.servers.http import HTTPConnection, Request, Response
+from livesrv.servers.tls import viewer_transport
 
 if TYPE_CHECKING:
     from livesrv.access import Access
@@ -129,7 +130,7 @@ async def admit_http_viewer(
     Response of its own; the viewer is listed, and gets media from the hub's fan-out."""
     key = sreq.key
     cid = new_client_id()
-    viewer = owner.viewer = Viewer(cid, conn.ip, protocol, fmt, conn.transport, owner, sreq.param)
+    viewer = owner.viewer = Viewer(cid, conn.ip, protocol, fmt, viewer_transport(conn.transport), owner, sreq.param)
     viewer.limit = config.rtmp_limits.max_write_buffer
     ctx, refused = await gate_http_viewer(access, hub, viewer, sreq, req.headers.get("referer", ""),
                                           stream_settings(config, key.vhost))

@@ -31,7 +31,7 @@ from livesrv.media.packet import DATA, MediaPacket
 from livesrv.hub.clients import new_client_id
 from livesrv.hub.settings import stream_settings
 from livesrv.servers.limits import ConnectionBudget
-from livesrv.servers.tls import TlsEndpoint, TlsListener
+from livesrv.servers.tls import TlsEndpoint, TlsListener, viewer_transport
 
 log = logging.getLogger("livesrv.rtmp")
 
@@ -452,7 +452,7 @@ class RTMPConnection(asyncio.Protocol):
             self._refuse_play(ev, req, reason)
             return
         fmt = rtmp_format(self.session.out_chunk_size, ev.stream_id)
-        viewer = self.viewer = Viewer(self.cid, self.ip, "rtmp", fmt, self.transport, self, req.param)
+        viewer = self.viewer = Viewer(self.cid, self.ip, "rtmp", fmt, viewer_transport(self.transport), self, req.param)
         viewer.limit = self.server.limits.max_write_buffer
         self.play_stream_id = ev.stream_id
         # Registered (it holds the stream) before the on_play hook is awaited (SRS #4397); media only after.
