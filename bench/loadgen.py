@@ -19,6 +19,7 @@ import json
 import math
 import os
 import resource
+import ssl
 import subprocess
 import sys
 import time
@@ -205,18 +206,24 @@ class RTMPViewer(_Viewer):
 
 
 class Target:
-    """Where viewers connect and what they send, from the play URL."""
+    """Where viewers connect and what they send, from the play URL. ``rtmps://`` and ``https://`` are the same
+    over TLS (any certificate is taken, as ``ffmpeg -tls_verify 0`` does: the bench's server is self-signed)."""
 
     def __init__(self, url: str) -> None:
         u = urlsplit(url)
-        if u.scheme not in ("rtmp", "http"):
-            raise ValueError(f"unsupported URL scheme in {url!r}: want rtmp:// or http://")
+        if u.scheme not in ("rtmp", "http", "rtmps", "https"):
+            raise ValueError(f"unsupported URL scheme in {url!r}: want rtmp://, http://, rtmps:// or https://")
         if not u.hostname:
             raise ValueError(f"no host in {url!r}")
         self.url = url
-        self.proto = "rtmp" if u.scheme == "rtmp" else "flv"
+        self.proto = "rtmp" if u.scheme.startswith("rtmp") else "flv"
         self.host = u.hostname
-        self.port = u.port or (1935 if u.scheme == "rtmp" else 80)
+        self.port = u.port or {"rtmp": 1935, "http": 80, "rtmps": 443, "https": 443}[u.scheme]
+        self.ssl: ssl.SSLContext | None = None
+        if u.scheme in ("rtmps", "https"):
+            self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.ssl.check_hostname = False
+            self.ssl.verify_mode = ssl.CERT_NONE
         path = u.path.lstrip("/")
         if self.proto == "rtmp":
             app, _, name = path.rpartition("/")
@@ -224,7 +231,7 @@ class Target:
                 raise ValueError(f"want rtmp://host[:port]/app/stream, got {url!r}")
             self.app = app
             self.name = name + (f"?{u.query}" if u.query else "")
-            self.tc_url = f"rtmp://{u.netloc}/{app}"
+            self.tc_url = f"{u.scheme}://{u.netloc}/{app}"
         else:
             target = "/" + path + (f"?{u.query}" if u.query else "")
             self.request = (
@@ -243,7 +250,8 @@ async def attach(target: Target, stats: ViewerStats, timeout: float = 10.0,
     loop = asyncio.get_running_loop()
     viewer = target.viewer(stats, pacer)
     try:
-        await asyncio.wait_for(loop.create_connection(lambda: viewer, target.host, target.port), timeout)
+        await asyncio.wait_for(loop.create_connection(lambda: viewer, target.host, target.port, ssl=target.ssl),
+                               timeout)
     except (OSError, asyncio.TimeoutError) as exc:
         stats.error = f"connect: {exc!r}"[:200]
         return None
@@ -380,7 +388,7 @@ def summarize(viewers: list[dict[str, Any]], duration: float, client_cpu_s: floa
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Attach many viewers to a live stream and measure each of them.")
-    p.add_argument("url", help="rtmp://host:port/app/stream or http://host:port/app/stream.flv")
+    p.add_argument("url", help="rtmp[s]://host:port/app/stream or http[s]://host:port/app/stream.flv")
     p.add_argument("--viewers", type=int, default=100)
     p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")
     p.add_argument("--settle", type=float, default=2.0, help="seconds between the last attach and the window")

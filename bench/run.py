@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
 from bench import ingest, loadgen
 from bench.media import DEFAULT_CACHE, PROFILES, publish_args, source_file
 from bench.procs import machine_times, popen, proc_sample, proc_times, sleep_until, spawn, stop_group
-from bench.servers import SERVER_PROTOS, SERVERS, Server, ServerUnavailable, start_server
+from bench.servers import SERVER_PROTOS, SERVERS, TLS_PROTOS, Server, ServerUnavailable, start_server
 
 APP, STREAM = "live", "bench"
 
@@ -66,7 +66,8 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
     started: list[subprocess.Popen[bytes]] = []
     row: dict[str, Any] = {"server": server_name, "proto": proto, "viewers": viewers}
     try:
-        server = start_server(server_name, workdir, args.cache_dir, args.vhost_extra, srs_binary=args.srs_binary)
+        server = start_server(server_name, workdir, args.cache_dir, args.vhost_extra, srs_binary=args.srs_binary,
+                              tls=proto in TLS_PROTOS)
         started.append(server.proc)
         url = server.play_url(proto, APP, STREAM)
         publisher = spawn(publish_args(src, server.publish_url(APP, STREAM)), workdir / "publisher.log", workdir)
@@ -207,7 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server", type=_csv(str, SERVERS), default=["livesrv"],
                    help="comma list of livesrv, nginx-rtmp, nms, srs (the peers only where installed; srs needs "
                         "--srs-binary)")
-    p.add_argument("--proto", type=_csv(str, ("rtmp", "flv")), default=["flv"], help="comma list: rtmp, flv")
+    p.add_argument("--proto", type=_csv(str, ("rtmp", "flv", "rtmps", "https-flv")), default=["flv"],
+                   help="comma list: rtmp, flv, rtmps, https-flv (the last two: livesrv over TLS)")
     p.add_argument("--viewers", type=_csv(int), default=[1000],
                    help="comma list of viewer counts (0: no viewers, what the publisher alone costs)")
     p.add_argument("--duration", type=float, default=20.0, help="measuring window, seconds")

@@ -30,7 +30,10 @@ NMS_DIR_NAME = "nms"  # npm prefix under the cache dir: <cache>/nms/node_modules
 SERVERS = ("livesrv", "nginx-rtmp", "nms", "srs")
 #: The play protocols each server has (nginx-rtmp has no HTTP-FLV: its HTTP side only serves HLS/DASH; SRS is
 #: started with RTMP only).
-SERVER_PROTOS = {"livesrv": ("rtmp", "flv"), "nginx-rtmp": ("rtmp",), "nms": ("rtmp", "flv"), "srs": ("rtmp",)}
+SERVER_PROTOS = {"livesrv": ("rtmp", "flv", "rtmps", "https-flv"), "nginx-rtmp": ("rtmp",), "nms": ("rtmp", "flv"),
+                 "srs": ("rtmp",)}
+#: The play protocols over TLS (livesrv's RTMPS and HTTPS listeners, with a self-signed certificate).
+TLS_PROTOS = ("rtmps", "https-flv")
 #: The servers that can write HLS here.
 HLS_SERVERS = ("livesrv", "nginx-rtmp", "srs")
 
@@ -59,6 +62,7 @@ class Server:
     http_port: int | None  # None: the server has no HTTP-FLV
     log_path: Path
     protos: tuple[str, ...] = field(default=("rtmp",))
+    tls_ports: dict[str, int] = field(default_factory=dict)  # "rtmps", "https": the TLS listeners, when on
 
     @property
     def pid(self) -> int:
@@ -70,6 +74,13 @@ class Server:
     def play_url(self, proto: str, app: str, stream: str) -> str:
         if proto == "rtmp":
             return self.publish_url(app, stream)
+        if proto in TLS_PROTOS:
+            name = "rtmps" if proto == "rtmps" else "https"
+            if name not in self.tls_ports:
+                raise ServerUnavailable(f"{self.name} does not serve {proto}")
+            if proto == "rtmps":
+                return f"rtmps://127.0.0.1:{self.tls_ports[name]}/{app}/{stream}"
+            return f"https://127.0.0.1:{self.tls_ports[name]}/{app}/{stream}.flv"
         if proto not in self.protos or self.http_port is None:
             raise ServerUnavailable(f"{self.name} does not serve {proto}")
         return f"http://127.0.0.1:{self.http_port}/{app}/{stream}.flv"
@@ -123,7 +134,12 @@ def livesrv_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "livesrv"]
 
 
-def livesrv_config(vhost_extra: str = "", global_extra: str = "") -> str:
+def livesrv_config(vhost_extra: str = "", global_extra: str = "", tls: Path | None = None) -> str:
+    """``tls``: a PEM file (key and certificate) for an RTMPS and an HTTPS listener beside the plain ones."""
+    https = rtmps = ""
+    if tls is not None:
+        https = f"https {{ enabled on; listen 127.0.0.1:0; key {tls}; cert {tls}; }}"
+        rtmps = f"rtmps {{ enabled on; listen 127.0.0.1:0; key {tls}; cert {tls}; }}"
     return f"""# written by bench/run.py
 listen              127.0.0.1:0;
 max_connections     100000;
@@ -133,7 +149,9 @@ http_server {{
     enabled on;
     listen  127.0.0.1:0;
     dir     ./html;
+    {https}
 }}
+{rtmps}
 {global_extra}
 vhost __defaultVhost__ {{
     http_remux {{
@@ -152,13 +170,13 @@ def livesrv_hls(hls: HlsSpec) -> str:
 
 
 def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", timeout: float = 20.0,
-                  hls: HlsSpec | None = None) -> Server:
+                  hls: HlsSpec | None = None, tls: Path | None = None) -> Server:
     """Start ``livesrv -c <config>`` on ports 0 and read the ports it bound from its ``event=ready`` line."""
     if hls is not None:
         hls.path.mkdir(parents=True, exist_ok=True)
         vhost_extra = f"{vhost_extra}\n    {livesrv_hls(hls)}"
     conf = workdir / "livesrv.conf"
-    conf.write_text(livesrv_config(vhost_extra, global_extra))
+    conf.write_text(livesrv_config(vhost_extra, global_extra, tls))
     (workdir / "html").mkdir(exist_ok=True)
     log_path = workdir / "livesrv.log"
     proc = spawn([*livesrv_command(), "-c", str(conf)], log_path, workdir)
@@ -169,7 +187,8 @@ def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", 
             if match:
                 ports = {k: int(v.split(",")[0].rsplit(":", 1)[1])
                          for k, v in (kv.split("=", 1) for kv in match.group(1).split())}
-                return Server("livesrv", proc, ports["rtmp"], ports.get("http"), log_path, ("rtmp", "flv"))
+                return Server("livesrv", proc, ports["rtmp"], ports.get("http"), log_path, SERVER_PROTOS["livesrv"],
+                              {k: v for k, v in ports.items() if k in ("rtmps", "https")})
             if proc.poll() is not None:
                 raise ServerUnavailable(f"livesrv exited with {proc.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
@@ -330,12 +349,21 @@ def start_srs(workdir: Path, binary: Path | None, timeout: float = 20.0, hls: Hl
 
 
 def start_server(name: str, workdir: Path, cache_dir: Path, vhost_extra: str = "", *,
-                 hls: HlsSpec | None = None, srs_binary: Path | None = None, connections: int = 100000) -> Server:
-    """Start ``name``; ``connections`` sizes the peers' connection tables (livesrv's is not preallocated)."""
+                 hls: HlsSpec | None = None, srs_binary: Path | None = None, connections: int = 100000,
+                 tls: bool = False) -> Server:
+    """Start ``name``; ``connections`` sizes the peers' connection tables (livesrv's is not preallocated);
+    ``tls``: livesrv also listens for RTMPS and HTTPS, with a self-signed certificate kept in ``cache_dir``."""
     if hls is not None and name not in HLS_SERVERS:
         raise ServerUnavailable(f"{name}: the bench does not configure HLS for it")
+    if tls and name != "livesrv":
+        raise ServerUnavailable(f"{name}: the bench measures TLS on livesrv only")
     if name == "livesrv":
-        return start_livesrv(workdir, vhost_extra, hls=hls)
+        pem = None
+        if tls:
+            from livesrv.servers.tls import self_signed
+
+            pem = Path(self_signed(str(cache_dir / "tls")))
+        return start_livesrv(workdir, vhost_extra, hls=hls, tls=pem)
     if name == "nginx-rtmp":
         return start_nginx_rtmp(workdir, hls=hls, connections=connections)
     if name == "nms":

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("proto", ["rtmp", "flv"])
+@pytest.mark.parametrize("proto", ["rtmp", "flv", "rtmps", "https-flv"])
 async def test_runner_short_mode_all_viewers_keep_up(proto: str, procs: Procs, bench_cache: Path) -> None:
     require_tool("ffmpeg")
     runner = await procs.start(
