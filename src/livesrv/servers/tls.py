@@ -252,7 +252,7 @@ def self_signed(directory: str | None = None, names: Iterable[str] = ()) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     event(log, "tls-self-signed-made", logging.WARNING, cert=path, names=",".join(wanted),
-          reason="--self-signed: a certificate for testing only")
+          reason="a self-signed certificate, made for testing only")
     return path
 
 
