@@ -132,3 +132,31 @@ async def test_sighup_swaps_the_certificate_for_new_connections_while_old_ones_p
     assert "event=close" not in "".join(line for line in server.log.splitlines(True) if "protocol=flv" in line)
     server.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(server.proc.wait(), 15) == 0
+
+
+async def test_self_signed_turns_on_every_tls_listener_with_the_embedded_defaults(  # type: ignore[no-untyped-def]
+        procs, sample_flv, tmp_path, monkeypatch) -> None:
+    """``livesrv --self-signed`` without a config file: HTTPS, the API over HTTPS and RTMPS on, with a certificate
+    made for this machine (said loudly in the log), kept across a SIGHUP."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("LISTEN", "HTTP_SERVER_LISTEN", "HTTP_API_LISTEN", "HTTP_SERVER_HTTPS_LISTEN",
+                 "HTTP_API_HTTPS_LISTEN", "RTMPS_LISTEN"):
+        monkeypatch.setenv(f"SRS_{name}", "127.0.0.1:0")  # the embedded defaults, on OS-chosen ports
+    server = ServerProcess(await procs.start(sys.executable, "-m", "livesrv", "--self-signed"))
+    await wait_until(lambda: "event=ready" in server.log or server.proc.returncode is not None, 20, "the start")
+    assert "event=ready" in server.log, server.log
+    pem = tmp_path / "cache" / "livesrv" / "tls" / "self-signed.pem"
+    assert "event=tls-self-signed-made" in server.log and pem.is_file()
+    assert server.log.count("event=tls-cert-self-signed") == 3 and "for testing only" in server.log
+    await procs.start(*publish_rtmps(sample_flv, f"rtmps://127.0.0.1:{server.port('rtmps')}/live/test"))
+    assert await probe(procs, f"https://127.0.0.1:{server.port('https')}/live/test.flv", "-tls_verify", "0") == [
+        "aac", "h264"]
+    _, writer = await tls_connect(server.port("api_https"))
+    assert peer_fingerprint(writer) == Pair(pem, pem).fingerprint
+    writer.close()
+    server.proc.send_signal(signal.SIGHUP)  # a reload reads the defaults and the environment again: TLS stays on
+    await wait_until(lambda: "event=reload " in server.log, 10, "the reload")
+    await wait_until(lambda: server.log.count("event=tls-reload listener=") == 3, 10, "the certificates reloaded")
+    assert "reload-needs-restart" not in server.log, server.log
+    server.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(server.proc.wait(), 15) == 0

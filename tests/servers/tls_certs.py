@@ -28,8 +28,10 @@ class Pair:
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the (first) certificate's DER, as :func:`peer_fingerprint` reports it."""
-        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(self.cert.read_text().split("-----END CERTIFICATE-----")[0]
-                                                      + "-----END CERTIFICATE-----\n")).hexdigest()
+        text = self.cert.read_text()
+        start = text.index("-----BEGIN CERTIFICATE-----")
+        end = text.index("-----END CERTIFICATE-----", start) + len("-----END CERTIFICATE-----")
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text[start:end] + "\n")).hexdigest()
 
 
 def self_signed_pair(directory: Path, name: str, cn: str = "localhost") -> Pair:
