@@ -320,12 +320,18 @@ async def test_a_certificate_swapped_on_disk_is_what_new_connections_get_after_a
     await asyncio.gather(old, return_exceptions=True)
 
 
-async def test_turning_a_tls_listener_on_or_moving_it_needs_a_restart(make_tls_server, certs) -> None:  # type: ignore[no-untyped-def]
+async def test_turning_a_tls_listener_on_or_off_needs_a_restart(make_tls_server, certs, log_lines) -> None:  # type: ignore[no-untyped-def]
     app = await make_tls_server(tls_config(certs["a"], rtmps=False))
     changed = parse_text(tls_config(certs["a"]).replace("rtmps { enabled on; listen 127.0.0.1:0;",
                                                         "rtmps { enabled on; listen 127.0.0.1:1;")).config
-    restart = app.reload(changed)
-    assert restart == ["rtmps off -> 127.0.0.1:1"], restart
+    assert app.reload(changed) == ["rtmps off -> 127.0.0.1:1"]
+    assert "rtmps" not in app.addresses
+    # Off in the new config: it goes on serving, with the certificate it has, until the restart.
+    assert app.reload(parse_text(tls_config(certs["a"], rtmps=False, https=False)).config) == [
+        "rtmps 127.0.0.1:1 -> off", "http_server.https 127.0.0.1:0 -> off"]
+    _, writer = await tls_connect(app.port("https"))
+    writer.close()
+    assert "tls-reload-failed" not in log_lines.buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ the log

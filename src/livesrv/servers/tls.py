@@ -665,6 +665,8 @@ class TlsService:
         blocks = tls_blocks(config)
         for name, endpoint in self.endpoints.items():
             block = blocks[name]
+            if not block.enabled:  # (turned off: it serves with what it has until the restart)
+                continue
             cert, key = self._files(block)
             if endpoint.certificate.load(cert, key):
                 event(log, "tls-reload", listener=name, cert=cert, key=key)
