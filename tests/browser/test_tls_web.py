@@ -104,8 +104,8 @@ async def test_player_over_https_plays_flv_wss_and_hls(app, procs, browser, brow
 async def test_streams_page_over_https_shows_the_secure_urls(app, procs, browser, browser_sample) -> None:  # type: ignore[no-untyped-def]
     await start_live(app, procs, browser_sample)
     await browser.goto(base(app) + "/")
-    await browser.wait("document.querySelector('.stream[data-name=\"live/test\"] .still img').naturalWidth > 0", 30,
-                       "the stream's card with its still")
+    await browser.wait("(() => { const img = document.querySelector('.stream[data-name=\"live/test\"] .still img');"
+                       " return img && img.naturalWidth > 0; })()", 30, "the stream's card with its still")
     rtmps, https, wss = (f"rtmps://127.0.0.1:{app.port('rtmps')}", base(app),
                          f"wss://127.0.0.1:{app.port('https')}")
     publish = await browser.eval(f"({COPY})('#publish')")

@@ -617,7 +617,8 @@ class _PiecewiseWrites:
 def viewer_transport(transport: Any) -> Any:
     """What a live viewer's hub ``Viewer`` writes to: the transport itself, or over TLS, one that gives the TLS
     layer large writes in pieces (:class:`_PiecewiseWrites`)."""
-    if transport is not None and transport.get_extra_info("sslcontext") is not None:
+    info = getattr(transport, "get_extra_info", None)  # (any transport-like object will do, as for the hub)
+    if info is not None and info("sslcontext") is not None:
         return _PiecewiseWrites(transport)
     return transport
 
