@@ -12,7 +12,7 @@ from livesrv.clients.cluster import ClusterService
 from livesrv.clients.edge import EdgeService
 from livesrv.clients.forward import ForwardService
 from livesrv.config import Config, listen_addresses, load_config
-from livesrv.hub.clients import PUBLISHER
+from livesrv.hub.clients import PUBLISHER, PULLER
 from livesrv.hub.hub import Hub
 from livesrv.hub.keys import parse_http_path, request_problem
 from livesrv.hub.stream import Publisher, Stream
@@ -152,7 +152,7 @@ class App:
     async def _on_unpublish(self, stream: Stream, generation: int, publisher: Publisher) -> None:
         """on_unpublish, awaited while the stream drains (a new publisher is not kept waiting by it). Only for
         clients' publishes: an edge's pull had no on_publish either (as SRS)."""
-        if getattr(publisher, "kind", PUBLISHER) == PUBLISHER:
+        if getattr(publisher, "kind", PUBLISHER) != PULLER:  # (an RTMP connection's kind changes once it left)
             await self.access.unpublish(publisher.context)
 
     def http_servers(self) -> list[HTTPServer]:
