@@ -23,6 +23,7 @@ from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls.service import HlsService
 from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
+from livesrv.servers.rtc.service import RtcService
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
 from livesrv.servers.ts import serve_ts
@@ -54,6 +55,7 @@ class App:
         self.edge = EdgeService(self.hub, current)
         self.forward = ForwardService(self.hub, current, self.access, edge_url=self.edge.origin_url)
         self.dvr = DvrService(self.hub, current, self.access)
+        self.rtc = RtcService(self.hub, current, self.access)  # WHIP/WHEP, on the API's port (as SRS)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
@@ -66,6 +68,7 @@ class App:
         await self.forward.start()
         await self.dvr.start()
         await self.edge.start()
+        await self.rtc.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
@@ -97,6 +100,7 @@ class App:
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
+        await self.rtc.stop()  # (WebRTC sessions: publishers release their streams, viewers detach)
         await self.edge.stop()  # (pulls release their streams: their drains run below)
         await self.hub.close(grace=SHUTDOWN_DRAIN_GRACE)  # on_unpublish, last segments and files: bounded
         await self.forward.stop()
@@ -193,6 +197,8 @@ class App:
         await self.hls.wait_playlist(key, self.config.vhost(key.vhost).play.wait_timeout)
 
     async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:
+        if self.rtc.handles(req):
+            return await self.rtc.handle(req, conn)
         return await self.api_service.handle(req, conn)
 
     def reload(self, config: Config | None = None) -> list[str]:

@@ -1,0 +1,30 @@
+"""WHEP with aiortc as the player: a stream published over RTMP by real ffmpeg plays over WebRTC."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import ffmpeg_publish_args, wait_until
+from tests.rtc.helpers import RtcClient, post_sdp
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_whep_plays_an_rtmp_stream(rtc_server, rtc_clients, procs, sample_flv):  # type: ignore[no-untyped-def]
+    app = rtc_server
+    await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
+    await wait_until(lambda: any(s.live and s.gop.gop for s in app.hub.streams.values()), 20, "the stream to go live")
+    client = RtcClient()
+    rtc_clients.append(client)
+    assert await client.play(app.port("api")) == 201, getattr(client, "error", "")
+    video = await client.frames("video", 30)
+    assert {(f.width, f.height) for f in video} == {(320, 240)}
+    audio = await client.frames("audio", 20)
+    assert audio[0].sample_rate == 48000
+    (viewer,) = [c for c in app.hub.clients.values() if c.protocol == "rtc"]
+    assert viewer.kind == "viewer" and viewer.send_bytes > 0
+    status, _, _ = await post_sdp(app.port("api"), client.location, b"", method="DELETE")
+    assert status == 200
+    await wait_until(lambda: not any(c.protocol == "rtc" for c in app.hub.clients.values()), 5, "the viewer to go")
+    stream = next(iter(app.hub.streams.values()))
+    assert "rtc" not in stream.extra and not [o for o in stream.outputs if o.name == "rtc"]
