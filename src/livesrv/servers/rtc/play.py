@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import av
 from aiortc import MediaStreamTrack
@@ -35,11 +35,8 @@ from livesrv.hub.stream import Stream, Viewer
 from livesrv.log import event
 from livesrv.media.formats import Format
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
-from livesrv.servers.rtc.session import RtcSession, codecs
+from livesrv.servers.rtc.session import Host, RtcSession, codecs
 from livesrv.servers.rtc.transcode import OPUS_RATE, AacToOpus, Worker
-
-if TYPE_CHECKING:
-    from livesrv.servers.rtc.service import RtcService
 
 log = logging.getLogger("livesrv.rtc")
 
@@ -96,7 +93,7 @@ class RtcSource:
     name = "rtc"
     linger: float | None = None
 
-    def __init__(self, service: RtcService, stream: Stream) -> None:
+    def __init__(self, service: Host, stream: Stream) -> None:
         self.service = service
         self.stream = stream
         self.viewers: set[WhepViewer] = set()
@@ -227,7 +224,7 @@ class WhepViewer(RtcSession):
     kind = VIEWER
     action = "play"
 
-    def __init__(self, service: RtcService, ip: str, key: Any, plan: Any, kinds: list[str]) -> None:
+    def __init__(self, service: Host, ip: str, key: Any, plan: Any, kinds: list[str]) -> None:
         super().__init__(service, ip, key, plan)
         self.viewer = Viewer(self.cid, ip, "rtc", NO_BYTES, _NoTransport(), self)
         self.tracks: dict[str, PacketTrack] = {}

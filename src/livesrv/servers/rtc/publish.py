@@ -24,12 +24,11 @@ from livesrv.codec.webrtc import annexb_access_unit, flv_aac_sequence_header, fl
 from livesrv.hub.clients import PUBLISHER
 from livesrv.log import client_event
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
-from livesrv.servers.rtc.session import RtcSession, codecs
+from livesrv.servers.rtc.session import Host, RtcSession, codecs
 from livesrv.servers.rtc.transcode import OpusToAac, Worker
 
 if TYPE_CHECKING:
     from livesrv.hub.hub import PublishToken
-    from livesrv.servers.rtc.service import RtcService
 
 log = logging.getLogger("livesrv.rtc")
 
@@ -53,7 +52,7 @@ class WhipPublisher(RtcSession):
     kind = PUBLISHER
     action = "publish"
 
-    def __init__(self, service: RtcService, ip: str, key: Any, plan: Any, kinds: list[str]) -> None:
+    def __init__(self, service: Host, ip: str, key: Any, plan: Any, kinds: list[str]) -> None:
         super().__init__(service, ip, key, plan)
         self.token_: PublishToken | None = None
         self.kinds = []

@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
@@ -17,9 +17,6 @@ from livesrv.hub.clients import HookContext, new_client_id
 from livesrv.hub.keys import StreamKey
 from livesrv.log import client_event
 from livesrv.servers.rtc import ice
-
-if TYPE_CHECKING:
-    from livesrv.servers.rtc.service import RtcService
 
 log = logging.getLogger("livesrv.rtc")
 
@@ -35,6 +32,18 @@ def codecs(kind: str) -> list[Any]:
         [c for c in caps if c.mimeType.lower() == want]
 
 
+class Host(Protocol):
+    """What a session needs from the service that owns it (:class:`~.service.RtcService`)."""
+
+    tasks: set[asyncio.Task[None]]
+
+    def forget(self, session: RtcSession) -> None: ...
+
+    def vhost_rtc(self, vhost: str) -> Any: ...
+
+    def keep_bframe(self, vhost: str) -> bool: ...
+
+
 class RtcSession:
     """One peer connection and the client it is in the hub's registry."""
 
@@ -42,7 +51,7 @@ class RtcSession:
     kind = ""  # PUBLISHER or VIEWER
     action = ""  # "play" or "publish", for logs and the Location
 
-    def __init__(self, service: RtcService, ip: str, key: StreamKey, plan: ice.IcePlan) -> None:
+    def __init__(self, service: Host, ip: str, key: StreamKey, plan: ice.IcePlan) -> None:
         self.service = service
         self.cid = new_client_id()
         self.ip = ip
