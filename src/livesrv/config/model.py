@@ -609,6 +609,23 @@ class VhostConfig(_Block):
     cluster: ClusterConfig = ClusterConfig()
     rtc: VhostRtcConfig = VhostRtcConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _rtc_min_latency(cls, data: Any) -> Any:
+        """As SRS: a vhost with WebRTC on gets ``min_latency on`` (no merged read or write, every message at
+        once) unless the file says otherwise: a browser over WebRTC sits at the live edge, where a merged read
+        would add its whole interval to the picture's delay."""
+        if isinstance(data, dict) and "min_latency" not in data:
+            rtc = data.get("rtc")
+            enabled = rtc.get("enabled") if isinstance(rtc, dict) else getattr(rtc, "enabled", False)
+            try:
+                on = parse_bool(enabled) if enabled is not None else False
+            except ValueError:
+                on = False
+            if on:
+                data = {**data, "min_latency": True}
+        return data
+
 
 # --------------------------------------------------------------------------- root
 
