@@ -136,8 +136,8 @@ class App:
         await self.stop()
 
     def connections(self) -> int:
-        """Publishers' and viewers' connections open (RTMP and HTTP server; not the API's)."""
-        return len(self.rtmp.connections) + len(self.http.connections)
+        """Publishers' and viewers' connections open (RTMP, HTTP server and WebRTC sessions; not the API's)."""
+        return len(self.rtmp.connections) + len(self.http.connections) + len(self.rtc.sessions)
 
     def current_config(self) -> Config:
         """The configuration now (services read it per event, so a reload applies to the next one)."""

@@ -108,8 +108,9 @@ def check_offer(body: bytes, sending: bool) -> Offer:
     if not lines or lines[0].strip() != "v=0":
         raise OfferError("not an SDP offer: it must start with v=0")
     media: list[Media] = []
-    session_ice = session_fp = False
-    ice_ok: list[bool] = []
+    session_ice: set[str] = set()
+    session_fp = False
+    ice_ok: list[set[str]] = []
     fp_ok: list[bool] = []
     for n, line in enumerate(lines, 1):
         if len(line) > MAX_LINE:
@@ -126,17 +127,14 @@ def check_offer(body: bytes, sending: bool) -> Offer:
             if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
                 raise OfferError(f"SDP line {n}: malformed m= line {line[:60]!r}")
             media.append(Media(parts[0].lower(), int(parts[1].split("/")[0])))
-            ice_ok.append(session_ice)
+            ice_ok.append(set(session_ice))
             fp_ok.append(session_fp)
             continue
         if kind != "a":
             continue
         name, _, arg = value.partition(":")
         if name in ("ice-ufrag", "ice-pwd"):
-            if media:
-                ice_ok[-1] = True
-            else:
-                session_ice = True
+            (ice_ok[-1] if media else session_ice).add(name)
         elif name == "fingerprint":
             if media:
                 fp_ok[-1] = True
@@ -163,7 +161,7 @@ def check_offer(body: bytes, sending: bool) -> Offer:
     for i, m in enumerate(media):
         if m.kind not in ("audio", "video") or m.port == 0:
             continue
-        if not ice_ok[i]:
+        if len(ice_ok[i]) < 2:
             raise OfferError(f"the offer's {m.kind} section has no a=ice-ufrag/a=ice-pwd")
         if not fp_ok[i]:
             raise OfferError(f"the offer's {m.kind} section has no a=fingerprint (DTLS)")
@@ -185,8 +183,7 @@ def check_offer(body: bytes, sending: bool) -> Offer:
 
 def is_b_slice(nal: bytes | memoryview) -> bool:
     """Is this coded slice NAL unit a B slice (slice_type 1 or 6)? Reads first_mb_in_slice and slice_type."""
-    t = nal_type(nal)
-    if t not in (1, 5) or len(nal) < 2:
+    if len(nal) < 2 or nal_type(nal) not in (1, 5):
         return False
     try:
         r = BitReader(unescape_rbsp(bytes(nal[1:9])))

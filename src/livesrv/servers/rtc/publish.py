@@ -62,7 +62,7 @@ class WhipPublisher(RtcSession):
             self.kinds.append(kind)
             transceiver = self.pc.addTransceiver(kind, direction="recvonly")
             transceiver.setCodecPreferences(codecs(kind))
-        self.t0 = time.monotonic()
+        self.t0 = self.last_frame = time.monotonic()
         self.bases: dict[str, float] = {}  # track -> ms at its RTP timestamp 0
         self.sps: bytes | None = None
         self.pps: bytes | None = None
@@ -99,16 +99,27 @@ class WhipPublisher(RtcSession):
             self.worker = Worker(str(self.key), self._aac_frames)
 
     def on_connected(self) -> None:
-        self.t0 = time.monotonic()
-        if "video" in self.kinds:
-            self._pli = asyncio.get_running_loop().create_task(self._pli_loop(), name=f"rtc-pli {self.cid}")
+        self.t0 = self.last_frame = time.monotonic()
+        self._pli = asyncio.get_running_loop().create_task(self._watch(), name=f"rtc-publisher {self.cid}")
 
-    async def _pli_loop(self) -> None:
+    async def _watch(self) -> None:
         """Ask the browser for a keyframe at once, then every ``pli_for_rtmp`` seconds (SRS): RTMP, FLV and HLS
-        viewers join at keyframes, which a WebRTC encoder otherwise sends only when asked."""
-        interval = self.service.vhost_rtc(self.key.vhost).pli_for_rtmp
-        await asyncio.sleep(0.2)
+        viewers join at keyframes, which a WebRTC encoder otherwise sends only when asked. And close a publisher
+        that sends nothing (``publish { firstpkt_timeout; normal_timeout; }``, as for RTMP)."""
+        pli_every = self.service.vhost_rtc(self.key.vhost).pli_for_rtmp
+        publish = self.service.vhost_publish(self.key.vhost)
+        next_pli = time.monotonic() + 0.2
         while not self.closed:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            silent_ms = (now - self.last_frame) * 1000
+            limit = publish.normal_timeout if self.recv_bytes else publish.firstpkt_timeout
+            if silent_ms > max(limit, 1000):
+                self.close(f"publisher sent no media for {limit}ms", logging.WARNING)
+                return
+            if "video" not in self.kinds or now < next_pli:
+                continue
+            next_pli = now + (pli_every if self.got_keyframe else 0.5)
             for t in self.pc.getTransceivers():
                 if t.kind != "video" or t.receiver is None:
                     continue
@@ -117,7 +128,6 @@ class WhipPublisher(RtcSession):
                         await t.receiver._send_rtcp_pli(src.source)
                     except Exception:  # noqa: BLE001 - a PLI that cannot go out now goes out next time
                         pass
-            await asyncio.sleep(interval if self.got_keyframe else 0.5)
 
     def _ms(self, kind: str, rtp: int, clock: int) -> int:
         base = self.bases.get(kind)
@@ -137,6 +147,7 @@ class WhipPublisher(RtcSession):
             return
         data = bytes(frame.data)
         self.recv_bytes += len(data)
+        self.last_frame = time.monotonic()
         if kind == "video":
             self._video(data, frame.timestamp)
         elif self.worker is not None and self.aac is not None:

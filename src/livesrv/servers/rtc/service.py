@@ -97,6 +97,9 @@ class RtcService:
     def vhost_rtc(self, vhost: str) -> VhostRtcConfig:
         return self._config().vhost(vhost).rtc
 
+    def vhost_publish(self, vhost: str) -> Any:
+        return self._config().vhost(vhost).publish
+
     def keep_bframe(self, vhost: str) -> bool:
         return self.vhost_rtc(vhost).keep_bframe
 

@@ -43,6 +43,8 @@ class Host(Protocol):
 
     def keep_bframe(self, vhost: str) -> bool: ...
 
+    def vhost_publish(self, vhost: str) -> Any: ...
+
 
 class RtcSession:
     """One peer connection and the client it is in the hub's registry."""
