@@ -28,6 +28,8 @@ class RtcClient:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.tracks: dict[str, Any] = {}
         self.location = ""
+        self.answer = ""
+        self.error = ""
         self.pc.on("track", lambda track: self.tracks.__setitem__(track.kind, track))
 
     async def offer(self) -> str:
@@ -50,6 +52,7 @@ class RtcClient:
             self.error = body
             return status
         self.location = headers["Location"]
+        self.answer = body
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         return status
 
