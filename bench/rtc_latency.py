@@ -105,11 +105,12 @@ def wait_live(api: int, timeout: float = 20) -> None:
 
 
 def watch(proto: str, url: str, seconds: float, workdir: Path) -> dict:  # type: ignore[type-arg]
-    mode = "whep" if proto == "whep" else "flv"
+    mode = "whep" if proto.startswith("whep") else "flv"
+    extra = ["--no-audio"] if proto == "whep-video" else []
     node = shutil.which("node") or "node"
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     proc = popen([node, str(PLAY_JS), "--mode", mode, "--url", url, "--watch", str(seconds), "--barcode",
-                  "--first-frame-timeout", "30", "--chromium", chromium],
+                  "--first-frame-timeout", "30", "--chromium", chromium, *extra],
                  stdout=subprocess.PIPE, stderr=open(workdir / f"play-{proto}.log", "wb"))
     try:
         out, _ = proc.communicate(timeout=seconds + 90)
@@ -134,7 +135,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--watch", type=float, default=30, help="seconds of playback watched per protocol")
     ap.add_argument("--warmup", type=float, default=5, help="first seconds of samples left out")
-    ap.add_argument("--proto", default="whep", help="comma list: whep, flv")
+    ap.add_argument("--proto", default="whep", help="comma list: whep, whep-video (a video-only offer), flv")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     private_network()
@@ -148,7 +149,7 @@ def main() -> None:
         pub = spawn(publisher(server.publish_url("live", "bench"), workdir), workdir / "ffmpeg.log", workdir)
         wait_live(api)
         for proto in [p.strip() for p in args.proto.split(",") if p.strip()]:
-            url = (f"http://127.0.0.1:{api}/rtc/v1/whep/?app=live&stream=bench" if proto == "whep"
+            url = (f"http://127.0.0.1:{api}/rtc/v1/whep/?app=live&stream=bench" if proto.startswith("whep")
                    else server.play_url("flv", "live", "bench"))
             res = watch(proto, url, args.watch, workdir)
             results[proto] = summary(res["latency"], args.warmup) | {"ok": res["ok"]}
@@ -159,9 +160,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=1))
     else:
-        print(f"{'proto':6} {'samples':>7} {'p50 ms':>7} {'p90 ms':>7} {'min':>5} {'max':>5}  playback ok")
+        print(f"{'proto':10} {'samples':>7} {'p50 ms':>7} {'p90 ms':>7} {'min':>5} {'max':>5}  playback ok")
         for proto, r in results.items():
-            print(f"{proto:6} {r['samples']:7d} {r['p50']:7.0f} {r['p90']:7.0f} {r['min']:5.0f} {r['max']:5.0f}  {r['ok']}")
+            print(f"{proto:10} {r['samples']:7d} {r['p50']:7.0f} {r['p90']:7.0f} {r['min']:5.0f} {r['max']:5.0f}  {r['ok']}")
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -6,12 +6,12 @@
 //
 //   node play.js --mode flv|hls|whep --url URL [--watch S] [--first-frame-timeout S]
 //                [--republish] [--resume-timeout S] [--after S] [--chromium PATH] [--screenshot FILE]
-//                [--audio-only] [--barcode]
+//                [--audio-only] [--barcode] [--no-audio]
 //
 // --mode flv plays with mpegts.js (http://.../x.flv or ws://.../x.flv); --mode hls plays with hls.js;
 // --mode whep plays over WebRTC (the URL is the WHEP endpoint, http://.../rtc/v1/whep/?app=..&stream=..).
 // --barcode: the page reads the glass-to-glass latency from the publisher's barcode (see probe.js); the
-// result's "latency" has the samples.
+// result's "latency" has the samples. --no-audio: a WHEP offer for video only.
 // Lines printed: {"event":"playing"} at the first frame, {"event":"watched"} after the watch window,
 // {"event":"resumed"} (with --republish) and, last, {"event":"result"} with everything. With --republish the harness, after "watched", keeps playing
 // and waits for SIGUSR2 ("the publisher was killed and is back"); it then reports whether playback went on
@@ -49,6 +49,7 @@ function parseArgs(argv) {
     if (a === '--republish') opts.republish = true;
     else if (a === '--audio-only') opts.audioOnly = true;
     else if (a === '--barcode') opts.barcode = true;
+    else if (a === '--no-audio') opts.noAudio = true;
     else if (a === '--mode') opts.mode = argv[++i];
     else if (a === '--url') opts.url = argv[++i];
     else if (a === '--chromium') opts.chromium = argv[++i];
@@ -164,7 +165,8 @@ async function main() {
       if (result.pageErrors.length < 50) result.pageErrors.push(String(e).slice(0, 500));
     });
     const port = server.address().port;
-    const qs = new URLSearchParams({ mode: opts.mode, url: opts.url, barcode: opts.barcode ? '1' : '0' });
+    const qs = new URLSearchParams({ mode: opts.mode, url: opts.url, barcode: opts.barcode ? '1' : '0',
+      rtcAudio: opts.noAudio ? '0' : '1' });
     await page.goto(`http://127.0.0.1:${port}/page.html?${qs}`);
 
     // First frame: a player that gets nothing may raise no error at all (an HTTP-FLV response that stays

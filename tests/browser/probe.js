@@ -1,6 +1,6 @@
 // In-page side of the playback check: starts mpegts.js (HTTP-FLV, WS-FLV), hls.js (HLS) or a WebRTC WHEP
 // session on the <video> element, records player errors and media events, and exposes snapshot() for play.js
-// to poll. Query string: ?mode=flv|hls|whep&url=<stream URL>[&barcode=1].
+// to poll. Query string: ?mode=flv|hls|whep&url=<stream URL>[&barcode=1][&rtcAudio=0 (WHEP: video only)].
 // With barcode=1 the glass-to-glass latency is read from the 20-bit barcode the benchmark's publisher burns
 // into row 350 of each picture (its wall clock in 10 ms units): T.lat holds one sample every 500 ms.
 'use strict';
@@ -67,7 +67,7 @@
     T.rtc = { state: 'new', audioSamples: 0, audioEnergy: 0, location: null };
     const pc = (window.player = new RTCPeerConnection());
     pc.addTransceiver('video', { direction: 'recvonly' });
-    pc.addTransceiver('audio', { direction: 'recvonly' });
+    if (q.get('rtcAudio') !== '0') pc.addTransceiver('audio', { direction: 'recvonly' });
     const ms = new MediaStream();
     pc.ontrack = (e) => {
       ms.addTrack(e.track);

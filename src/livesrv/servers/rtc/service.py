@@ -147,6 +147,8 @@ class RtcService:
         cfg = self._config()
         if not cfg.rtc_server.enabled:
             raise RtcError(404, "WebRTC is off: rtc_server { enabled on; }")
+        if len(self.sessions) >= cfg.max_connections:  # each holds a UDP port and a peer connection
+            raise RtcError(503, f"too many WebRTC sessions (max_connections {cfg.max_connections})")
         app = req.query.get("app", "live")
         stream = req.query.get("stream", "livestream")
         host = req.headers.get("host", "")

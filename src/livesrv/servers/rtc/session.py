@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from livesrv import stats
 from livesrv.hub.clients import HookContext, new_client_id
 from livesrv.hub.keys import StreamKey
 from livesrv.log import client_event
@@ -130,6 +131,8 @@ class RtcSession:
             except Exception:  # noqa: BLE001 - every release must run
                 log.exception("event=rtc-release-error client=%s", self.cid)
         self.service.forget(self)
+        if self.registered:  # (it was a client: its totals move to the closed ones in this same step)
+            stats.connection_closed("rtc", self.recv_bytes, self.send_bytes, level >= logging.WARNING)
         client_event(log, "close", self.cid, self.ip, self.key, reason, level, protocol="rtc", action=self.action,
                      recv_bytes=self.recv_bytes, send_bytes=self.send_bytes)
         self._closing = asyncio.get_running_loop().create_task(self._close_pc(), name=f"rtc-close {self.cid}")
