@@ -105,3 +105,28 @@ async def test_takeover_rules_apply_to_whip(make_server, rtc_clients, procs, sam
     finally:
         for t in (player.video, player.audio):
             t.stop()
+
+
+async def test_a_viewer_stays_through_a_republish_and_leaves_after_the_grace(make_server, rtc_clients, procs,  # type: ignore[no-untyped-def]
+                                                                             sample_flv) -> None:
+    app = await make_server(RTC_EXTRA, RTC_VHOST + " play { republish_grace 2; }")
+    url = f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"
+    pub = await procs.start(*ffmpeg_publish_args(sample_flv, url))
+    await wait_until(lambda: any(s.live and s.gop.gop for s in app.hub.streams.values()), 20, "the stream to go live")
+    client = RtcClient()
+    rtc_clients.append(client)
+    assert await client.play(app.port("api")) == 201
+    await client.frames("video", 5)
+    stream = next(iter(app.hub.streams.values()))
+    pub.kill()
+    await wait_until(lambda: not stream.live, 10, "the publisher to be gone")
+    await procs.start(*ffmpeg_publish_args(sample_flv, url))
+    await wait_until(lambda: stream.live, 20, "the republish")
+    frames = await client.frames("video", 30)  # the same session, the new publisher's pictures
+    assert frames[-1].width == 320
+    (session,) = [c for c in app.hub.clients.values() if c.protocol == "rtc"]
+    for p in procs.procs:
+        if p.returncode is None:
+            p.kill()
+    await wait_until(lambda: session.closed, 15, "the grace period to end the session")
+    assert "grace" in session.reason and not app.hub.clients

@@ -23,10 +23,23 @@ async def test_whep_plays_an_rtmp_stream(rtc_server, rtc_clients, procs, sample_
     assert audio[0].sample_rate == 48000
     (viewer,) = [c for c in app.hub.clients.values() if c.protocol == "rtc"]
     assert viewer.kind == "viewer" and viewer.send_bytes > 0
+    # a second viewer shares the stream's source: one Annex B conversion and one Opus encoder for both
+    stream = next(iter(app.hub.streams.values()))
+    source, worker = stream.extra["rtc"], stream.extra["rtc"].worker
+    second = RtcClient()
+    rtc_clients.append(second)
+    assert await second.play(app.port("api")) == 201
+    await second.frames("video", 5)
+    await second.frames("audio", 5)
+    assert stream.extra["rtc"] is source and source.worker is worker and len(source.viewers) == 2
+    assert [o.name for o in stream.outputs].count("rtc") == 1
+    await post_sdp(app.port("api"), second.location, b"", method="DELETE")
+    await wait_until(lambda: len(source.viewers) == 1, 5, "the second viewer to go")
+    assert stream.extra["rtc"] is source and source.worker is worker
     status, _, _ = await post_sdp(app.port("api"), client.location, b"", method="DELETE")
     assert status == 200
     await wait_until(lambda: not any(c.protocol == "rtc" for c in app.hub.clients.values()), 5, "the viewer to go")
-    stream = next(iter(app.hub.streams.values()))
+    assert worker.closed  # no WebRTC viewer left: no more Opus for this stream
     assert "rtc" not in stream.extra and not [o for o in stream.outputs if o.name == "rtc"]
 
 
