@@ -130,3 +130,24 @@ async def test_a_viewer_stays_through_a_republish_and_leaves_after_the_grace(mak
             p.kill()
     await wait_until(lambda: session.closed, 15, "the grace period to end the session")
     assert "grace" in session.reason and not app.hub.clients
+
+
+async def test_eip_announces_another_address_for_one_session(rtc_server):  # type: ignore[no-untyped-def]
+    """SRS's ?eip=: the answer announces that address (a NAT's) with the ports bound here. The client never uses
+    the answer (nothing is sent to that address); the session is deleted."""
+    from tests.rtc.helpers import post_sdp
+
+    app = rtc_server
+    client = RtcClient()
+    for kind in ("video", "audio"):
+        client.pc.addTransceiver(kind, direction="recvonly")
+    try:
+        status, answer, headers = await post_sdp(app.port("api"), "/rtc/v1/whep/?app=live&stream=test&eip=203.0.113.9",
+                                                 await client.offer())
+        assert status == 201
+        assert candidates(answer) and set(candidates(answer)) == {"203.0.113.9"}, answer
+        assert "c=IN IP4 203.0.113.9" in answer
+        assert (await post_sdp(app.port("api"), headers["Location"], b"", method="DELETE"))[0] == 200
+        assert not app.hub.clients
+    finally:
+        await client.close()

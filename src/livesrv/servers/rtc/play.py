@@ -101,6 +101,7 @@ class RtcSource:
         self.avc_header: bytes | None = None
         self.asc: bytes | None = None
         self.worker: Worker | None = None
+        self.transcoder: AacToOpus | None = None  # used by the worker's thread only, once created
         self.warned: set[str] = set()
         self.frames = self.dropped_b = 0
 
@@ -185,12 +186,12 @@ class RtcSource:
                 except (av.FFmpegError, ValueError) as exc:
                     self._warn("audio", f"cannot decode this AAC: {exc}")
                     return
+                self.transcoder = transcoder
                 self.worker = Worker(str(self.stream.key), self._opus)
-                self.worker.transcoder = transcoder  # type: ignore[attr-defined]
             return
-        worker = self.worker
-        if worker is not None and payload[1] == 1:
-            worker.submit(worker.transcoder.feed, bytes(payload[2:]), pkt.timestamp)  # type: ignore[attr-defined]
+        worker, transcoder = self.worker, self.transcoder
+        if worker is not None and transcoder is not None and payload[1] == 1:
+            worker.submit(transcoder.feed, bytes(payload[2:]), pkt.timestamp)
 
     def _opus(self, packets: list[tuple[bytes, int]]) -> None:
         for payload, pts in packets:
@@ -204,6 +205,7 @@ class RtcSource:
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+        self.transcoder = None
 
     # ------------------------------------------------------------------------------ viewers
 

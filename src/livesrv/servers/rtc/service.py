@@ -172,10 +172,12 @@ class RtcService:
         denied = self.access.security(sreq.key.vhost, method, req.ip)
         if denied is not None:
             raise RtcError(403, denied)
+        plan = self.plan
         eip = req.query.get("eip") or req.query.get("candidate") or ""
-        plan = ice.plan(cfg.rtc_server.candidate, cfg.rtc_server.ip_family, eip) if eip else self.plan
-        if plan.bind != self.plan.bind:  # ?eip can only change what is announced, never what is bound
-            plan = ice.IcePlan(self.plan.bind, plan.announce or (plan.bind[0] if plan.bind else None))
+        if eip:  # SRS: announce this address for this session; what is bound stays as configured
+            asked = ice.plan("*", eip=eip)
+            announce = asked.announce or (asked.bind[0] if asked.bind else None)
+            plan = ice.IcePlan(self.plan.bind, announce if announce not in (self.plan.bind or ()) else None)
         return sreq, vhost, plan
 
     async def _negotiate(self, session: RtcSession, req: Request) -> str:

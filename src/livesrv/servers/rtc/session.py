@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
@@ -147,7 +148,5 @@ class RtcSession:
 
     def location(self) -> str:
         path = "whep" if self.action == "play" else "whip"
-        from urllib.parse import quote
-
         return (f"/rtc/v1/{path}/?action=delete&token={self.token}&app={quote(self.key.app, safe='')}"
                 f"&stream={quote(self.key.stream, safe='')}&session={self.cid}")
