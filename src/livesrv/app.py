@@ -229,6 +229,7 @@ class App:
                 ("http_server", _server(old.http_server), _server(config.http_server)),
                 ("http_api", _server(old.http_api), _server(config.http_api)),
                 ("exporter", _server(old.exporter), _server(config.exporter)),
+                ("rtc_server", _rtc_server(old.rtc_server), _rtc_server(config.rtc_server)),
             )
             if before != after
         ]
@@ -254,3 +255,10 @@ def _addrs(listen: object) -> str:
 
 def _server(block: object) -> str:
     return _addrs(block.listen) if block.enabled else "off"  # type: ignore[attr-defined]
+
+
+def _rtc_server(block: object) -> str:
+    """What WebRTC's addresses were set up with at start (ICE candidates, consent timing)."""
+    if not block.enabled:  # type: ignore[attr-defined]
+        return "off"
+    return f"candidate {block.candidate} ip_family {block.ip_family}"  # type: ignore[attr-defined]

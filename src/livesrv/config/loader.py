@@ -28,7 +28,7 @@ DEFAULT_CONF_NAME = "<defaults>"
 
 #: The configuration used when no file is given: SRS's shipped ``conf/srs.conf``
 #: minus WebRTC (``rtc_server``, ``vhost.rtc``: off until ``candidate`` is set for
-#: the machine; ``conf/srs-minimal.conf`` has them), and with HLS left off for now
+#: the machine; see ``conf/livesrv.conf``), and with HLS left off for now
 #: (SRS's file has ``hls { enabled on; }``; ``conf/srs-minimal.conf`` keeps it on).
 DEFAULT_CONF_TEXT = """\
 listen              1935;
