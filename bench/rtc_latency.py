@@ -18,7 +18,6 @@ own addresses. Needs root, ffmpeg, chromium, node and tests/browser/node_modules
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import shutil
 import statistics
@@ -33,24 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import popen, spawn, stop_group  # noqa: E402
 from bench.servers import start_livesrv  # noqa: E402
+from tests.browser.netns import ADDRESS, enter_private_network  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PLAY_JS = REPO / "tests" / "browser" / "play.js"
-ADDRESS = "10.250.0.1"
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
-
-
-def private_network() -> None:
-    """Move this (still single-threaded) process into a new network namespace: lo, and a veth pair whose
-    default route ends inside the namespace."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(0x40000000) != 0:
-        raise SystemExit(f"unshare(CLONE_NEWNET) failed (errno {ctypes.get_errno()}): run as root")
-    ip = shutil.which("ip") or "ip"
-    for args in (("link", "set", "lo", "up"), ("link", "add", "lsv0", "type", "veth", "peer", "name", "lsv1"),
-                 ("addr", "add", f"{ADDRESS}/24", "dev", "lsv0"), ("link", "set", "lsv0", "up"),
-                 ("link", "set", "lsv1", "up"), ("route", "add", "default", "via", "10.250.0.2", "dev", "lsv0")):
-        subprocess.run([ip, *args], check=True, timeout=10)
 
 
 def filter_script(workdir: Path) -> Path:
@@ -138,7 +124,10 @@ def main() -> None:
     ap.add_argument("--proto", default="whep", help="comma list: whep, whep-video (a video-only offer), flv")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    private_network()
+    try:
+        enter_private_network()  # (this process stays in it: it is still single-threaded here)
+    except OSError as exc:
+        raise SystemExit(f"{exc}: run as root") from None
     workdir = Path(tempfile.mkdtemp(prefix="livesrv-rtc-bench-"))
     rtc = f"http_api {{ enabled on; listen 127.0.0.1:0; }}\nrtc_server {{ enabled on; candidate {ADDRESS}; }}"
     server = start_livesrv(workdir, vhost_extra="rtc { enabled on; rtmp_to_rtc on; }", global_extra=rtc)

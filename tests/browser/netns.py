@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,25 +27,46 @@ CLONE_NEWNET = 0x40000000
 ADDRESS = "10.250.0.1"
 
 
-@contextmanager
-def private_network() -> Iterator[str]:
-    ip = require_tool("ip")
+def enter_private_network() -> int:
+    """Move the calling thread (and what it starts from now on) into a new network namespace set up as the
+    module says; returns a descriptor of the namespace it was in (for :func:`leave_private_network`)."""
+    ip = shutil.which("ip") or "ip"
     libc = ctypes.CDLL(None, use_errno=True)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        os.close(home)
+        raise OSError(err, f"unshare(CLONE_NEWNET) failed: {os.strerror(err)} (needs root)")
     try:
-        if libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            pytest.fail(f"unshare(CLONE_NEWNET) failed: {os.strerror(err)} (the WebRTC browser checks need root)")
-        try:
-            for args in (("link", "set", "lo", "up"),
-                         ("link", "add", "lsv0", "type", "veth", "peer", "name", "lsv1"),
-                         ("addr", "add", f"{ADDRESS}/24", "dev", "lsv0"),
-                         ("link", "set", "lsv0", "up"), ("link", "set", "lsv1", "up"),
-                         ("route", "add", "default", "via", "10.250.0.2", "dev", "lsv0")):
-                subprocess.run([ip, *args], check=True, timeout=10)
-            yield ADDRESS
-        finally:
-            if libc.setns(home, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back to the original network namespace failed")
+        for args in (("link", "set", "lo", "up"),
+                     ("link", "add", "lsv0", "type", "veth", "peer", "name", "lsv1"),
+                     ("addr", "add", f"{ADDRESS}/24", "dev", "lsv0"),
+                     ("link", "set", "lsv0", "up"), ("link", "set", "lsv1", "up"),
+                     ("route", "add", "default", "via", "10.250.0.2", "dev", "lsv0")):
+            subprocess.run([ip, *args], check=True, timeout=10)
+    except BaseException:
+        leave_private_network(home)
+        raise
+    return home
+
+
+def leave_private_network(home: int) -> None:
+    """Back to the namespace :func:`enter_private_network` left (the private one goes when nothing uses it)."""
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(home, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns back to the original network namespace failed")
     finally:
         os.close(home)
+
+
+@contextmanager
+def private_network() -> Iterator[str]:
+    require_tool("ip")
+    try:
+        home = enter_private_network()
+    except OSError as exc:
+        pytest.fail(f"{exc}: the WebRTC browser checks run in a private network namespace")
+    try:
+        yield ADDRESS
+    finally:
+        leave_private_network(home)

@@ -12,18 +12,19 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from livesrv.app import App
 from tests.browser.harness import WATCH, Harness, assert_clean, assert_watched, no_errors_logged, start_live
 from tests.browser.netns import private_network
-from tests.helpers import Procs, ffmpeg_publish_args, require_tool, wait_until
-from tests.rtc.helpers import RTC_VHOST
+from tests.helpers import ffmpeg_publish_args, require_tool, wait_until
+from tests.rtc.helpers import RTC_VHOST, ffprobe_streams
 
 pytestmark = pytest.mark.e2e
 
-HERE = __import__("pathlib").Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -89,14 +90,6 @@ async def test_whep_plays_on_after_the_publisher_restarts(rtc_app, procs, browse
     no_errors_logged(caplog)
 
 
-async def ffprobe(procs: Procs, url: str) -> dict[str, dict]:  # type: ignore[type-arg]
-    rc, out, err = await procs.run(require_tool("ffprobe"), "-v", "error", "-rw_timeout", "15000000",
-                                   "-show_entries", "stream=codec_type,codec_name,width,height,sample_rate",
-                                   "-of", "json", url, timeout=40)
-    assert rc == 0, err.decode(errors="replace")
-    return {s["codec_type"]: s for s in json.loads(out)["streams"]}
-
-
 async def test_chromium_publishes_over_whip(rtc_app, procs, caplog):  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="livesrv")
     app = rtc_app
@@ -111,10 +104,10 @@ async def test_chromium_publishes_over_whip(rtc_app, procs, caplog):  # type: ig
                      20, "the WHIP stream to go live with video and audio")
     (client,) = [c for c in app.hub.clients.values() if c.protocol == "rtc"]
     assert client.kind == "publisher"
-    flv = await ffprobe(procs, f"http://127.0.0.1:{app.port('http')}/live/cam.flv")
+    flv = await ffprobe_streams(procs, f"http://127.0.0.1:{app.port('http')}/live/cam.flv")
     assert flv["video"]["codec_name"] == "h264" and (flv["video"]["width"], flv["video"]["height"]) == (640, 360)
     assert flv["audio"]["codec_name"] == "aac", flv
-    rtmp = await ffprobe(procs, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/cam")
+    rtmp = await ffprobe_streams(procs, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/cam")
     assert {k: v["codec_name"] for k, v in rtmp.items()} == {"video": "h264", "audio": "aac"}
     pub.send_signal(signal.SIGUSR2)  # the page DELETEs its session
     res = json.loads(await asyncio.wait_for(pub.stdout.readline(), 30))

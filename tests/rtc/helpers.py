@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from tests.helpers import Procs, require_tool
 
 #: WebRTC on loopback only: the server offers 127.0.0.1 and nothing else; a peer is gone after ~6 s of silence.
 RTC_EXTRA = "rtc_server { enabled on; listen 8000; candidate 127.0.0.1; }"
@@ -70,3 +73,12 @@ class RtcClient:
 
     async def close(self) -> None:
         await self.pc.close()
+
+
+async def ffprobe_streams(procs: Procs, url: str) -> dict[str, dict[str, Any]]:
+    """What ffprobe reads from a live URL: its streams by codec type (codec_name, width, height, sample_rate)."""
+    rc, out, err = await procs.run(require_tool("ffprobe"), "-v", "error", "-rw_timeout", "15000000",
+                                   "-show_entries", "stream=codec_type,codec_name,width,height,sample_rate",
+                                   "-of", "json", url, timeout=40)
+    assert rc == 0, err.decode(errors="replace")
+    return {s["codec_type"]: s for s in json.loads(out)["streams"]}

@@ -95,6 +95,14 @@ async def test_hooks_and_security_apply(make_server, hook_server, rtc_clients, p
     status, text, _ = await post_sdp(api, "/rtc/v1/whip/?app=live&stream=w", offer)
     assert status == 403 and "on_publish refused" in text, text
     assert [str(k) for k in app.hub.streams] == ["/live/test"]
+    # an accepted WHIP publisher: on_publish, then on_unpublish when it ends
+    hook_server.set_answer(ACCEPT_ZERO, stream="w", hook="on_publish")
+    status, answer, headers = await post_sdp(api, "/rtc/v1/whip/?app=live&stream=w&token=pub", offer)
+    assert status == 201, answer
+    assert hook_server.calls_for("on_publish")[-1].payload["param"] == "?token=pub"
+    assert (await post_sdp(api, headers["Location"], b"", method="DELETE"))[0] == 200
+    unpublish = (await hook_server.wait_call("on_unpublish")).payload
+    assert unpublish["stream"] == "w" and unpublish["param"] == "?token=pub"
     # on_play refuses one stream name, accepts another (with its token in param)
     hook_server.set_answer(REJECT_CODE1, stream="test", hook="on_play")
     refused = RtcClient()
