@@ -267,6 +267,20 @@ class HttpLimitsConfig(_Block):
     max_body_size: Annotated[int, Field(ge=0)] = 1024 * 1024
 
 
+class RtcTcpConfig(_Block):
+    """``rtc_server { tcp { ... } }``: WebRTC over TCP. Accepted; livesrv has no ICE over TCP (it is logged)."""
+
+    enabled: SrsBool = False
+    listen: Annotated[int, Field(ge=0, le=65535)] = 8000
+
+
+class RtcBlackHoleConfig(_Block):
+    """``rtc_server { black_hole { ... } }``: SRS's packet mirror for debugging. Accepted, not implemented."""
+
+    enabled: SrsBool = False
+    addr: str = ""
+
+
 class RtcServerConfig(_Block):
     """``rtc_server { ... }``: WebRTC (WHIP publish, WHEP play, on the ``http_api`` port). SRS's names.
 
@@ -291,6 +305,8 @@ class RtcServerConfig(_Block):
     encrypt: SrsBool = True
     reuseport: Annotated[int, Field(ge=0)] = 1
     merge_nalus: SrsBool = False
+    tcp: RtcTcpConfig = RtcTcpConfig()
+    black_hole: RtcBlackHoleConfig = RtcBlackHoleConfig()
 
 
 # --------------------------------------------------------------------------- vhost blocks
@@ -571,6 +587,7 @@ class VhostRtcConfig(_Block):
     dtls_role: Annotated[Literal["passive", "active"], BeforeValidator(_lower)] = "passive"
     dtls_version: Annotated[Literal["auto", "dtls1.0", "dtls1.2"], BeforeValidator(_lower)] = "auto"
     drop_for_pt: Annotated[int, Field(ge=0)] = 0
+    init_rate_from_sdp: SrsBool = False
     # SRS's legacy spellings (moved into rtmp_to_rtc / keep_bframe).
     aac: Annotated[Literal["transcode", "discard"] | None, BeforeValidator(_lower)] = None
     bframe: Annotated[Literal["keep", "discard"] | None, BeforeValidator(_lower)] = None

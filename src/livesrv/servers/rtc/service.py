@@ -84,6 +84,9 @@ class RtcService:
         # every CONSENT_INTERVAL seconds and gives up after CONSENT_FAILURES misses (process-wide constants).
         timeout = cfg.vhost("").rtc.stun_timeout
         aioice.ice.CONSENT_INTERVAL = max(0.5, timeout / CONSENT_FAILURES)
+        if rs.tcp.enabled or rs.protocol == "tcp":
+            event(log, "rtc-no-tcp", logging.WARNING, reason="WebRTC over TCP (rtc_server.tcp, protocol tcp) is not "
+                  "supported: sessions use UDP")
         event(log, "rtc-ready", candidate=rs.candidate, bind=",".join(self.plan.bind or ("*",)),
               announce=self.plan.announce or "", note="WHIP/WHEP on the http_api port; one OS-chosen UDP port "
               "per session (rtc_server.listen is not used)")
