@@ -25,3 +25,21 @@ ensure_venv() {  # ensure_venv EXTRAS : e.g. "" or "[test]"
         touch "$stamp"
     fi
 }
+
+install_players() {  # install_players [required] : the web pages' players (mpegts.js, hls.js), from npm by name
+    # and locked version, into src/livesrv/web/vendor/node_modules (gitignored; served as /livesrv/vendor/...).
+    local dir="$ROOT/src/livesrv/web/vendor"
+    if [ -f "$dir/node_modules/.package-lock.json" ] && [ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null; then
+        [ "${1:-}" = required ] && { echo "livesrv: npm is needed for the web players" >&2; return 1; }
+        echo "livesrv: npm not found: the web pages will play HLS with the browser's own player only (no HTTP-FLV," \
+             "higher latency). Install npm (apt-get install npm) and run scripts/serve again." >&2
+        return 0
+    fi
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || {
+        echo "livesrv: npm ci failed in $dir: the web pages will play HLS natively only" >&2
+        [ "${1:-}" != required ]
+    }
+}

@@ -6,6 +6,7 @@ Every process a test starts is killed in teardown; every wait is on a condition 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -133,3 +134,28 @@ def restore_livesrv_logging() -> Iterator[None]:
         root.addHandler(h)
     root.setLevel(level)
     root.propagate = propagate
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``tmpfs(size)`` mounts a tmpfs of ``size`` bytes (a small disk to fill) and returns its directory; each
+    one is unmounted at teardown, whatever the test did. Needs root, as the test machines and CI run."""
+    mounts: list[Path] = []
+
+    def mount(size: int) -> Path:
+        path = tmp_path / f"tmpfs{len(mounts)}"
+        path.mkdir()
+        done = subprocess.run([require_tool("mount"), "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                               str(path)], capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            pytest.fail(f"cannot mount a tmpfs on {path} (root is needed): {done.stderr.strip()}")
+        mounts.append(path)
+        return path
+
+    try:
+        yield mount
+    finally:
+        for path in reversed(mounts):
+            if subprocess.run([require_tool("umount"), str(path)], capture_output=True, timeout=30).returncode:
+                subprocess.run([require_tool("umount"), "-l", str(path)], capture_output=True, timeout=30)  # (busy)
+            os.rmdir(path)

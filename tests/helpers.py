@@ -29,8 +29,9 @@ class Procs:
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self, *args: str, stdout: int | None = asyncio.subprocess.DEVNULL,
-                    stderr: int | None = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+                    stderr: int | None = asyncio.subprocess.PIPE,
+                    stdin: int | None = asyncio.subprocess.DEVNULL) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(*args, stdin=stdin, stdout=stdout, stderr=stderr)
         self.procs.append(proc)
         return proc
 

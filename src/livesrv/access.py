@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from livesrv.config import Config
@@ -35,6 +35,9 @@ class Access:
         cfg = config()
         self.client = HookClient(timeout=cfg.hooks_timeout, max_concurrent=cfg.hooks_max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
+        # The cluster's claim of a stream in the shared registry (clients/cluster.py), asked before on_publish:
+        # None, or a refusal reason. Set by the composition root when the node is part of a cluster.
+        self.claim: Callable[[HookContext], Awaitable[str | None]] | None = None
 
     def urls(self, vhost: str, hook: str) -> tuple[str, ...]:
         """The URLs of ``hook`` for a vhost; empty when hooks are off. Cheap: lets servers skip the await."""
@@ -47,7 +50,17 @@ class Access:
     async def connect(self, ctx: HookContext) -> str | None:
         return await self._gate("on_connect", ctx, payloads.on_connect)
 
+    def publish_gated(self, vhost: str) -> bool:
+        """Whether a publish must await :meth:`publish` (a hook or the cluster's claim), or may go on at once."""
+        return self.claim is not None or bool(self.urls(vhost, "on_publish"))
+
     async def publish(self, ctx: HookContext) -> str | None:
+        """The cluster's claim first (a refused hook then releases it), then on_publish: so an on_publish that
+        was accepted is never followed by a refusal that sends no on_unpublish."""
+        if self.claim is not None:
+            refused = await self.claim(ctx)
+            if refused is not None:
+                return refused
         return await self._gate("on_publish", ctx, payloads.on_publish)
 
     async def play(self, ctx: HookContext) -> str | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from livesrv import log as logsetup
 from livesrv.access import Access, default_identity
+from livesrv.clients.cluster import ClusterService
 from livesrv.clients.edge import EdgeService
 from livesrv.clients.forward import ForwardService
 from livesrv.config import Config, listen_addresses, load_config
@@ -27,6 +28,7 @@ from livesrv.servers.rtc.service import RtcService
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
 from livesrv.servers.ts import serve_ts
+from livesrv.servers.web import WebPages
 
 log = logging.getLogger("livesrv.app")
 
@@ -54,11 +56,13 @@ class App:
         self.hls = HlsService(self.hub, current, self.access)
         self.edge = EdgeService(self.hub, current)
         self.forward = ForwardService(self.hub, current, self.access, edge_url=self.edge.origin_url)
+        self.cluster = ClusterService(self.hub, current, self.access, self.edge)
         self.dvr = DvrService(self.hub, current, self.access)
         self.rtc = RtcService(self.hub, current, self.access)  # WHIP/WHEP, on the API's port (as SRS)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
-                                      self._http_server)
+                                      self._http_server, cluster_info=self.cluster.info)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
+        self.web = WebPages(self.hub, current, lambda: self.addresses)  # the pages on the HTTP server
         self._housekeeper: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, list[tuple[str, int]]]:
@@ -75,6 +79,7 @@ class App:
         if cfg.http_api.enabled:
             self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen))
         self.addresses.update(await self.api_service.start())
+        await self.cluster.start(self.addresses)  # (advertises the addresses just bound)
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="hub-housekeeping")
         log.info(
             "event=ready %s",
@@ -102,6 +107,7 @@ class App:
         await self.api.close()
         await self.rtc.stop()  # (WebRTC sessions: publishers release their streams, viewers detach)
         await self.edge.stop()  # (pulls release their streams: their drains run below)
+        await self.cluster.stop()  # (releases this node's claims: the streams are free elsewhere at once)
         await self.hub.close(grace=SHUTDOWN_DRAIN_GRACE)  # on_unpublish, last segments and files: bounded
         await self.forward.stop()
         await self.dvr.stop()  # (before the hooks' client closes: on_dvr of the last files may still go out)
@@ -180,7 +186,8 @@ class App:
                 resp = await serve_ts(self.config, self.hub, self.access, req, conn)  # a live HTTP-TS URL
             if resp is not NotImplemented:
                 return resp
-        return await serve_file(Path(self.config.http_server.dir), req)
+        resp = await serve_file(Path(self.config.http_server.dir), req)
+        return await self.web.handle(req) if resp.status == 404 else resp  # livesrv's pages, unless a file
 
     async def _edge_playlist(self, req: Request) -> None:
         """On an edge, a playlist of a stream not pulled yet starts the pull and waits (up to the vhost's

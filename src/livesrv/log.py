@@ -11,6 +11,7 @@ still reaches a message (a ``%s`` somewhere), leaving only tracebacks on lines o
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -113,3 +114,15 @@ def client_event(
         head["stream"] = stream
     tail: dict[str, object] = {"reason": reason} if reason else {}
     event(logger, event_name, level, **head, **fields, **tail)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error as one line that names its errno (``ENOSPC No space left on device``), so that a full disk or a
+    refused permission can be grepped for; other exceptions as ``str()``."""
+    code = getattr(exc, "errno", None)
+    name = errno.errorcode.get(code) if isinstance(code, int) else None
+    if name is None:
+        return str(exc) or type(exc).__name__
+    text = f"{name} {getattr(exc, 'strerror', None) or exc}"
+    filename = getattr(exc, "filename", None)
+    return f"{text}: {filename}" if filename else text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import string
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from livesrv.config import (
     Endpoint,
     LoadResult,
     default_config,
+    default_hls_path,
     env_table,
     load_config,
     listen_addresses,
@@ -670,7 +673,7 @@ def test_defaults_match_srs_minimal_default():
     assert list(c.vhosts) == [DEFAULT_VHOST]
     v = c.vhost(DEFAULT_VHOST)
     assert v.http_remux.enabled is True and v.http_remux.mount == "[vhost]/[app]/[stream].flv"
-    assert v.hls.enabled is False  # SRS's conf/srs.conf has it on: see srs-minimal.conf
+    assert v.hls.enabled is True  # as SRS's conf/srs.conf: Safari and iOS play only HLS
     assert v.play.model_dump() == {
         "gop_cache": True, "gop_cache_max_frames": 2500, "queue_length": 30, "time_jitter": "full",
         "atc": False, "mix_correct": False, "mw_latency": 350, "mw_msgs": 8,
@@ -678,22 +681,45 @@ def test_defaults_match_srs_minimal_default():
     }
     assert (v.publish.firstpkt_timeout, v.publish.normal_timeout, v.publish.takeover) == (20000, 5000, True)
     assert v.hls.model_dump() == {
-        "enabled": False, "hls_fragment": 10, "hls_window": 60, "hls_td_ratio": 1.5,
+        "enabled": True, "hls_fragment": 2, "hls_window": 60, "hls_td_ratio": 1.5,
         "hls_cleanup": True, "hls_dispose": 120, "hls_wait_keyframe": True,
-        "hls_path": "./objs/nginx/html", "hls_m3u8_file": "[app]/[stream].m3u8",
+        # a per-user cache directory, not the working directory
+        "hls_path": default_hls_path(), "hls_m3u8_file": "[app]/[stream].m3u8",
         "hls_ts_file": "[app]/[stream]-[seq].ts",
     }
     assert v.http_hooks.enabled is False and v.security.enabled is False and v.dvr.enabled is False
 
 
-def test_srs_minimal_conf_equals_defaults_but_hls():
+def test_srs_minimal_conf_equals_defaults_but_hls_path_and_fragment():
     res = load_config(CONF_DIR / "srs-minimal.conf", environ={})
     assert res.warnings == []
     c = res.config
     assert c.vhost("").hls.enabled is True
     d = default_config().model_dump()
-    d["vhosts"][DEFAULT_VHOST]["hls"]["enabled"] = True
+    d["vhosts"][DEFAULT_VHOST]["hls"].update(hls_path="./objs/nginx/html", hls_fragment=10)
     assert c.model_dump() == d
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"XDG_CACHE_HOME": "/var/cache/u", "HOME": "/home/u"}, "/var/cache/u/livesrv/hls"),
+    ({"XDG_CACHE_HOME": "relative/ignored", "HOME": "/home/u"}, "/home/u/.cache/livesrv/hls"),
+    ({"HOME": "/home/u"}, "/home/u/.cache/livesrv/hls"),
+    ({"HOME": "/"}, None),  # a service account without a home: the temporary directory
+])
+def test_default_hls_path_is_a_per_user_cache(env, expected):
+    path = default_hls_path(env)
+    if expected is None:
+        assert path == os.path.join(tempfile.gettempdir(), f"livesrv-{os.getuid()}", "hls")
+    else:
+        assert path == expected
+    assert load_config(None, environ=env).config.vhost("").hls.hls_path == path
+    # The environment still chooses another place, as for any directive.
+    assert load_config(None, environ={**env, "SRS_VHOST_HLS_HLS_PATH": "/srv/hls"}).config.vhost("").hls.hls_path == "/srv/hls"
+
+
+def test_default_hls_path_with_quotes_and_spaces_survives_the_parser():
+    env = {"XDG_CACHE_HOME": '/tmp/a "b" \\c d;e'}
+    assert load_config(None, environ=env).config.vhost("").hls.hls_path == '/tmp/a "b" \\c d;e/livesrv/hls'
 
 
 def test_model_defaults_are_srs_getter_defaults():

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,6 +257,26 @@ async def test_unwritable_directory_ends_recording_stream_plays_on(
     await viewer.close()
 
 
+async def api_streams(app: object) -> list[dict[str, Any]]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{app.port('api')}/api/v1/streams/") as r:  # type: ignore[attr-defined]
+            return (await r.json())["streams"]  # type: ignore[no-any-return]
+
+
+async def wait_api_dvr_file(app: object) -> list[dict[str, Any]]:
+    """The API's streams once the first one shows the file its recording writes (null until the file exists)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        streams = await api_streams(app)
+        if streams and (streams[0]["dvr"] or {}).get("file"):
+            return streams
+        assert loop.time() < deadline, f"no dvr file in the API: {streams}"
+        await asyncio.sleep(0.05)
+
+
 async def test_api_shows_recording_and_delete_finishes_file(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
     app = await make_server(vhost="dvr { enabled on; dvr_path ./rec/[stream].flv; }")
     await procs.start(*ffmpeg_publish_args(sample_flv, rtmp_url(app, "live/api")))
@@ -265,12 +286,9 @@ async def test_api_shows_recording_and_delete_finishes_file(make_server, procs, 
         with urllib.request.urlopen(api + path, timeout=5) as r:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
-    await wait_until(lambda: any(s.live and s.extra.get("dvr") for s in app.hub.streams.values()), 20, "live")
+    (s,) = await wait_api_dvr_file(app)  # the recording started: its file exists
+    assert s["dvr"]["file"] == "./rec/api.flv" and Path("rec/api.flv.tmp").is_file()
     loop = asyncio.get_running_loop()
-    await wait_until(lambda: (Path("rec/api.flv.tmp").exists()), 20, "the recording to start")
-    streams = (await loop.run_in_executor(None, get, "/streams/"))["streams"]
-    (s,) = streams  # type: ignore[misc]
-    assert s["dvr"]["file"] == "./rec/api.flv"
     clients = (await loop.run_in_executor(None, get, "/clients/"))["clients"]
     assert any(c["kind"] == "recorder" and c["type"] == "dvr-recorder" for c in clients)  # type: ignore[index]
 
@@ -282,6 +300,30 @@ async def test_api_shows_recording_and_delete_finishes_file(make_server, procs, 
     assert await loop.run_in_executor(None, delete) == 200
     await wait_until(lambda: Path("rec/api.flv").exists(), 20, "the file to be finished")
     await plays(procs, Path("rec/api.flv"))
+
+
+async def test_api_shows_the_name_really_written_when_the_template_name_is_taken(
+    make_server, procs, sample_flv, hook_server  # type: ignore[no-untyped-def]
+) -> None:
+    Path("rec").mkdir()
+    Path("rec/col.flv").write_bytes(b"an earlier recording")  # the template's name is taken: -1 is used
+    app = await make_server(vhost=f"""dvr {{ enabled on; dvr_path ./rec/[stream].flv; }}
+                                     http_hooks {{ enabled on; on_dvr {hook_server.url('on_dvr')}; }}""")
+    await procs.start(*ffmpeg_publish_args(sample_flv, rtmp_url(app, "live/col")))
+    streams = await wait_api_dvr_file(app)
+    assert streams[0]["dvr"]["file"] == "./rec/col-1.flv"  # the real name, not the template's ./rec/col.flv
+    assert Path("rec/col-1.flv.tmp").is_file()
+    # The same file is the one reported when it is complete (kicking the recorder finishes its file).
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{app.port('api')}/api/v1/clients/{streams[0]['dvr']['cid']}"
+        async with session.delete(url) as r:
+            assert r.status == 200
+    call = await hook_server.wait_call("on_dvr", timeout=20)
+    assert call.payload["file"] == "./rec/col-1.flv" and Path("rec/col-1.flv").is_file()
+    assert Path("rec/col.flv").read_bytes() == b"an earlier recording"
+    assert (await api_streams(app))[0]["dvr"] is None  # no recording any more
 
 
 async def test_shutdown_finishes_the_file(procs, sample_flv, hook_server) -> None:  # type: ignore[no-untyped-def]
@@ -316,3 +358,51 @@ async def test_takeover_finishes_the_old_file_and_starts_a_new_one(make_server, 
     recorders = [c for c in app.hub.clients.values() if c.kind == "recorder"]
     assert len(recorders) == 1
     await plays(procs, files(Path("rec"), ".flv")[0])
+
+
+async def test_metadata_sent_mid_recording_is_written_into_the_file(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
+    """The publisher (the project's RTMP client, real H.264/AAC from the sample) sends @setDataFrame onMetaData
+    again half way: the FLV has it there, and its header's onMetaData still has the final duration and size."""
+    from livesrv.codec import amf0, flv
+    from tests.servers.rtmp_client import RTMPClient
+
+    app = await make_server(vhost="dvr { enabled on; dvr_path ./rec/[stream].flv; }")
+    port = app.port("rtmp")
+    tags = [e for e in flv.FLVDecoder().feed(sample_flv.read_bytes()) if isinstance(e, flv.FLVTag)]
+    first_meta = dict(amf0.decode_all(tags[0].payload)[1])
+    media = [t for t in tags if t.tag_type != flv.SCRIPT]
+    pub = await RTMPClient.open(port)
+    try:
+        await pub.publish("meta", port=port)
+        pub.send_metadata({**first_meta, "title": "first half"})
+        sent_second = False
+        for t in media:
+            if not sent_second and t.timestamp >= 3000:
+                pub.send_metadata({**first_meta, "title": "second half", "duration": 99.0, "filesize": 1.0})
+                sent_second = True
+            pub.send_media(t.tag_type, t.timestamp, t.payload)
+            await pub.drain()
+        await pub.barrier()  # the server has read everything
+    finally:
+        await pub.close()
+    path = Path("rec/meta.flv")
+    await wait_until(path.exists, 20, "the file to be finished")
+
+    data = path.read_bytes()
+    out = [e for e in flv.FLVDecoder().feed(data) if isinstance(e, flv.FLVTag)]
+    scripts = [i for i, t in enumerate(out) if t.tag_type == flv.SCRIPT]
+    assert len(scripts) == 2 and scripts[0] == 0
+    name, head = amf0.decode_all(out[0].payload)
+    assert name == "onMetaData" and head["title"] == "first half"
+    assert head["filesize"] == len(data) and abs(head["duration"] - 6.0) <= 0.1
+    name, mid = amf0.decode_all(out[scripts[1]].payload)
+    assert name == "onMetaData" and mid["title"] == "second half"
+    assert "duration" not in mid and "filesize" not in mid  # the header has this file's
+    before = [t.timestamp for t in out[1:scripts[1]] if t.tag_type == flv.VIDEO]
+    after = [t.timestamp for t in out[scripts[1] + 1:] if t.tag_type == flv.VIDEO]
+    assert before and after and max(before) < 3000 <= min(after)  # at its place in the stream
+
+    duration, codecs = await ffprobe_duration(procs, path)
+    assert codecs == ["aac", "h264"]  # no data or subtitle stream made of the second onMetaData
+    assert abs(duration - 6.0) <= 0.1
+    await plays(procs, path)

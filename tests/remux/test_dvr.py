@@ -163,3 +163,47 @@ def test_path_cannot_leave_its_directory(app: str, stream: str) -> None:
         render_dvr_path("./rec/[app]/[stream].flv", vhost="v", app=app, stream=stream, now=0)
     with pytest.raises(ValueError):
         DvrRecorder(path="/srv/rec/[app]/[stream].flv", vhost="v", app=app, stream=stream)
+
+
+def test_metadata_mid_file_is_written_at_its_place_and_header_keeps_final_values() -> None:
+    second = MediaPacket(DATA, 0, amf0.encode("@setDataFrame", "onMetaData",
+                                              amf0.ECMAArray(width=640.0, videocodecid=7.0, duration=5.0,
+                                                             filesize=123.0, title="part two")))
+    pkts = [*headers(), vkey(0), vinter(40), audio(50), second, vinter(80), vkey(1000), audio(1010)]
+    (data,) = run(recorder(), pkts).values()
+    ts = tags(bytes(data))
+    scripts = [i for i, t in enumerate(ts) if t.tag_type == flv.SCRIPT]
+    assert len(scripts) == 2 and scripts[0] == 0
+    name, head = amf0.decode_all(ts[0].payload)
+    assert head["duration"] == pytest.approx(1.01) and head["filesize"] == len(data)
+    assert head["width"] == 320  # the header: the metadata the file started with, final duration and size
+    mid = ts[scripts[1]]
+    around = ts[scripts[1] - 3:scripts[1] + 2]  # in the order it came: key, inter, audio, METADATA, inter
+    assert [(t.tag_type, t.timestamp) for t in around] == [(flv.VIDEO, 0), (flv.VIDEO, 40), (flv.AUDIO, 50),
+                                                            (flv.SCRIPT, 0), (flv.VIDEO, 80)]
+    assert mid.timestamp == 0  # (FFmpeg reads a later-stamped onMetaData as a subtitle packet)
+    name, arr = amf0.decode_all(mid.payload)
+    assert name == "onMetaData" and isinstance(arr, amf0.ECMAArray)
+    assert dict(arr) == {"width": 640.0, "videocodecid": 7.0, "title": "part two"}  # no duration/filesize
+
+
+def test_metadata_before_the_first_keyframe_or_between_files_goes_to_the_next_header() -> None:
+    late = MediaPacket(DATA, 0, amf0.encode("onMetaData", amf0.ECMAArray(width=800.0, videocodecid=7.0)))
+    pkts = [*headers(), vinter(0), late, vkey(40), vinter(80)]
+    (data,) = run(recorder(), pkts).values()
+    ts = tags(bytes(data))
+    assert [t.tag_type for t in ts].count(flv.SCRIPT) == 1
+    assert amf0.decode_all(ts[0].payload)[1]["width"] == 800
+    # segment plan: a metadata change mid-file is in that file and in the header of the next one
+    pkts = headers()
+    for i in range(100):
+        pkts.append(vkey(i * 40) if i % 25 == 0 else vinter(i * 40))
+        if i == 30:
+            pkts.append(late)
+    files = list(run(recorder(plan="segment", duration=2.0), pkts).values())
+    assert len(files) == 2
+    first, second = (tags(bytes(d)) for d in files)
+    assert [t.tag_type for t in first].count(flv.SCRIPT) == 2
+    assert amf0.decode_all(first[0].payload)[1]["width"] == 320
+    assert [t.tag_type for t in second].count(flv.SCRIPT) == 1
+    assert amf0.decode_all(second[0].payload)[1]["width"] == 800

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
-from livesrv.codec import flv
+from livesrv.codec import amf0, flv
 from livesrv.media.packet import MediaPacket
 from livesrv.remux.dvr import DvrRecorder
 from livesrv.servers.dvr.files import DvrFiles, DvrWriter
@@ -89,3 +89,50 @@ async def test_writer_reports_files_and_failure_on_the_loop(sample_flv: Path) ->
     await asyncio.wait_for(writer.task, 20)
     assert len(closed) == 3 and failures == [] and writer.queued == 0
     assert writer.written == sum(Path(p).stat().st_size for p in closed)
+
+
+def test_names_holds_the_name_really_written_while_open(sample_flv: Path) -> None:
+    Path("rec").mkdir()
+    Path("rec/s.flv").write_bytes(b"taken")
+    rec = DvrRecorder(path="./rec/[stream].flv", vhost="v", app="live", stream="s")
+    files = DvrFiles()
+    actions = []
+    for p in packets(sample_flv)[:80]:
+        actions += rec.feed(p, 1_700_000_000.0)
+    assert rec.current_path == "./rec/s.flv" and rec.current_fid is not None
+    assert files.names == {}  # nothing on disk yet
+    files.perform(actions)
+    assert files.names == {rec.current_fid: "./rec/s-1.flv"} and Path("rec/s-1.flv.tmp").is_file()
+    done, failed = files.perform(rec.finish())
+    assert failed is None and [path for _, path in done] == ["./rec/s-1.flv"] and files.names == {}
+
+
+@pytest.mark.parametrize("ext", ["flv", "mp4"])
+def test_full_disk_keeps_what_is_on_disk_as_a_finished_file(sample_flv: Path, tmpfs, ext: str) -> None:  # type: ignore[no-untyped-def]
+    """A 128 KiB disk fills after about 3 s of the sample: the recording fails once, with ENOSPC in the reason;
+    an FLV keeps what was flushed under its final name (playable, onMetaData duration and size right); an
+    MP4 cannot be remuxed on the full disk, so it stays as its .tmp FLV, never under its final name."""
+    disk = tmpfs(128 * 1024)
+    rec = DvrRecorder(path=f"{disk}/rec/[stream].{ext}", vhost="v", app="live", stream="s")
+    files = DvrFiles()
+    done: list[str] = []
+    failed = None
+    for p in packets(sample_flv):
+        d, failed = files.perform(rec.feed(p, 1_700_000_000.0))  # a batch per packet, as a writer under load
+        done += [path for _, path in d]
+        if failed:
+            break
+    assert failed is not None and "ENOSPC No space left on device" in failed, failed
+    final, tmp = Path(f"{disk}/rec/s.{ext}"), Path(f"{disk}/rec/s.{ext}.tmp")
+    kept = final if ext == "flv" else tmp
+    assert failed.endswith(f" s kept in {kept}")
+    assert sorted(p.name for p in Path(disk, "rec").iterdir()) == [kept.name]  # (no .mux.tmp either)
+    assert done == ([str(final)] if ext == "flv" else [])
+    data = kept.read_bytes()
+    tags = [e for e in flv.FLVDecoder().feed(data) if isinstance(e, flv.FLVTag)]
+    _, meta = amf0.decode_all(tags[0].payload)
+    last = max(t.timestamp for t in tags) / 1000
+    assert meta["filesize"] == len(data) and meta["duration"] == pytest.approx(last) and last >= 1.0
+    with av.open(str(kept), format="flv") as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    assert frames >= 25 * last - 1  # every frame kept decodes

@@ -116,6 +116,27 @@ async def test_writer_performs_actions_in_order_atomically_off_the_loop(tmp_path
     assert oct((tmp_path / "live/test.m3u8").stat().st_mode & 0o777) == oct(0o644)
 
 
+async def test_writer_logs_a_run_of_failures_once(tmp_path: Path, log_lines: Any) -> None:
+    """A directory that cannot be written (as a full disk) fails every action: one line for the run, one when a
+    segment is complete again."""
+    (tmp_path / "live").write_text("a file where the directory should be")
+    writer = HlsWriter(str(tmp_path), "test")
+    for n in range(5):
+        writer.submit([AppendSegment(f"live/s{n}.ts", bytes(188), 0), CloseSegment(f"live/s{n}.ts", 188),
+                       WritePlaylist("live/test.m3u8", f"#EXTM3U\n#{n}\n")])
+        await asyncio.wait_for(writer.flush(), 10)
+    assert writer.errors == 15 and writer.failing
+    (errors,) = log_lines.events("hls-write-error")
+    assert errors["file"] == "live/s0.ts" and errors["reason"].startswith(("ENOTDIR ", "EEXIST "))
+    (tmp_path / "live").unlink()
+    writer.submit([AppendSegment("live/s5.ts", bytes(188), 0), CloseSegment("live/s5.ts", 188)])
+    writer.close()
+    await asyncio.wait_for(writer.task, 10)
+    (back,) = log_lines.events("hls-write-recovered")
+    assert back["file"] == "live/s5.ts" and back["unlogged"] == "14" and not writer.failing
+    assert len(log_lines.events("hls-write-error")) == 1
+
+
 async def test_writer_waits_for_the_previous_writer_of_its_key(tmp_path: Path) -> None:
     """A state disposed while its deletions are queued: the next state's writer must not overlap them."""
     gate = asyncio.get_running_loop().create_future()

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
@@ -65,6 +65,8 @@ RECV_TIMEOUT: Final = 5.0
 RETRY: Final = (0.5, 5.0)
 #: Seconds a waiting HLS playlist request (no segment yet) holds the demand, as a session would.
 HLS_DEMAND: Final = 30.0
+#: Seconds between two registry lookups of a stream nobody (else) publishes yet (a claim's message wakes it).
+OWNER_POLL: Final = 1.0
 #: Default ports of ``origin`` entries without one, per protocol (SRS's).
 DEFAULT_PORTS: Final = {"rtmp": 1935, "flv": 80}
 
@@ -131,6 +133,10 @@ class EdgePull:
         self._recv = 0
         self._send = 0
         self._client: RtmpClient | None = None
+        self.source = ""  # the origin (or, in a cluster, the owner node) it pulls from
+        self._moved_to: str | None = None  # the owner changed: reconnect at once (cluster)
+        self._wake = asyncio.Event()
+        self._stopping = False
         self.task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------------- the Client contract
@@ -154,6 +160,7 @@ class EdgePull:
         again at once if viewers remain: a kick is a reconnect)."""
         if self.task is not None and not self.task.done():
             event(log, "edge-pull-kicked", client=self.cid, stream=self.key, reason=reason)
+            self._stopping = True
             self.service.forget(self)
             self.task.cancel()
 
@@ -168,6 +175,7 @@ class EdgePull:
         """Cancel the pull (its task releases the claim and closes the origin connection)."""
         if self.task is not None and not self.task.done():
             event(log, "edge-pull-stop", client=self.cid, stream=self.key, reason=reason)
+            self._stopping = True
             self.task.cancel()
 
     def _ended(self, task: asyncio.Task[None]) -> None:
@@ -184,15 +192,27 @@ class EdgePull:
             await asyncio.gather(previous, return_exceptions=True)  # (cancelled already: closes quickly)
         retry_min, retry_max = self.service.retry
         pause = retry_min
-        while True:
+        # (``_stopping`` as well as the cancellation: a library that turns a cancellation into a timeout, as
+        # redis-py can, must not keep a stopped pull alive.)
+        while not self._stopping:
             cluster = self.service.cluster(self.key)
-            if not cluster.edge:
+            if cluster.edge:
+                origin = self.source = self.service.next_origin(self.key.vhost, cluster.origin)
+            elif self.service.resolver is not None:
+                found = await self.service.resolver(self.key)
+                if found is None:  # nobody (else) publishes it yet: wait for a claim, look again
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), OWNER_POLL)
+                    continue
+                self.source, origin = found
+                self._moved_to = None
+            else:
                 return  # (the vhost stopped being an edge: reload)
-            origin = self.service.next_origin(self.key.vhost, cluster.origin)
             self.attempts += 1
             got_media = self.connects
             try:
-                if cluster.protocol == "flv":
+                if cluster.edge and cluster.protocol == "flv":
                     await self._pull_flv(cluster, origin)
                 else:
                     await self._pull_rtmp(cluster, origin)
@@ -202,11 +222,24 @@ class EdgePull:
             finally:
                 self._release("origin connection ended")
                 self._retire_client()
+            if self._moved_to is not None:
+                event(log, "edge-pull-moved", client=self.cid, stream=self.key, source=self.source, to=self._moved_to)
+                continue  # the stream has a new owner: straight to it
+            if self._stopping:
+                return
             self._set_state("down", f"{origin}: {reason}")
             if self.connects > got_media:
                 pause = retry_min  # media flowed: the next try is quick again
             await asyncio.sleep(pause)
             pause = min(pause * 2, retry_max)
+
+    def moved(self, node: str) -> None:
+        """(cluster) ``node`` claimed the stream ("" : released): a pull waiting for an owner looks again, one
+        connected to another node reconnects to the new owner at once."""
+        self._wake.set()
+        if node and node != self.source and self._client is not None:
+            self._moved_to = node
+            self._client.abort()
 
     # ----------------------------------------------------------------------------- origins
 
@@ -334,12 +367,16 @@ class EdgeService:
         self._next: dict[str, int] = {}  # vhost -> round-robin position over its origins
         self._stopped = False
         self.hls_hold = HLS_DEMAND
+        # In a cluster (clients/cluster.py): the owner of a stream, (node id, RTMP host:port), or None.
+        self.resolver: Callable[[StreamKey], Awaitable[tuple[str, str] | None]] | None = None
 
     def cluster(self, key: StreamKey) -> ClusterConfig:
         return self.config().vhost(key.vhost).cluster
 
     def is_edge(self, vhost: str) -> bool:
-        return self.config().vhost(vhost).cluster.edge
+        """Streams of ``vhost`` that nobody publishes here are pulled: from its origins (an edge vhost), or
+        from their owner (a cluster node: every vhost)."""
+        return self.resolver is not None or self.config().vhost(vhost).cluster.edge
 
     async def start(self) -> None:
         self.hub.watchers.append(self.check)
@@ -354,7 +391,8 @@ class EdgeService:
         tasks = [p.task for p in self.pulls.values() if p.task is not None] + list(self._closing.values())
         for pull in list(self.pulls.values()):
             pull.stop("server stopped")
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=CONNECT_TIMEOUT)  # (each ends at its next step: bounded anyway)
 
     # ----------------------------------------------------------------------------- demand
 
@@ -428,6 +466,12 @@ class EdgeService:
             return
         self.forget(pull)
         pull.stop(f"no viewer for {self.cluster(key).linger:g}s")
+
+    def moved(self, key: StreamKey, node: str) -> None:
+        """(cluster) A claim of ``key`` by ``node`` ("": a release) was made elsewhere."""
+        pull = self.pulls.get(key)
+        if pull is not None:
+            pull.moved(node)
 
     def forget(self, pull: EdgePull) -> None:
         """``pull`` is no longer the stream's pull (stopped, kicked or ended); its task may still be closing."""

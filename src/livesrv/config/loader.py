@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -15,6 +16,8 @@ from .parser import Directive, parse_file, parse_tree
 __all__ = [
     "DEFAULT_CONF_TEXT",
     "DEFAULT_CONF_NAME",
+    "default_conf_text",
+    "default_hls_path",
     "ENV_ONLY_DEFAULTS",
     "LoadResult",
     "load_config",
@@ -28,8 +31,12 @@ DEFAULT_CONF_NAME = "<defaults>"
 
 #: The configuration used when no file is given: SRS's shipped ``conf/srs.conf``
 #: minus WebRTC (``rtc_server``, ``vhost.rtc``: off until ``candidate`` is set for
-#: the machine; see ``conf/livesrv.conf``), and with HLS left off for now
-#: (SRS's file has ``hls { enabled on; }``; ``conf/srs-minimal.conf`` keeps it on).
+#: the machine; see ``conf/livesrv.conf``).
+#: HLS is on, as in SRS's file (Safari and iOS play nothing else), with two
+#: differences: its files go to a per-user cache directory (``@HLS_PATH@``, see
+#: :func:`default_hls_path`) rather than ``./objs/nginx/html`` in whatever
+#: directory the server was started from, and fragments are 2 s (SRS: 10), so
+#: that a browser on HLS starts within seconds and lags about 8 s, not 40.
 DEFAULT_CONF_TEXT = """\
 listen              1935;
 max_connections     1000;
@@ -45,7 +52,9 @@ http_server {
 }
 vhost __defaultVhost__ {
     hls {
-        enabled         off;
+        enabled         on;
+        hls_fragment    2;
+        hls_path        @HLS_PATH@;
     }
     http_remux {
         enabled     on;
@@ -70,6 +79,28 @@ class LoadResult:
     config: Config
     warnings: list[str] = field(default_factory=list)
     env_applied: list[str] = field(default_factory=list)
+
+
+def default_hls_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where the embedded defaults write HLS: ``$XDG_CACHE_HOME/livesrv/hls``, else ``~/.cache/livesrv/hls``
+    (the per-user cache the XDG spec names for files that can be thrown away), else, with no home directory,
+    ``<tmp>/livesrv-<uid>/hls``. ``hls_path`` in a file or ``SRS_VHOST_HLS_HLS_PATH`` chooses another place."""
+    env = os.environ if environ is None else environ
+    cache = env.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(cache):  # the spec: a relative value is invalid and ignored
+        home = env.get("HOME") or os.path.expanduser("~")
+        cache = os.path.join(home, ".cache") if os.path.isabs(home) and home != "/" else ""
+    if not cache:
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        cache = os.path.join(tempfile.gettempdir(), f"livesrv-{uid}")
+        return os.path.join(cache, "hls")
+    return os.path.join(cache, "livesrv", "hls")
+
+
+def default_conf_text(environ: Mapping[str, str] | None = None) -> str:
+    """:data:`DEFAULT_CONF_TEXT` with its HLS directory filled in."""
+    path = default_hls_path(environ).replace("\\", "\\\\").replace('"', '\\"')
+    return DEFAULT_CONF_TEXT.replace("@HLS_PATH@", f'"{path}"')
 
 
 def _finish(tree: list[Directive], environ: Mapping[str, str], source: str) -> LoadResult:
@@ -99,7 +130,7 @@ def load_config(
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     if env_only or path is None:
-        tree = parse_tree(DEFAULT_CONF_TEXT, DEFAULT_CONF_NAME)
+        tree = parse_tree(default_conf_text(env), DEFAULT_CONF_NAME)
         if env_only:
             tree, _ = apply_env(tree, ENV_ONLY_DEFAULTS)
         return _finish(tree, env, DEFAULT_CONF_NAME)

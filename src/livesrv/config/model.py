@@ -55,6 +55,7 @@ __all__ = [
     "parse_forward_destination",
     "ForwardConfig",
     "ClusterConfig",
+    "RegistryConfig",
     "RtcServerConfig",
     "VhostRtcConfig",
     "VhostConfig",
@@ -644,6 +645,31 @@ class VhostConfig(_Block):
         return data
 
 
+def _redis_url(value: Any) -> str:
+    text = str(value).strip()
+    if not re.match(r"^(redis|rediss|unix)://", text):
+        raise ValueError(f"registry must be a redis:// (or rediss://, unix://) URL, not {text!r}")
+    return text
+
+
+class RegistryConfig(_Block):
+    """livesrv: the top-level ``cluster { registry redis://host:6379/0; }`` block: nodes that share a Redis
+    registry serve every stream published on any of them (see the README, "Cluster").
+
+    ``advertise``: the host the other nodes reach this one at (default: the RTMP listen host, which must then
+    not be a wildcard). ``node_id``: this node's name in the registry (default: ``host:rtmp_port``).
+    ``ttl``: seconds a node's and its streams' registry entries live without a heartbeat (sent every ttl/3);
+    a dead node's streams are free after it (at once with takeover).
+    """
+
+    registry: Annotated[str, AfterValidator(_redis_url)] | None = None
+    advertise: str | None = None
+    node_id: str | None = None
+    ttl: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 10.0
+    #: Prefix of every Redis key and channel, so several clusters can share one Redis.
+    prefix: str = "livesrv"
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -679,6 +705,7 @@ class Config(_Block):
     grace_start_wait: Millis = 2300
     grace_final_wait: Millis = 3200
     force_grace_quit: SrsBool = False
+    cluster: RegistryConfig = RegistryConfig()
     vhosts: dict[str, VhostConfig] = Field(
         default_factory=lambda: {DEFAULT_VHOST: VhostConfig(name=DEFAULT_VHOST)}
     )

@@ -19,7 +19,12 @@ Rules:
   next frame otherwise; a stream without video is cut on an audio frame (SRS waits for a video keyframe that
   never comes, and never cuts an audio-only recording);
 * ``time_jitter``: ``full`` and ``zero`` make each file start at 0 (the hub already removed the publisher's
-  jitter and discontinuities, so both give the same result); ``off`` keeps the stream's timestamps.
+  jitter and discontinuities, so both give the same result); ``off`` keeps the stream's timestamps;
+* an onMetaData that comes while a file is open goes into it at its place in the stream, as a script tag
+  stamped 0 (FFmpeg's FLV demuxer reads onMetaData stamped later as a subtitle packet, see
+  ``media.gop``) without ``duration`` and ``filesize`` (they describe the publisher's file, not this one:
+  the header's onMetaData keeps them, written back when the file closes); it is also the next file's
+  header metadata. (SRS keeps only the first onMetaData of a file and drops later ones.)
 """
 
 from __future__ import annotations
@@ -114,6 +119,10 @@ def render_dvr_path(template: str, *, vhost: str, app: str, stream: str, now: fl
     return "./" + norm if out.startswith("./") and not norm.startswith("../") else norm
 
 
+def _without_file_fields(metadata: dict[str, Any]) -> amf0.ECMAArray:
+    return amf0.ECMAArray({k: v for k, v in metadata.items() if k not in ("duration", "filesize")})
+
+
 def metadata_tag(metadata: dict[str, Any]) -> tuple[bytes, int, int]:
     """An onMetaData script tag body whose first two entries are ``duration`` and ``filesize`` (0 for now),
     with the offsets in the body of their 8-byte doubles, to be written back when the file closes."""
@@ -133,17 +142,23 @@ def metadata_tag(metadata: dict[str, Any]) -> tuple[bytes, int, int]:
 
 @dataclass(frozen=True, slots=True)
 class OpenFile:
-    """Start file ``fid`` (its final ``path``) with ``data`` (FLV header and onMetaData)."""
+    """Start file ``fid`` (its final ``path``) with ``data`` (FLV header and onMetaData); ``patch_at``: where
+    the onMetaData ``duration`` and ``filesize`` doubles are (what :class:`CloseFile` patches), for a file that
+    must be finished early (a full disk keeps what is written, see the servers side)."""
 
     fid: int
     path: str
     data: bytes
+    patch_at: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
 class AppendFile:
+    """The next whole tags of file ``fid``; ``duration``: the file's duration (seconds) once they are in."""
+
     fid: int
     data: bytes
+    duration: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +231,12 @@ class DvrRecorder:
 
     @property
     def current_path(self) -> str | None:
+        """The open file's name as rendered from the template (the file side may give it a ``-1`` variant)."""
         return self._file.path if self._file is not None else None
+
+    @property
+    def current_fid(self) -> int | None:
+        return self._file.fid if self._file is not None else None
 
     @property
     def current_duration(self) -> float:
@@ -301,7 +321,9 @@ class DvrRecorder:
             vc = self._metadata.get("videocodecid")
             if vc not in (None, 0, False, "", 0.0):
                 self._expect_video = True
-        # (kept for the next file: an onMetaData in the middle of a file would be read as its header's)
+            f = self._file
+            if f is not None:  # in the current file, at its place (and in the next file's header)
+                self._write_tag(f, DATA, 0, amf0.encode("onMetaData", _without_file_fields(self._metadata)))
 
     # -------------------------------------------------------------------------------- files
 
@@ -318,7 +340,7 @@ class DvrRecorder:
         self.files += 1
         f = self._file = _File(fid, path, base, len(data), tag_start + dur_at,
                                tag_start + size_at, video)
-        actions.append(OpenFile(fid, path, data))
+        actions.append(OpenFile(fid, path, data, (f.dur_at, f.size_at)))
         start = 0 if self.rebase else base
         for sh in (self._video_sh, self._audio_sh):
             if sh is not None:
@@ -326,26 +348,32 @@ class DvrRecorder:
         return f
 
     def _write(self, f: _File, pkt: MediaPacket, ts: int) -> None:
-        tag = flv.encode_tag(pkt.kind, ts, pkt.payload)
+        self._write_tag(f, pkt.kind, ts, pkt.payload)
+
+    def _write_tag(self, f: _File, kind: int, ts: int, payload: bytes) -> None:
+        tag = flv.encode_tag(kind, ts, payload)
         f.pending.append(tag)
         f.pending_size += len(tag)
         f.size += len(tag)
         if ts > f.last:
             f.last = ts
 
+    def _duration(self, f: _File) -> float:
+        start = 0 if self.rebase else f.base
+        return max(0, f.last - start) / 1000.0
+
     def _take(self, f: _File) -> AppendFile:
         data = b"".join(f.pending)
         f.pending = []
         f.pending_size = 0
-        return AppendFile(f.fid, data)
+        return AppendFile(f.fid, data, self._duration(f))
 
     def _close(self, f: _File) -> list[DvrAction]:
         actions: list[DvrAction] = []
         if f.pending:
             actions.append(self._take(f))
         self._file = None
-        start = 0 if self.rebase else f.base
-        duration = max(0, f.last - start) / 1000.0
+        duration = self._duration(f)
         patches = ((f.dur_at, _DOUBLE.pack(duration)), (f.size_at, _DOUBLE.pack(float(f.size))))
         actions.append(CloseFile(f.fid, f.path, duration, f.size, patches))
         return actions

@@ -397,7 +397,7 @@ class RTMPConnection(asyncio.Protocol):
             return
         self.pub_token, self.pub_stream_id = token, ev.stream_id
         self._register(req)
-        if not access.urls(req.key.vhost, "on_publish"):
+        if not access.publish_gated(req.key.vhost):
             self._start_publish(ev, req, token)
             return
         ctx = HookContext.from_request(self.cid, self.ip, req, self.page_url)

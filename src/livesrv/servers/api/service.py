@@ -5,6 +5,10 @@ Every answer carries ``code`` (0 = ok), ``server``, ``service`` and ``pid``. Err
 (404 unknown id, 400 bad parameter, 405 wrong method) — except for JSONP (``?callback=``), which is always
 200 because a browser's ``<script>`` tag cannot read an error status (SRS answers JSONP the same way).
 
+Safe by default: with ``http_api { auth ... }`` off, what changes state (any method but GET, HEAD and OPTIONS,
+JSONP's ``method=DELETE`` included, and the raw API) and the running config (``/api/v1/config``) answer only
+loopback clients (:func:`is_loopback`); everyone else gets 403. Reading stays open, as in SRS.
+
 This module routes and wraps; the shapes are in :mod:`.views`, the rates in :mod:`.sampling`, the machine's
 figures in :mod:`.system`.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 import os
@@ -25,6 +30,7 @@ from livesrv import __version__
 from livesrv.config import Config, ConfigError, listen_addresses
 from livesrv.hub.clients import Client
 from livesrv.hub.hub import Hub
+from livesrv.hub.keys import mask_url
 from livesrv.hub.stream import Stream
 from livesrv.log import event
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
@@ -48,7 +54,17 @@ ERROR_HTTP_HANDLER_MATCH_URL = 3010
 # Not SRS's: the HTTP status as the code.
 ERROR_BAD_PARAMETER = 400
 ERROR_UNAUTHORIZED = 401
+ERROR_FORBIDDEN = 403
 ERROR_METHOD_NOT_ALLOWED = 405
+
+#: Methods that only read. Anything else changes state (kicks, DELETE): see :meth:`ApiService.admin_only`.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Answered, with auth off, only to loopback clients even though they are GETs: the raw API (reload) and
+#: the running config (hook and forward URLs, paths).
+ADMIN_PATHS = ("/api/v1/raw", "/api/v1/config")
+LOOPBACK_ONLY = ("{what} is answered only to clients on this machine (127.0.0.1, ::1) while the API has no "
+                 "auth; to allow it from {ip}, turn on http_api {{ auth {{ enabled on; username ...; "
+                 "password ...; }} }} and send the credentials (Basic auth)")
 
 #: Default ``count`` of the stream and client lists (SRS: 10; more is more useful and still small).
 DEFAULT_COUNT = 100
@@ -87,8 +103,13 @@ class ApiService:
         hls_info: StreamDetails,
         http_server: Callable[[Handler, str], HTTPServer],
         interval: float = SAMPLE_INTERVAL,
+        cluster_info: Callable[[], dict[str, Any]] = lambda: {"enabled": False},
+        trusted: Callable[[str], bool] | None = None,
     ) -> None:
         self.hub = hub
+        self._cluster_info = cluster_info  # /api/v1/clusters (clients/cluster.py)
+        #: Whose state-changing requests are answered while auth is off (a test may say "nobody").
+        self.trusted: Callable[[str], bool] = trusted or is_loopback
         self._config = config
         self._reload = reload
         self.sampler = Sampler(hub, interval)
@@ -139,6 +160,11 @@ class ApiService:
                 raise ApiError(401, ERROR_UNAUTHORIZED, "authentication required",
                                [("WWW-Authenticate", 'Basic realm="livesrv", charset="UTF-8"')])
             path = req.path.rstrip("/")
+            if not cfg.auth.enabled and self.admin_only(method, path) and not self.trusted(req.ip):
+                what = f"{method} {path}" if method not in READ_METHODS else path
+                event(log, "api-refused", logging.WARNING, ip=req.ip, method=method, path=path,
+                      reason="not loopback and http_api auth is off")
+                raise ApiError(403, ERROR_FORBIDDEN, LOOPBACK_ONLY.format(what=what, ip=req.ip))
             if path == "/metrics":
                 _allow(method, "GET", "HEAD")
                 resp = self.metrics.render()
@@ -149,6 +175,12 @@ class ApiService:
             body = {"code": exc.code, "error": str(exc)}
             return self._reply(body, exc.status, cors + exc.headers, callback)
         return self._reply(data, 200, cors, callback)
+
+    @staticmethod
+    def admin_only(method: str, path: str) -> bool:
+        """Does this request change state or read the running config (so that, without auth, only loopback
+        clients are answered)?"""
+        return method not in READ_METHODS or path.startswith(ADMIN_PATHS)
 
     def _reply(self, data: dict[str, Any], status: int, headers: list[tuple[str, str]],
                callback: str | None = None) -> Response:
@@ -175,7 +207,9 @@ class ApiService:
                 "vhosts": "all vhosts or one: /api/v1/vhosts/ID",
                 "streams": "all streams or one: /api/v1/streams/ID (DELETE ends it)",
                 "clients": "all clients or one: /api/v1/clients/ID (DELETE kicks it)",
+                "clusters": "the cluster's nodes and which owns which stream (livesrv)",
                 "raw": "?rpc=reload re-reads the config file (needs http_api.raw_api)",
+                "config": "the running config, secrets masked (livesrv)",
             }, "metrics": "/metrics"}
         if not path.startswith("/api/v1/"):
             raise ApiError(404, ERROR_HTTP_HANDLER_MATCH_URL, f"no api at {path}")
@@ -187,6 +221,8 @@ class ApiService:
             "streams": self._streams,
             "clients": self._clients,
             "raw": self._raw,
+            "clusters": self._clusters,
+            "config": self._running_config,
         }.get(name)
         if handler is None:
             raise ApiError(404, ERROR_HTTP_HANDLER_MATCH_URL, f"no api at {path}")
@@ -199,6 +235,13 @@ class ApiService:
         _allow(method, "GET", "HEAD")
         parts = [int(x) if x.isdigit() else 0 for x in (__version__.split(".") + ["0", "0"])[:3]]
         return {"data": {"major": parts[0], "minor": parts[1], "revision": parts[2], "version": __version__}}
+
+    def _clusters(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        """livesrv: the cluster's nodes and which owns which stream (SRS's old origin-cluster query API at this
+        path is not implemented)."""
+        _no_id(ident)
+        _allow(method, "GET", "HEAD")
+        return {"data": self._cluster_info()}
 
     def _summaries(self, method: str, ident: str, req: Request) -> dict[str, Any]:
         _no_id(ident)
@@ -264,6 +307,13 @@ class ApiService:
             raise ApiError(404, ERROR_RTMP_CLIENT_NOT_FOUND, f"no client with id {ident}")
         return client
 
+    def _running_config(self, method: str, ident: str, req: Request) -> dict[str, Any]:
+        """livesrv: the configuration in effect (file or defaults, then ``SRS_*`` overrides, then reloads), as
+        JSON, with passwords and URL credentials and query values masked."""
+        _no_id(ident)
+        _allow(method, "GET", "HEAD")
+        return {"data": _masked(self._config().model_dump(mode="json"))}
+
     def _raw(self, method: str, ident: str, req: Request) -> dict[str, Any]:
         _no_id(ident)
         _allow(method, "GET", "POST")
@@ -309,6 +359,33 @@ def _paging(req: Request) -> tuple[int, int]:
             raise ApiError(400, ERROR_BAD_PARAMETER, f"{name} must be a number >= 0, not {text!r}")
         out.append(int(text))
     return out[0], out[1]
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, and IPv4 loopback mapped into IPv6 (a dual-stack socket's ``::ffff:127.0.0.1``)."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+_SECRET_KEYS = frozenset({"password", "secret", "token"})
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    """A config dump fit to show: secrets as ``***``, URLs without credentials or query values."""
+    if isinstance(value, dict):
+        return {k: _masked(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, key) for v in value]
+    if isinstance(value, str):
+        if key in _SECRET_KEYS:
+            return "***" if value else ""
+        if "://" in value or "?" in value:
+            return mask_url(value)
+    return value
 
 
 def _authorized(req: Request, username: str, password: str) -> bool:

@@ -11,8 +11,12 @@ reader (or a crash) would then find a half-written file under the final name, it
 the final names only ever hold finished files, and what a crash leaves is the ``.tmp`` FLV, which plays up to
 its last complete tag (any player, or ``ffmpeg -i x.mp4.tmp -c copy x.mp4``).
 
-A write that fails (a full disk, a directory that cannot be created or written) ends the recording: its
-temporary files are deleted, and the owner is told once, with the reason.
+A write that fails (a full disk, a directory that cannot be created or written) ends the recording, and the
+owner is told once, with the reason. What the file being written has on disk for sure is not thrown away (a
+full disk could otherwise cost hours of a session's recording): the ``.tmp`` is cut at the last flushed tag
+(at most about the last GOP is lost), its onMetaData gets that part's duration and size, and it is published
+as a finished file (``on_dvr`` included). An ``.mp4`` whose remux fails too (a full disk has no room for the
+copy) stays as its ``.tmp`` FLV, never under its final name; a file with no frame is deleted.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Final
 
-from livesrv.log import event
+from livesrv.log import describe_error, event
 from livesrv.remux.dvr import AppendFile, CloseFile, DvrAction, OpenFile
 
 log = logging.getLogger("livesrv.dvr")
@@ -38,6 +43,8 @@ TMP_SUFFIX: Final = ".tmp"
 #: Names tried for one file when its name is taken (see :meth:`DvrFiles._start`).
 MAX_NAME_TRIES: Final = 100
 MUX_SUFFIX: Final = ".mux.tmp"
+
+_DOUBLE = struct.Struct(">d")
 
 
 def tmp_path(path: str) -> str:
@@ -70,12 +77,41 @@ def remux_to_mp4(src: str, dst: str) -> None:
             out.mux(pkt)
 
 
+class _OpenFile:
+    """A file being written: its handle on ``<path>.tmp`` and what of it is known to be on disk."""
+
+    __slots__ = ("path", "f", "size", "duration", "safe_size", "safe_duration", "patch_at", "closed", "unpublished")
+
+    def __init__(self, path: str, f: BinaryIO, act: OpenFile) -> None:
+        self.path = path  # the final name (the template's, or a variant of it)
+        self.f = f
+        self.size = 0  # bytes handed to the handle
+        self.duration = 0.0  # of what was handed
+        self.safe_size = 0  # bytes on disk for sure (flushed), always at a tag boundary
+        self.safe_duration = 0.0
+        self.patch_at = act.patch_at
+        self.closed = False  # the handle is closed
+        self.unpublished = False  # complete, but its publishing (rename, remux) failed
+
+    def write(self, data: bytes, duration: float) -> None:
+        self.f.write(data)
+        self.size += len(data)
+        self.duration = max(self.duration, duration)
+
+    def flushed(self) -> None:
+        self.safe_size = self.size
+        self.safe_duration = self.duration
+
+
 class DvrFiles:
     """The file side of one recording, run in a worker thread, one batch at a time (the writer's task awaits
     each batch before the next)."""
 
     def __init__(self) -> None:
-        self._open: dict[int, tuple[str, BinaryIO]] = {}  # fid -> (final path, handle on its .tmp)
+        self._open: dict[int, _OpenFile] = {}
+        # fid -> the name a file really got (see _start), set once its temporary file exists; read from the event
+        # loop (the API) while the worker thread writes it: one dict item set or popped at a time.
+        self.names: dict[int, str] = {}
         self.failed: str | None = None
         # A writer task cancelled while its thread is in a batch abandons from another thread: never at once.
         self._lock = threading.Lock()
@@ -91,28 +127,85 @@ class DvrFiles:
         for act in actions:
             if self.failed is not None:
                 break
+            name = self._path(act.fid) or getattr(act, "path", "")  # (the name really used, once open)
             try:
                 if isinstance(act, OpenFile):
                     self._start(act)
                 elif isinstance(act, AppendFile):
                     entry = self._open.get(act.fid)
                     if entry is not None:
-                        entry[1].write(act.data)
+                        entry.write(act.data, act.duration)
                 else:
                     path = self._close(act)
                     if path is not None:
                         done.append((act, path))
             except Exception as exc:  # noqa: BLE001 - OSError mostly; a remux error is as final for the file
-                self.failed = f"{getattr(act, 'path', '') or self._path(act.fid)}: {exc}"
-                self._abandon()
+                self._fail(f"{name}: {describe_error(exc)}", done)
         if self.failed is None:
+            entry = None
             try:
-                for _path, f in self._open.values():
-                    f.flush()  # to the OS: what a killed process leaves is on disk
+                for entry in self._open.values():
+                    entry.f.flush()  # to the OS: what a killed process leaves is on disk
+                    entry.flushed()
             except OSError as exc:
-                self.failed = f"{_path}: {exc}"
-                self._abandon()
+                self._fail(f"{entry.path if entry else ''}: {describe_error(exc)}", done)
         return done, self.failed
+
+    def _fail(self, reason: str, done: list[tuple[CloseFile, str]]) -> None:
+        """A write failed: the recording ends. What each open file has on disk for sure (up to its last flush,
+        so at most the last batch, about a GOP, is lost) is kept as a finished file (:meth:`_salvage`)."""
+        kept = []
+        for fid, entry in list(self._open.items()):
+            result = self._salvage(entry)
+            if result is None:
+                continue
+            del self._open[fid]
+            self.names.pop(fid, None)
+            path, finished = result
+            if finished:
+                done.append((CloseFile(fid, path, entry.safe_duration, entry.safe_size), path))
+            kept.append(f"{entry.safe_duration:.3f} s kept in {path}")
+        self.failed = "; ".join([reason, *kept])
+        self._abandon()
+
+    def _salvage(self, entry: _OpenFile) -> tuple[str, bool] | None:
+        """Make what ``entry`` has on disk a finished file: its ``.tmp`` cut at the last tag flushed, the
+        onMetaData ``duration`` and ``filesize`` written back, then published as :meth:`_close` does. Returns
+        (name, True) when it is under its final name; (its ``.tmp`` name, False) for an ``.mp4`` whose remux
+        failed too (a full disk has no room for the copy): a playable FLV, kept rather than deleted (see the
+        README on recovering a ``.tmp``); None when nothing worth keeping is there (it is then deleted)."""
+        tmp = tmp_path(entry.path)
+        if not entry.closed:
+            try:
+                entry.f.close()  # (what it still held goes out or not: it is cut off below)
+            except OSError:
+                pass
+            entry.closed = True
+        if entry.safe_duration <= 0:
+            return None  # no frame for sure, or a single one
+        try:
+            os.truncate(tmp, entry.safe_size)  # (shrinking needs no room)
+        except OSError:
+            return None
+        try:  # overwriting 16 bytes needs no room either, except on a copy-on-write file system
+            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                dur_at, size_at = entry.patch_at
+                if dur_at and size_at:
+                    os.pwrite(fd, _DOUBLE.pack(entry.safe_duration), dur_at)
+                    os.pwrite(fd, _DOUBLE.pack(float(entry.safe_size)), size_at)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # (the file plays without them; players compute the duration)
+        mp4 = entry.path.endswith(".mp4")
+        try:
+            if mp4 and entry.unpublished:
+                raise OSError("its remux failed already")  # (not tried twice)
+            self._publish(entry.path)
+        except Exception:  # noqa: BLE001
+            return (tmp, False) if mp4 and os.path.exists(tmp) else None
+        return entry.path, True
 
     def abandon(self) -> None:
         """Close and delete what is open: an unfinished file never reaches its final name."""
@@ -120,17 +213,19 @@ class DvrFiles:
             self._abandon()
 
     def _abandon(self) -> None:
-        for path, f in self._open.values():
-            try:
-                f.close()
-            except OSError:
-                pass
-            _unlink(tmp_path(path))
+        self.names.clear()
+        for entry in self._open.values():
+            if not entry.closed:
+                try:
+                    entry.f.close()
+                except OSError:
+                    pass
+            _unlink(tmp_path(entry.path))
         self._open.clear()
 
     def _path(self, fid: int) -> str:
         entry = self._open.get(fid)
-        return entry[0] if entry is not None else ""
+        return entry.path if entry is not None else ""
 
     def _start(self, act: OpenFile) -> None:
         """Create the file's temporary name. A name already taken (a finished file, or another recording's
@@ -158,39 +253,46 @@ class DvrFiles:
             os.close(fd)
             _unlink(tmp_path(path))
             raise
-        self._open[act.fid] = (path, f)
-        f.write(act.data)
+        entry = self._open[act.fid] = _OpenFile(path, f, act)
+        self.names[act.fid] = path
+        entry.write(act.data, 0.0)
 
     def _close(self, act: CloseFile) -> str | None:
-        entry = self._open.pop(act.fid, None)
+        entry = self._open.get(act.fid)
         if entry is None:
             return None
-        path, f = entry
-        tmp = tmp_path(path)
+        f = entry.f
+        for offset, data in act.patches:
+            f.seek(offset)
+            f.write(data)
+        f.close()
+        entry.closed = True
+        entry.size, entry.duration = act.size, act.duration
+        entry.flushed()  # the whole file is on disk (what a failing remux then keeps)
         try:
-            for offset, data in act.patches:
-                f.seek(offset)
-                f.write(data)
-            f.close()
-            if path.endswith(".mp4"):
-                mux = path + MUX_SUFFIX
-                try:
-                    remux_to_mp4(tmp, mux)
-                    os.chmod(mux, FILE_MODE)
-                    os.replace(mux, path)
-                finally:
-                    _unlink(mux)
-                _unlink(tmp)
-            else:
-                os.replace(tmp, path)
+            self._publish(entry.path)
         except BaseException:
-            try:
-                f.close()
-            except OSError:
-                pass
-            _unlink(tmp)
+            entry.unpublished = True
             raise
-        return path
+        del self._open[act.fid]
+        self.names.pop(act.fid, None)
+        return entry.path
+
+    @staticmethod
+    def _publish(path: str) -> None:
+        """The complete ``<path>.tmp`` goes under ``path``: renamed, or remuxed for an ``.mp4``."""
+        tmp = tmp_path(path)
+        if path.endswith(".mp4"):
+            mux = path + MUX_SUFFIX
+            try:
+                remux_to_mp4(tmp, mux)
+                os.chmod(mux, FILE_MODE)
+                os.replace(mux, path)
+            finally:
+                _unlink(mux)
+            _unlink(tmp)
+        else:
+            os.replace(tmp, path)
 
 
 class DvrWriter:

@@ -68,10 +68,17 @@ class Recording:
     def send_bytes(self) -> int:
         return self.writer.written
 
+    @property
+    def current_file(self) -> str | None:
+        """The name of the file being written, as it is on disk (a ``-1`` variant when the template's name was
+        taken); None between files, until the next one exists."""
+        fid = self.recorder.current_fid
+        return None if fid is None else self.writer.files.names.get(fid)
+
     def info(self) -> dict[str, Any]:
         return {
             "cid": self.cid,
-            "file": self.recorder.current_path,
+            "file": self.current_file,
             "duration": round(self.recorder.current_duration, 3),
             "files": len(self.finished_files),
             "bytes": self.writer.written,
@@ -90,20 +97,20 @@ class Recording:
         self.writer.submit(self.recorder.finish())
         self.writer.close()
         self.writer.task.add_done_callback(lambda _t: self.service.hub.unregister(self))
-        event(log, "dvr-stop", stream=self.stream.key, cid=self.cid, reason=reason)
+        event(log, "dvr-stop", stream=self.stream.key, client=self.cid, reason=reason)
 
     def kick(self, reason: str) -> None:
         self.stop(f"kicked: {reason}")
 
     def _closed(self, act: CloseFile, path: str) -> None:
         self.finished_files.append(path)
-        event(log, "dvr-file", stream=self.stream.key, cid=self.cid, file=path, duration=round(act.duration, 3),
+        event(log, "dvr-file", stream=self.stream.key, client=self.cid, file=path, duration=round(act.duration, 3),
               size=act.size)
         ctx = self.publisher_context
         self.service.access.dvr(ctx.vhost, lambda ident: payloads.on_dvr(ident, ctx, path))
 
     def _failed(self, reason: str) -> None:
-        event(log, "dvr-failed", logging.ERROR, stream=self.stream.key, cid=self.cid, reason=reason)
+        event(log, "dvr-failed", logging.ERROR, stream=self.stream.key, client=self.cid, reason=reason)
         self.stopped = self.stopped or f"failed: {reason}"
         self.writer.task.add_done_callback(lambda _t: self.service.hub.unregister(self))
 
@@ -149,7 +156,7 @@ class DvrOutput:
             # shielded: a cancelled drain (shutdown) must not cancel the writer, which stop() then awaits
             await asyncio.wait_for(asyncio.shield(rec.writer.task), FINISH_TIMEOUT)
         except asyncio.TimeoutError:
-            event(log, "dvr-finish-slow", logging.WARNING, stream=stream.key, cid=rec.cid)
+            event(log, "dvr-finish-slow", logging.WARNING, stream=stream.key, client=rec.cid)
 
     def dispose(self) -> None:
         pass
@@ -213,6 +220,6 @@ class DvrService:
         self.recordings.add(rec)
         rec.writer.task.add_done_callback(lambda _t: self.recordings.discard(rec))
         self.hub.register(rec)
-        event(log, "dvr-start", stream=key, cid=rec.cid, generation=stream.generation, plan=cfg.dvr_plan,
+        event(log, "dvr-start", stream=key, client=rec.cid, generation=stream.generation, plan=cfg.dvr_plan,
               path=cfg.dvr_path)
         return rec

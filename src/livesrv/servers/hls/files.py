@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Final
 
-from livesrv.log import event
+from livesrv.log import describe_error, event
 from livesrv.remux.hls import (
     AppendSegment,
     CloseSegment,
@@ -304,6 +304,10 @@ class HlsWriter:
     ``on_written(actions, results)`` runs on the event loop after each batch, so the in-memory view (what
     may be served) only ever follows what is on disk. When the task ends (:meth:`close` performed, or
     cancelled) the parts of segments still open are deleted.
+
+    Failed actions are logged once per failing run, not once each: a full disk fails every append, close and
+    playlist of the stream for as long as it is full. The first failure is logged (``hls-write-error``); the
+    run ends when a segment is complete on disk again (``hls-write-recovered``, with the failures not logged).
     """
 
     _STOP: Final = object()
@@ -318,7 +322,9 @@ class HlsWriter:
         self.root = root
         self.label = label
         self.on_written = on_written
-        self.errors = 0
+        self.errors = 0  # actions that failed
+        self.failing = False  # in a run of failures (logged once, see the class docstring)
+        self._unlogged = 0  # failures of the current run not logged
         self.files = SegmentFiles(root)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
@@ -379,12 +385,24 @@ class HlsWriter:
             except Exception:  # noqa: BLE001 - a bug here must not stop this key's output for good
                 event(log, "hls-writer-error", logging.ERROR, exc_info=True, writer=self.label)
                 continue
-            for act, err in zip(batch, results):
-                if err is not None:
-                    self.errors += 1
-                    event(log, "hls-write-error", logging.WARNING, writer=self.label, file=act.name, reason=str(err))
+            self._log_results(batch, results)
             if self.on_written is not None:
                 try:
                     self.on_written(batch, results)
                 except Exception:  # noqa: BLE001
                     event(log, "hls-writer-error", logging.ERROR, exc_info=True, writer=self.label)
+
+    def _log_results(self, batch: Sequence[HlsAction], results: Sequence[OSError | None]) -> None:
+        for act, err in zip(batch, results):
+            if err is not None:
+                self.errors += 1
+                if self.failing:
+                    self._unlogged += 1
+                else:
+                    self.failing = True
+                    event(log, "hls-write-error", logging.WARNING, writer=self.label, file=act.name,
+                          reason=describe_error(err))
+            elif self.failing and isinstance(act, CloseSegment):
+                event(log, "hls-write-recovered", writer=self.label, file=act.name, unlogged=self._unlogged)
+                self.failing = False
+                self._unlogged = 0

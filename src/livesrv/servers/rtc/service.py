@@ -293,7 +293,7 @@ class RtcService:
         self.hub.register(session)
         session.registered = True
         try:
-            if self.access.urls(key.vhost, "on_publish"):
+            if self.access.publish_gated(key.vhost):  # on_publish, and the cluster's claim in a cluster
                 refused = await self.access.publish(ctx)
                 if refused is not None:
                     raise RtcError(403, f"on_publish refused: {refused}")
