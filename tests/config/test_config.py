@@ -391,21 +391,21 @@ def test_syntax_errors(text, message):
 def test_unknown_directives_warn_and_never_crash(caplog):
     text = (
         "listen 1935;\n"
-        "rtc_server {\n    enabled on;\n    nested { deep 1; }\n}\n"
+        "srt_server {\n    enabled on;\n    nested { deep 1; }\n}\n"
         "vhost __defaultVhost__ {\n"
         "    x 1;\n"
         "    play { foo bar; gop_cache off; }\n"
-        "    rtc { enabled on; }\n"
+        "    srt { enabled on; }\n"
         "}\n"
         "mystery;\n"
     )
     with caplog.at_level(logging.WARNING, logger="livesrv.config"):
         res = load(text)
     assert res.warnings == [
-        "t.conf:2: unknown directive 'rtc_server' in 'root' ignored",
+        "t.conf:2: unknown directive 'srt_server' in 'root' ignored",
         "t.conf:7: unknown directive 'x' in 'vhost' ignored",
         "t.conf:8: unknown directive 'foo' in 'vhost.play' ignored",
-        "t.conf:9: unknown directive 'rtc' in 'vhost' ignored",
+        "t.conf:9: unknown directive 'srt' in 'vhost' ignored",
         "t.conf:11: unknown directive 'mystery' in 'root' ignored",
     ]
     assert res.config.vhost("").play.gop_cache is False

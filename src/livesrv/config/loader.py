@@ -30,7 +30,8 @@ log = logging.getLogger("livesrv.config")
 DEFAULT_CONF_NAME = "<defaults>"
 
 #: The configuration used when no file is given: SRS's shipped ``conf/srs.conf``
-#: minus WebRTC (``rtc_server``, ``vhost.rtc``), which livesrv does not implement.
+#: minus WebRTC (``rtc_server``, ``vhost.rtc``: off until ``candidate`` is set for
+#: the machine; see ``conf/livesrv.conf``).
 #: HLS is on, as in SRS's file (Safari and iOS play nothing else), with two
 #: differences: its files go to a per-user cache directory (``@HLS_PATH@``, see
 #: :func:`default_hls_path`) rather than ``./objs/nginx/html`` in whatever
