@@ -19,8 +19,9 @@ export function h(tag, props, ...children) {
   return e;
 }
 
-export async function loadConfig() {
-  const r = await fetch('/livesrv/config.json', { cache: 'no-store' });
+// The server's page config; with a vhost, what that vhost plays over (HTTP-FLV, HLS, WebRTC).
+export async function loadConfig(vhost = '') {
+  const r = await fetch('/livesrv/config.json' + vhostQuery(vhost), { cache: 'no-store' });
   if (!r.ok) throw new Error(`/livesrv/config.json: HTTP ${r.status}`);
   return r.json();
 }
@@ -114,7 +115,15 @@ export function rtmpBase(cfg) {
   return `rtmp://${location.hostname}${port}`;
 }
 
-// Every URL a stream plays at (s: {vhost, app, stream}); HLS only when the vhost writes it.
+// A stream's WHEP URL (WebRTC playback, SRS's URL on the API's port).
+export function whepUrl(cfg, s) {
+  const q = new URLSearchParams({ app: s.app, stream: s.stream });
+  if (s.vhost && s.vhost !== '__defaultVhost__') q.set('vhost', s.vhost);
+  return `${apiBase(cfg)}/rtc/v1/whep/?${q}`;
+}
+
+// Every URL a stream plays at (s: {vhost, app, stream}); HLS only when the vhost writes it, WHEP only when the
+// server plays over WebRTC.
 export function playUrls(cfg, s, hls = cfg.hls) {
   const p = streamPath(s.app, s.stream);
   const q = vhostQuery(s.vhost);
@@ -126,6 +135,7 @@ export function playUrls(cfg, s, hls = cfg.hls) {
   }
   if (hls) urls['HLS'] = `${location.origin}${p}.m3u8${q}`;
   if (cfg.flv) urls['HTTP-TS'] = `${location.origin}${p}.ts${q}`;
+  if (cfg.rtc) urls['WebRTC (WHEP)'] = whepUrl(cfg, s);
   return urls;
 }
 
