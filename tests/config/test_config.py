@@ -676,7 +676,7 @@ def test_defaults_match_srs_minimal_default():
     assert v.hls.enabled is True  # as SRS's conf/srs.conf: Safari and iOS play only HLS
     assert v.play.model_dump() == {
         "gop_cache": True, "gop_cache_max_frames": 2500, "queue_length": 30, "time_jitter": "full",
-        "atc": False, "mix_correct": False, "mw_latency": 350, "mw_msgs": 8,
+        "atc": False, "mix_correct": False, "mw_latency": 100, "mw_msgs": 8,  # (100: SRS's 350 in a file)
         "republish_grace": 30, "wait_timeout": 30,  # livesrv's own
     }
     assert (v.publish.firstpkt_timeout, v.publish.normal_timeout, v.publish.takeover) == (20000, 5000, True)
@@ -697,6 +697,7 @@ def test_srs_minimal_conf_equals_defaults_but_hls_path_and_fragment():
     assert c.vhost("").hls.enabled is True
     d = default_config().model_dump()
     d["vhosts"][DEFAULT_VHOST]["hls"].update(hls_path="./objs/nginx/html", hls_fragment=10)
+    d["vhosts"][DEFAULT_VHOST]["play"].update(mw_latency=350)
     assert c.model_dump() == d
 
 

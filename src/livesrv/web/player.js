@@ -127,6 +127,7 @@ export class LivePlayer {
     this.startedAt = performance.now();
     this.lastProgress = performance.now();
     this.lastTime = -1;
+    this.progressSince = -1; // when media started moving again after this (re)start
     this.set('connecting');
     try {
       if (mode === 'flv' || mode === 'ws') this.impl = this.startFlv(mode === 'flv' ? this.urls.flv : this.urls.ws);
@@ -286,7 +287,9 @@ export class LivePlayer {
     const now = performance.now();
     const mark = this.mode === 'webrtc' ? this.impl.packets : v.currentTime;
     if (mark !== this.lastTime) {
-      if (this.lastTime >= 0 && now - this.lastProgress > 5000) this.backoff = 500;
+      // Five seconds of steady progress since the (re)start: the next problem is retried quickly again.
+      if (this.progressSince < 0) this.progressSince = now;
+      else if (now - this.progressSince > 5000) this.backoff = 500;
       if (this.lastTime >= 0 && !v.paused && this.state !== 'playing') this.set('playing');
       this.lastTime = mark;
       this.lastProgress = now;
