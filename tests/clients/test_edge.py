@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from livesrv.codec import amf0
 from livesrv.config import ClusterConfig, parse_text
 from livesrv.hub.clients import PULLER, VIEWER
 from livesrv.hub.keys import StreamKey
-from tests.helpers import FlvViewer, Procs, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import free_port, FlvViewer, Procs, ffmpeg_publish_args, require_tool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +30,6 @@ KEY = StreamKey("__defaultVhost__", "live", "test")
 #: Fast retries for tests (production: 0.5 s doubling to 5 s).
 RETRY = (0.1, 0.5)
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def start_app(config_text: str) -> App:

@@ -31,92 +31,86 @@ REBASE_MS: Final = 200
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livesrv-audio")
 
 
-class AacToOpus:
-    """Decodes AAC frames (their AudioSpecificConfig from the sequence header) and encodes 20 ms Opus packets,
-    stereo 48 kHz, with their timestamps in 1/48000."""
+class _Transcoder:
+    """Decode, resample, re-frame (an AudioFifo: the two codecs' frame sizes differ) and encode, stereo 48 kHz,
+    keeping the output's timestamps on the input's clock. Subclasses set the codecs and ``frame``."""
 
-    def __init__(self, asc: bytes, bitrate: int = 48000) -> None:
-        self.decoder = av.CodecContext.create("aac", "r")
-        self.decoder.extradata = asc
-        self.resampler = av.AudioResampler(format="s16", layout="stereo", rate=OPUS_RATE)
-        enc = self.encoder = av.CodecContext.create("libopus", "w")
+    frame: int  # samples per encoded frame
+
+    def __init__(self, decoder: Any, fmt: str, encoder: str, bitrate: int, options: dict[str, str] | None) -> None:
+        self.decoder = decoder
+        self.resampler = av.AudioResampler(format=fmt, layout="stereo", rate=OPUS_RATE)
+        enc = self.encoder = av.CodecContext.create(encoder, "w")
         enc.sample_rate = OPUS_RATE
         enc.layout = "stereo"
-        enc.format = "s16"
+        enc.format = fmt
         enc.bit_rate = bitrate
         enc.time_base = Fraction(1, OPUS_RATE)
-        enc.options = {"application": "lowdelay", "frame_duration": "20"}
+        if options:
+            enc.options = options
         enc.open()
         self.fifo = av.AudioFifo()
         self.next_pts: int | None = None  # in 1/48000, of the next sample out of the fifo
+
+    def _transcode(self, pkt: Any, ms: int) -> list[tuple[bytes, int]]:
+        """``pkt`` (input at ``ms``) -> the encoded frames it completes, as ``(payload, pts in 1/48000)``."""
+        at = ms * (OPUS_RATE // 1000)
+        queued = self.fifo.samples
+        if self.next_pts is None or abs(self.next_pts + queued - at) > REBASE_MS * OPUS_RATE // 1000:
+            self.next_pts = at - queued
+        out: list[tuple[bytes, int]] = []
+        for frame in self.decoder.decode(pkt):
+            for rs in self.resampler.resample(frame):
+                rs.pts = None
+                self.fifo.write(rs)
+        while self.fifo.samples >= self.frame:
+            frame = self.fifo.read(self.frame)
+            frame.pts = self.next_pts
+            frame.time_base = Fraction(1, OPUS_RATE)
+            self.next_pts += self.frame
+            for p in self.encoder.encode(frame):
+                out.append((bytes(p), int(p.pts if p.pts is not None else frame.pts)))
+        return out
+
+
+class AacToOpus(_Transcoder):
+    """Decodes AAC frames (their AudioSpecificConfig from the sequence header) and encodes 20 ms Opus packets,
+    stereo 48 kHz, with their timestamps in 1/48000."""
+
+    frame = OPUS_FRAME
+
+    def __init__(self, asc: bytes, bitrate: int = 48000) -> None:
+        decoder = av.CodecContext.create("aac", "r")
+        decoder.extradata = asc
+        super().__init__(decoder, "s16", "libopus", bitrate, {"application": "lowdelay", "frame_duration": "20"})
 
     def feed(self, raw: bytes, ms: int) -> list[tuple[bytes, int]]:
         """One raw AAC frame at ``ms`` -> the Opus packets it completes, as ``(payload, pts in 1/48000)``."""
         pkt = av.Packet(raw)
         pkt.pts = pkt.dts = ms
         pkt.time_base = Fraction(1, 1000)
-        at = ms * (OPUS_RATE // 1000)
-        queued = self.fifo.samples
-        if self.next_pts is None or abs(self.next_pts + queued - at) > REBASE_MS * OPUS_RATE // 1000:
-            self.next_pts = at - queued
-        out: list[tuple[bytes, int]] = []
-        for frame in self.decoder.decode(pkt):
-            for rs in self.resampler.resample(frame):
-                rs.pts = None
-                self.fifo.write(rs)
-        while self.fifo.samples >= OPUS_FRAME:
-            frame = self.fifo.read(OPUS_FRAME)
-            frame.pts = self.next_pts
-            frame.time_base = Fraction(1, OPUS_RATE)
-            self.next_pts += OPUS_FRAME
-            for p in self.encoder.encode(frame):
-                out.append((bytes(p), int(p.pts if p.pts is not None else frame.pts)))
-        return out
+        return self._transcode(pkt, ms)
 
 
-class OpusToAac:
+class OpusToAac(_Transcoder):
     """Decodes Opus packets (what a WHIP publisher sends) and encodes AAC-LC frames, stereo 48 kHz, with their
     timestamps in ms. ``asc`` is the encoder's AudioSpecificConfig, for the FLV sequence header."""
 
+    frame = AAC_FRAME
+
     def __init__(self, bitrate: int = 48000) -> None:
-        self.decoder = av.CodecContext.create("libopus", "r")
-        self.decoder.sample_rate = OPUS_RATE
-        self.decoder.layout = "stereo"
-        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=OPUS_RATE)
-        enc = self.encoder = av.CodecContext.create("aac", "w")
-        enc.sample_rate = OPUS_RATE
-        enc.layout = "stereo"
-        enc.format = "fltp"
-        enc.bit_rate = bitrate
-        enc.time_base = Fraction(1, OPUS_RATE)
-        enc.open()
-        self.asc = bytes(enc.extradata or b"")
-        self.fifo = av.AudioFifo()
-        self.next_pts: int | None = None
+        decoder = av.CodecContext.create("libopus", "r")
+        decoder.sample_rate = OPUS_RATE
+        decoder.layout = "stereo"
+        super().__init__(decoder, "fltp", "aac", bitrate, None)
+        self.asc = bytes(self.encoder.extradata or b"")
 
     def feed(self, payload: bytes, ms: int) -> list[tuple[bytes, int]]:
         """One Opus packet at ``ms`` -> the AAC frames it completes, as ``(raw frame, ms)``."""
         pkt = av.Packet(payload)
         pkt.pts = pkt.dts = ms * (OPUS_RATE // 1000)
         pkt.time_base = Fraction(1, OPUS_RATE)
-        at = ms * (OPUS_RATE // 1000)
-        queued = self.fifo.samples
-        if self.next_pts is None or abs(self.next_pts + queued - at) > REBASE_MS * OPUS_RATE // 1000:
-            self.next_pts = at - queued
-        out: list[tuple[bytes, int]] = []
-        for frame in self.decoder.decode(pkt):
-            for rs in self.resampler.resample(frame):
-                rs.pts = None
-                self.fifo.write(rs)
-        while self.fifo.samples >= AAC_FRAME:
-            frame = self.fifo.read(AAC_FRAME)
-            frame.pts = self.next_pts
-            frame.time_base = Fraction(1, OPUS_RATE)
-            self.next_pts += AAC_FRAME
-            for p in self.encoder.encode(frame):
-                pts = int(p.pts if p.pts is not None else frame.pts)
-                out.append((bytes(p), pts * 1000 // OPUS_RATE))
-        return out
+        return [(data, pts * 1000 // OPUS_RATE) for data, pts in self._transcode(pkt, ms)]
 
 
 class Worker:
