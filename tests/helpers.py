@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import io
 import re
 import shutil
@@ -49,6 +50,14 @@ class Procs:
                 await asyncio.wait_for(proc.wait(), 10)
             except asyncio.TimeoutError:
                 pass
+
+
+def free_port() -> int:
+    """A loopback port the OS just gave out (bound, then closed): nothing listens there until someone does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 async def can_connect(port: int) -> bool:

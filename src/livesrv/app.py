@@ -12,7 +12,7 @@ from livesrv.clients.cluster import ClusterService
 from livesrv.clients.edge import EdgeService
 from livesrv.clients.forward import ForwardService
 from livesrv.config import Config, listen_addresses, load_config
-from livesrv.hub.clients import PUBLISHER
+from livesrv.hub.clients import PUBLISHER, PULLER
 from livesrv.hub.hub import Hub
 from livesrv.hub.keys import parse_http_path, request_problem
 from livesrv.hub.stream import Publisher, Stream
@@ -24,6 +24,7 @@ from livesrv.servers.flv import serve_flv
 from livesrv.servers.hls.service import HlsService
 from livesrv.servers.http import Handler, HTTPConnection, HTTPServer, Request, Response
 from livesrv.servers.limits import ConnectionBudget, raise_open_file_limit
+from livesrv.servers.rtc.service import RtcService
 from livesrv.servers.rtmp import RTMPServer
 from livesrv.servers.static import serve_file
 from livesrv.servers.tls import TlsService
@@ -60,6 +61,7 @@ class App:
         self.forward = ForwardService(self.hub, current, self.access, edge_url=self.edge.origin_url)
         self.cluster = ClusterService(self.hub, current, self.access, self.edge)
         self.dvr = DvrService(self.hub, current, self.access)
+        self.rtc = RtcService(self.hub, current, self.access)  # WHIP/WHEP, on the API's port (as SRS)
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
                                       self._http_server, cluster_info=self.cluster.info)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
@@ -73,6 +75,7 @@ class App:
         await self.forward.start()
         await self.dvr.start()
         await self.edge.start()
+        await self.rtc.start()
         self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
         if cfg.http_server.enabled:
             self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
@@ -106,6 +109,7 @@ class App:
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
+        await self.rtc.stop()  # (WebRTC sessions: publishers release their streams, viewers detach)
         self.tls.close()
         await self.edge.stop()  # (pulls release their streams: their drains run below)
         await self.cluster.stop()  # (releases this node's claims: the streams are free elsewhere at once)
@@ -143,8 +147,8 @@ class App:
         await self.stop()
 
     def connections(self) -> int:
-        """Publishers' and viewers' connections open (RTMP and HTTP server; not the API's)."""
-        return len(self.rtmp.connections) + len(self.http.connections)
+        """Publishers' and viewers' connections open (RTMP, HTTP server and WebRTC sessions; not the API's)."""
+        return len(self.rtmp.connections) + len(self.http.connections) + len(self.rtc.sessions)
 
     def current_config(self) -> Config:
         """The configuration now (services read it per event, so a reload applies to the next one)."""
@@ -157,7 +161,7 @@ class App:
     async def _on_unpublish(self, stream: Stream, generation: int, publisher: Publisher) -> None:
         """on_unpublish, awaited while the stream drains (a new publisher is not kept waiting by it). Only for
         clients' publishes: an edge's pull had no on_publish either (as SRS)."""
-        if getattr(publisher, "kind", PUBLISHER) == PUBLISHER:
+        if getattr(publisher, "kind", PUBLISHER) != PULLER:  # (an RTMP connection's kind changes once it left)
             await self.access.unpublish(publisher.context)
 
     def http_servers(self) -> list[HTTPServer]:
@@ -205,6 +209,8 @@ class App:
         await self.hls.wait_playlist(key, self.config.vhost(key.vhost).play.wait_timeout)
 
     async def _handle_api(self, req: Request, conn: HTTPConnection) -> Response | None:
+        if self.rtc.handles(req):
+            return await self.rtc.handle(req, conn)
         return await self.api_service.handle(req, conn)
 
     def reload(self, config: Config | None = None) -> list[str]:
@@ -236,6 +242,7 @@ class App:
                 ("http_server", _server(old.http_server), _server(config.http_server)),
                 ("http_api", _server(old.http_api), _server(config.http_api)),
                 ("exporter", _server(old.exporter), _server(config.exporter)),
+                ("rtc_server", _rtc_server(old.rtc_server), _rtc_server(config.rtc_server)),
                 ("rtmps", _server(old.rtmps), _server(config.rtmps)),
                 ("http_server.https", _server(old.http_server.https), _server(config.http_server.https)),
                 ("http_api.https", _server(old.http_api.https), _server(config.http_api.https)),
@@ -264,3 +271,10 @@ def _addrs(listen: object) -> str:
 
 def _server(block: object) -> str:
     return _addrs(block.listen) if block.enabled else "off"  # type: ignore[attr-defined]
+
+
+def _rtc_server(block: object) -> str:
+    """What WebRTC's addresses were set up with at start (ICE candidates, consent timing)."""
+    if not block.enabled:  # type: ignore[attr-defined]
+        return "off"
+    return f"candidate {block.candidate} ip_family {block.ip_family}"  # type: ignore[attr-defined]

@@ -4,11 +4,14 @@
 // and every player error. The page (page.html + probe.js) and the players are served by a tiny local
 // server on an OS-chosen port, so the stream is fetched cross-origin, as from a real web page (CORS).
 //
-//   node play.js --mode flv|hls --url URL [--watch S] [--first-frame-timeout S]
+//   node play.js --mode flv|hls|whep --url URL [--watch S] [--first-frame-timeout S]
 //                [--republish] [--resume-timeout S] [--after S] [--chromium PATH] [--screenshot FILE]
-//                [--audio-only]
+//                [--audio-only] [--barcode] [--no-audio]
 //
-// --mode flv plays with mpegts.js (http://.../x.flv or ws://.../x.flv); --mode hls plays with hls.js.
+// --mode flv plays with mpegts.js (http://.../x.flv or ws://.../x.flv); --mode hls plays with hls.js;
+// --mode whep plays over WebRTC (the URL is the WHEP endpoint, http://.../rtc/v1/whep/?app=..&stream=..).
+// --barcode: the page reads the glass-to-glass latency from the publisher's barcode (see probe.js); the
+// result's "latency" has the samples. --no-audio: a WHEP offer for video only.
 // Lines printed: {"event":"playing"} at the first frame, {"event":"watched"} after the watch window,
 // {"event":"resumed"} (with --republish) and, last, {"event":"result"} with everything. With --republish the harness, after "watched", keeps playing
 // and waits for SIGUSR2 ("the publisher was killed and is back"); it then reports whether playback went on
@@ -29,12 +32,15 @@ const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--autoplay-policy=no-user-gesture-required',
+  // WebRTC: offer this machine's addresses rather than mDNS names, which the server would have to resolve.
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
 
 function parseArgs(argv) {
   const opts = {
     mode: null, url: null, watch: 4, firstFrameTimeout: 20, republish: false, resumeTimeout: 25,
     republishWait: 60, after: 2, chromium: '/usr/bin/chromium', screenshot: null, audioOnly: false,
+    barcode: false,
   };
   const numeric = { '--watch': 'watch', '--first-frame-timeout': 'firstFrameTimeout',
     '--resume-timeout': 'resumeTimeout', '--republish-wait': 'republishWait', '--after': 'after' };
@@ -42,6 +48,8 @@ function parseArgs(argv) {
     const a = argv[i];
     if (a === '--republish') opts.republish = true;
     else if (a === '--audio-only') opts.audioOnly = true;
+    else if (a === '--barcode') opts.barcode = true;
+    else if (a === '--no-audio') opts.noAudio = true;
     else if (a === '--mode') opts.mode = argv[++i];
     else if (a === '--url') opts.url = argv[++i];
     else if (a === '--chromium') opts.chromium = argv[++i];
@@ -49,7 +57,7 @@ function parseArgs(argv) {
     else if (a in numeric) opts[numeric[a]] = Number(argv[++i]);
     else throw new Error('unknown argument ' + a);
   }
-  if (!['flv', 'hls'].includes(opts.mode) || !opts.url) throw new Error('need --mode flv|hls and --url URL');
+  if (!['flv', 'hls', 'whep'].includes(opts.mode) || !opts.url) throw new Error('need --mode flv|hls|whep and --url URL');
   return opts;
 }
 
@@ -157,7 +165,8 @@ async function main() {
       if (result.pageErrors.length < 50) result.pageErrors.push(String(e).slice(0, 500));
     });
     const port = server.address().port;
-    const qs = new URLSearchParams({ mode: opts.mode, url: opts.url });
+    const qs = new URLSearchParams({ mode: opts.mode, url: opts.url, barcode: opts.barcode ? '1' : '0',
+      rtcAudio: opts.noAudio ? '0' : '1' });
     await page.goto(`http://127.0.0.1:${port}/page.html?${qs}`);
 
     // First frame: a player that gets nothing may raise no error at all (an HTTP-FLV response that stays
@@ -192,6 +201,7 @@ async function main() {
     }
     if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
     result.last = await page.evaluate(() => window.snapshot());
+    if (opts.barcode) result.latency = await page.evaluate(() => window.T.lat.slice());
     return result;
   } finally {
     const last = result.last;
@@ -218,17 +228,21 @@ async function afterRepublish(page, opts, signalled) {
   while (signalled() === null && Date.now() < waitDeadline) await sleep(POLL_MS);
   if (signalled() === null) return { resumed: false, reason: 'no SIGUSR2 (republish) came' };
   const atSignal = await page.evaluate(() => window.snapshot());
-  const target = atSignal.bufferedEnd + 1.0;
+  // A WebRTC <video>'s currentTime runs with the clock whatever arrives: there, 25 frames presented after the
+  // signal (the old publisher was killed before it) are the new publisher's.
+  const whep = opts.mode === 'whep';
+  const target = whep ? atSignal.presentedFrames + 25 : atSignal.bufferedEnd + 1.0;
+  const reached = (x) => (whep ? x.presentedFrames >= target : x.currentTime >= target);
   const samples = [atSignal];
   const deadline = Date.now() + opts.resumeTimeout * 1000;
   let s = atSignal;
-  while (s.currentTime < target && Date.now() < deadline) {
+  while (!reached(s) && Date.now() < deadline) {
     await sleep(POLL_MS);
     s = await page.evaluate(() => window.snapshot());
     samples.push(s);
   }
   const out = {
-    resumed: s.currentTime >= target,
+    resumed: reached(s),
     atSignal: { currentTime: atSignal.currentTime, bufferedEnd: atSignal.bufferedEnd,
       totalVideoFrames: atSignal.totalVideoFrames },
     target,

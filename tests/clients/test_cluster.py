@@ -10,7 +10,6 @@ import asyncio
 import json
 import random
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,19 +25,13 @@ from livesrv.clients.rtmp import RtmpClient, RtmpClientError
 from livesrv.codec.rtmp import messages as m
 from livesrv.hub.clients import PUBLISHER
 from livesrv.hub.keys import StreamKey
-from tests.helpers import FlvViewer, Procs, can_connect, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import free_port, FlvViewer, Procs, can_connect, ffmpeg_publish_args, require_tool, wait_until
 from tests.servers.rtmp_client import AAC_SEQUENCE_HEADER, AVC_SEQUENCE_HEADER, aac_frame, inter_frame, keyframe
 
 pytestmark = pytest.mark.e2e
 
 KEY = StreamKey("__defaultVhost__", "live", "test")
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class RedisServer:

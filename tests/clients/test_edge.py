@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from livesrv.codec import amf0
 from livesrv.config import ClusterConfig, parse_text
 from livesrv.hub.clients import PULLER, VIEWER
 from livesrv.hub.keys import StreamKey
-from tests.helpers import FlvViewer, Procs, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import free_port, FlvViewer, Procs, ffmpeg_publish_args, require_tool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +30,6 @@ KEY = StreamKey("__defaultVhost__", "live", "test")
 #: Fast retries for tests (production: 0.5 s doubling to 5 s).
 RETRY = (0.1, 0.5)
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def start_app(config_text: str) -> App:
@@ -335,3 +328,27 @@ def test_metadata_of_data_messages() -> None:
     assert metadata_of(amf0.encode("onCuePoint", {"x": 1.0})) is None
     assert metadata_of(b"\x02\x00\x05") is None  # truncated: no exception
 
+
+
+async def test_hooks_on_the_edge(make_server, procs, sample_flv, hook_server) -> None:  # type: ignore[no-untyped-def]
+    """The edge's viewers go through its on_play/on_stop; its pull sends no on_publish nor on_unpublish (as SRS:
+    the pull is not a client). A client's publish on the edge does send them."""
+    origin = await make_server()
+    await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{origin.port('rtmp')}/live/test"))
+    hooks = " ".join(f"{h} {hook_server.url(h)};" for h in ("on_publish", "on_unpublish", "on_play", "on_stop"))
+    edge = await make_edge(make_server, f"127.0.0.1:{origin.port('rtmp')}", f"http_hooks {{ enabled on; {hooks} }}",
+                           linger=0.2)
+    viewer = FlvViewer(flv_url(edge)).start()
+    await wait_until(lambda: got_video(viewer), 20, "video through the edge")
+    play = await hook_server.wait_call("on_play")
+    assert play.payload["stream"] == "test"
+    await viewer.close()
+    await hook_server.wait_call("on_stop")
+    await wait_until(lambda: edge.hub.get(KEY) is None, 10, "the pull to end and the stream to go")
+    assert not hook_server.calls_for("on_publish") and not hook_server.calls_for("on_unpublish")
+    # A client publishing on the edge: both hooks, once each.
+    local = await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{edge.port('rtmp')}/live/mine"))
+    await hook_server.wait_call("on_publish")
+    local.kill()
+    await hook_server.wait_call("on_unpublish")
+    assert [c.payload["stream"] for c in hook_server.calls_for("on_unpublish")] == ["mine"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from livesrv.hub.hub import Hub
 from livesrv.hub.keys import StreamKey
 from livesrv.hub.stream import Stream, StreamSettings
 from livesrv.media.packet import AUDIO, VIDEO, MediaPacket
-from tests.helpers import Procs, can_connect, ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import free_port, Procs, can_connect, ffmpeg_publish_args, require_tool, wait_until
 from tests.hooks.hook_server import Answer, HookServer
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +32,6 @@ NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")  # Debian'
 #: Fast retries for tests (production: 1 s doubling to 30 s).
 RETRY = (0.2, 1.0)
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 

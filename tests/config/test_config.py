@@ -391,21 +391,21 @@ def test_syntax_errors(text, message):
 def test_unknown_directives_warn_and_never_crash(caplog):
     text = (
         "listen 1935;\n"
-        "rtc_server {\n    enabled on;\n    nested { deep 1; }\n}\n"
+        "srt_server {\n    enabled on;\n    nested { deep 1; }\n}\n"
         "vhost __defaultVhost__ {\n"
         "    x 1;\n"
         "    play { foo bar; gop_cache off; }\n"
-        "    rtc { enabled on; }\n"
+        "    srt { enabled on; }\n"
         "}\n"
         "mystery;\n"
     )
     with caplog.at_level(logging.WARNING, logger="livesrv.config"):
         res = load(text)
     assert res.warnings == [
-        "t.conf:2: unknown directive 'rtc_server' in 'root' ignored",
+        "t.conf:2: unknown directive 'srt_server' in 'root' ignored",
         "t.conf:7: unknown directive 'x' in 'vhost' ignored",
         "t.conf:8: unknown directive 'foo' in 'vhost.play' ignored",
-        "t.conf:9: unknown directive 'rtc' in 'vhost' ignored",
+        "t.conf:9: unknown directive 'srt' in 'vhost' ignored",
         "t.conf:11: unknown directive 'mystery' in 'root' ignored",
     ]
     assert res.config.vhost("").play.gop_cache is False
@@ -677,7 +677,7 @@ def test_defaults_match_srs_minimal_default():
     assert v.hls.enabled is True  # as SRS's conf/srs.conf: Safari and iOS play only HLS
     assert v.play.model_dump() == {
         "gop_cache": True, "gop_cache_max_frames": 2500, "queue_length": 30, "time_jitter": "full",
-        "atc": False, "mix_correct": False, "mw_latency": 350, "mw_msgs": 8,
+        "atc": False, "mix_correct": False, "mw_latency": 100, "mw_msgs": 8,  # (100: SRS's 350 in a file)
         "republish_grace": 30, "wait_timeout": 30,  # livesrv's own
     }
     assert (v.publish.firstpkt_timeout, v.publish.normal_timeout, v.publish.takeover) == (20000, 5000, True)
@@ -698,6 +698,7 @@ def test_srs_minimal_conf_equals_defaults_but_hls_path_and_fragment():
     assert c.vhost("").hls.enabled is True
     d = default_config().model_dump()
     d["vhosts"][DEFAULT_VHOST]["hls"].update(hls_path="./objs/nginx/html", hls_fragment=10)
+    d["vhosts"][DEFAULT_VHOST]["play"].update(mw_latency=350)
     assert c.model_dump() == d
 
 

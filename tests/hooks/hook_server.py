@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 
 @dataclass(frozen=True)
@@ -209,10 +208,7 @@ class HookServer:
 
 def unused_port() -> int:
     """A port nothing listens on (bound by the OS, then closed): connecting to it is refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture

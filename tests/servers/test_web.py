@@ -83,10 +83,31 @@ async def test_pages_config(server) -> None:  # type: ignore[no-untyped-def]
     assert cfg["ports"] == {"rtmp": server.port("rtmp"), "http": server.port("http"), "api": server.port("api"),
                             "rtmps": None, "https": None, "api_https": None}
     assert cfg["api"] == {"enabled": True, "auth": False, "crossdomain": True}
-    assert cfg["flv"] is True and cfg["hls"] is False
+    assert cfg["flv"] is True and cfg["hls"] is False and cfg["rtc"] is False
     assert cfg["players"] == {"mpegts.js": True, "hls.js": True}
     server.web.vendor_dir = Path("/nonexistent")
     assert json.loads((await fetch(server, "/livesrv/config.json"))[2])["players"] == {"mpegts.js": False, "hls.js": False}
+
+
+async def test_pages_config_says_where_webrtc_plays(make_server) -> None:  # type: ignore[no-untyped-def]
+    """WHEP is offered when rtc_server is on and the vhost has rtc with rtmp_to_rtc: for the vhost asked for
+    (?vhost=, else the host name), as a stream's URL resolves it."""
+    app = await make_server(
+        "rtc_server { enabled on; candidate 127.0.0.1; } vhost plain.test { } "
+        "vhost rtmp-only.test { rtc { enabled on; rtmp_to_rtc off; } } vhost hls.test { hls { enabled on; } }",
+        "rtc { enabled on; rtmp_to_rtc on; }")
+
+    async def cfg(query: str = "", host: str | None = None) -> dict:  # type: ignore[type-arg]
+        return json.loads((await fetch(app, "/livesrv/config.json" + query, headers={"Host": host} if host else None))[2])
+
+    assert (await cfg())["rtc"] is True
+    assert (await cfg("?vhost=plain.test"))["rtc"] is False  # no rtc block
+    assert (await cfg("?vhost=rtmp-only.test"))["rtc"] is False  # only WHIP streams would play
+    assert (await cfg("?vhost=unknown.test"))["rtc"] is True  # an unknown name is the default vhost
+    assert (await cfg(host=f"plain.test:{app.port('http')}"))["rtc"] is False
+    assert (await cfg("?vhost=hls.test"))["hls"] is True and (await cfg())["hls"] is False
+    off = await make_server(vhost="rtc { enabled on; rtmp_to_rtc on; }")  # rtc_server off
+    assert json.loads((await fetch(off, "/livesrv/config.json"))[2])["rtc"] is False
 
 
 async def test_a_file_in_http_server_dir_wins(server) -> None:  # type: ignore[no-untyped-def]

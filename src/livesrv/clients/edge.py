@@ -195,6 +195,9 @@ class EdgePull:
         # (``_stopping`` as well as the cancellation: a library that turns a cancellation into a timeout, as
         # redis-py can, must not keep a stopped pull alive.)
         while not self._stopping:
+            if self.service.published_locally(self.key):
+                self.service.forget(self)  # (a client publishes it here now: its viewers need no pull)
+                return
             cluster = self.service.cluster(self.key)
             if cluster.edge:
                 origin = self.source = self.service.next_origin(self.key.vhost, cluster.origin)
@@ -426,7 +429,7 @@ class EdgeService:
                 timer = self._timers.pop(key, None)
                 if timer is not None:
                     timer.cancel()  # a viewer came back during the linger: the pull goes on
-            if pull is None and not self._published_locally(key):
+            if pull is None and not self.published_locally(key):
                 self._start(key)
             if not viewers:
                 # Only HLS players hold it, and their sessions end without telling: look again later.
@@ -444,7 +447,7 @@ class EdgeService:
         self._hls_waits[key] = time.monotonic() + self.hls_hold
         self.check(key)
 
-    def _published_locally(self, key: StreamKey) -> bool:
+    def published_locally(self, key: StreamKey) -> bool:
         stream = self.hub.get(key)
         return stream is not None and stream.state in PUBLISHED and not isinstance(stream.publisher, EdgePull)
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from livesrv.clients.rtmp import RtmpClient, RtmpClientError, RtmpClosedError, RtmpUrl, RtmpUrlError
 from livesrv.config import DEFAULT_VHOST, Config, ForwardDestination
-from livesrv.hub.clients import FORWARDER, PUBLISHER, HookContext, new_client_id
+from livesrv.hub.clients import FORWARDER, PUBLISHER, PULLER, HookContext, new_client_id
 from livesrv.hub.keys import StreamKey, mask_url
 from livesrv.hub.stream import Stream
 from livesrv.log import event
@@ -316,7 +316,7 @@ class _Period:
 
 def _published_by_client(publisher: Any) -> bool:
     """A client published it (not an edge pull bringing it from an origin)."""
-    return getattr(publisher, "kind", PUBLISHER) == PUBLISHER
+    return getattr(publisher, "kind", PUBLISHER) != PULLER
 
 
 class ForwardOutput:

@@ -30,12 +30,15 @@ log = logging.getLogger("livesrv.config")
 DEFAULT_CONF_NAME = "<defaults>"
 
 #: The configuration used when no file is given: SRS's shipped ``conf/srs.conf``
-#: minus WebRTC (``rtc_server``, ``vhost.rtc``), which livesrv does not implement.
+#: minus WebRTC (``rtc_server``, ``vhost.rtc``: off until ``candidate`` is set for
+#: the machine; see ``conf/livesrv.conf``).
 #: HLS is on, as in SRS's file (Safari and iOS play nothing else), with two
 #: differences: its files go to a per-user cache directory (``@HLS_PATH@``, see
 #: :func:`default_hls_path`) rather than ``./objs/nginx/html`` in whatever
 #: directory the server was started from, and fragments are 2 s (SRS: 10), so
-#: that a browser on HLS starts within seconds and lags about 8 s, not 40.
+#: that a browser on HLS starts within seconds and lags about 8 s, not 40. Merged writes (and reads) wait
+#: 100 ms, not SRS's 350: a browser on HTTP-FLV plays about 0.3 s behind the encoder instead of 0.55 s, for
+#: about a third more CPU per viewer (docs/performance.md); a config file without mw_latency gets SRS's 350.
 DEFAULT_CONF_TEXT = """\
 listen              1935;
 max_connections     1000;
@@ -61,6 +64,7 @@ vhost __defaultVhost__ {
     }
     play {
         gop_cache_max_frames 2500;
+        mw_latency      100;
     }
 }
 """

@@ -60,6 +60,8 @@ __all__ = [
     "ForwardConfig",
     "ClusterConfig",
     "RegistryConfig",
+    "RtcServerConfig",
+    "VhostRtcConfig",
     "VhostConfig",
     "Config",
 ]
@@ -305,6 +307,48 @@ class HttpLimitsConfig(_Block):
     idle_timeout: PosSeconds = 60.0
     body_timeout: PosSeconds = 10.0
     max_body_size: Annotated[int, Field(ge=0)] = 1024 * 1024
+
+
+class RtcTcpConfig(_Block):
+    """``rtc_server { tcp { ... } }``: WebRTC over TCP. Accepted; livesrv has no ICE over TCP (it is logged)."""
+
+    enabled: SrsBool = False
+    listen: Annotated[int, Field(ge=0, le=65535)] = 8000
+
+
+class RtcBlackHoleConfig(_Block):
+    """``rtc_server { black_hole { ... } }``: SRS's packet mirror for debugging. Accepted, not implemented."""
+
+    enabled: SrsBool = False
+    addr: str = ""
+
+
+class RtcServerConfig(_Block):
+    """``rtc_server { ... }``: WebRTC (WHIP publish, WHEP play, on the ``http_api`` port). SRS's names.
+
+    ``candidate``: the address announced to peers in the SDP answer (SRS's default ``*``: this machine's
+    addresses; ``$NAME`` reads the environment variable NAME; a public IP behind a 1:1 NAT). ``listen`` is
+    accepted for compatibility: aiortc cannot share one UDP port between sessions, so every session binds
+    its own port chosen by the OS (see the README, "WebRTC"). ``ip_family`` ``ipv4`` (SRS's default),
+    ``ipv6`` or ``all``: which of this machine's addresses are offered with ``candidate *``.
+    """
+
+    enabled: SrsBool = False
+    listen: Annotated[int, Field(ge=0, le=65535)] = 8000
+    candidate: str = "*"
+    protocol: Annotated[Literal["udp", "tcp", "all"], BeforeValidator(_lower)] = "udp"
+    ip_family: Annotated[Literal["ipv4", "ipv6", "all"], BeforeValidator(_lower)] = "ipv4"
+    # Accepted for compatibility, no effect in livesrv.
+    use_auto_detect_network_ip: SrsBool = True
+    api_as_candidates: SrsBool = True
+    resolve_api_domain: SrsBool = True
+    keep_api_domain: SrsBool = False
+    ecdsa: SrsBool = True
+    encrypt: SrsBool = True
+    reuseport: Annotated[int, Field(ge=0)] = 1
+    merge_nalus: SrsBool = False
+    tcp: RtcTcpConfig = RtcTcpConfig()
+    black_hole: RtcBlackHoleConfig = RtcBlackHoleConfig()
 
 
 # --------------------------------------------------------------------------- vhost blocks
@@ -555,6 +599,55 @@ class ClusterConfig(_Block):
         return self.mode == "remote" and bool(self.origin)
 
 
+class VhostRtcConfig(_Block):
+    """``vhost { rtc { ... } }``: WebRTC on the vhost (see the README, "WebRTC"). SRS's names and defaults.
+
+    ``rtmp_to_rtc``: streams published over RTMP (or any protocol but WebRTC) play over WHEP, their AAC
+    transcoded to Opus (``opus_bitrate``); off refuses such WHEP viewers, as SRS ("Disabled rtmp_to_rtc").
+    ``rtc_to_rtmp``: accepted for compatibility; livesrv always bridges a WHIP publish into the stream, so it
+    plays over RTMP, HTTP-FLV and HLS (Opus transcoded to AAC, ``aac_bitrate``). ``keep_bframe off`` drops
+    B-frames before WebRTC (SRS's ``bframe discard``). ``stun_timeout``: seconds a peer may stay silent
+    (failed ICE consent checks, or no connection at all) before it is closed. ``pli_for_rtmp``: seconds between
+    two keyframe requests (PLI) to a WHIP publisher. SRS's legacy ``aac transcode|discard`` and ``bframe
+    keep|discard`` are read as ``rtmp_to_rtc on|off`` and ``keep_bframe on|off``.
+    """
+
+    enabled: SrsBool = False
+    rtmp_to_rtc: SrsBool = False
+    rtc_to_rtmp: SrsBool = False
+    keep_bframe: SrsBool = False
+    keep_avc_nalu_sei: SrsBool = True
+    stun_timeout: PosSeconds = 30.0
+    pli_for_rtmp: Annotated[float, Field(ge=0.5, le=30, allow_inf_nan=False)] = 6.0
+    opus_bitrate: Annotated[int, Field(ge=6000, le=510000)] = 48000
+    aac_bitrate: Annotated[int, Field(ge=8000, le=320000)] = 48000
+    # Accepted for compatibility, no effect in livesrv (aiortc negotiates them itself).
+    nack: SrsBool = True
+    nack_no_copy: SrsBool = True
+    twcc: SrsBool = True
+    stun_strict_check: SrsBool = False
+    dtls_role: Annotated[Literal["passive", "active"], BeforeValidator(_lower)] = "passive"
+    dtls_version: Annotated[Literal["auto", "dtls1.0", "dtls1.2"], BeforeValidator(_lower)] = "auto"
+    drop_for_pt: Annotated[int, Field(ge=0)] = 0
+    init_rate_from_sdp: SrsBool = False
+    # SRS's legacy spellings (moved into rtmp_to_rtc / keep_bframe).
+    aac: Annotated[Literal["transcode", "discard"] | None, BeforeValidator(_lower)] = None
+    bframe: Annotated[Literal["keep", "discard"] | None, BeforeValidator(_lower)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            aac = data.get("aac")
+            if isinstance(aac, str) and "rtmp_to_rtc" not in data:
+                data["rtmp_to_rtc"] = aac.strip().lower() == "transcode"
+            bframe = data.get("bframe")
+            if isinstance(bframe, str) and "keep_bframe" not in data:
+                data["keep_bframe"] = bframe.strip().lower() == "keep"
+        return data
+
+
 class VhostConfig(_Block):
     """``vhost NAME { ... }``."""
 
@@ -573,6 +666,24 @@ class VhostConfig(_Block):
     dvr: DvrConfig = DvrConfig()
     forward: ForwardConfig = ForwardConfig()
     cluster: ClusterConfig = ClusterConfig()
+    rtc: VhostRtcConfig = VhostRtcConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rtc_min_latency(cls, data: Any) -> Any:
+        """As SRS: a vhost with WebRTC on gets ``min_latency on`` (no merged read or write, every message at
+        once) unless the file says otherwise: a browser over WebRTC sits at the live edge, where a merged read
+        would add its whole interval to the picture's delay."""
+        if isinstance(data, dict) and "min_latency" not in data:
+            rtc = data.get("rtc")
+            enabled = rtc.get("enabled") if isinstance(rtc, dict) else getattr(rtc, "enabled", False)
+            try:
+                on = parse_bool(enabled) if enabled is not None else False
+            except ValueError:
+                on = False
+            if on:
+                data = {**data, "min_latency": True}
+        return data
 
 
 def _redis_url(value: Any) -> str:
@@ -625,6 +736,7 @@ class Config(_Block):
     rtmps: RtmpsConfig = RtmpsConfig()
     rtmp_limits: RtmpLimitsConfig = RtmpLimitsConfig()
     http_limits: HttpLimitsConfig = HttpLimitsConfig()
+    rtc_server: RtcServerConfig = RtcServerConfig()
     # livesrv: seconds a hook server may take to answer one callback (SRS: 30, not configurable), and how many
     # callbacks may be in flight at once.
     hooks_timeout: PosSeconds = 5.0

@@ -2,7 +2,8 @@
 (``/console/``), their assets under ``/livesrv/``.
 
 The pages are static files of the package (``livesrv/web``: plain HTML, CSS and ES modules, no build step);
-everything they show comes from the public HTTP API, whose address they learn from ``/livesrv/config.json``.
+everything they show comes from the public HTTP API, whose address they learn from ``/livesrv/config.json``
+(with what the server plays: HTTP-FLV, HLS, WebRTC).
 The players (mpegts.js, hls.js) are not in the repository: ``scripts/serve`` installs their npm packages
 into ``livesrv/web/vendor/node_modules`` and they are served as ``/livesrv/vendor/mpegts.js`` and
 ``/livesrv/vendor/hls.js``; without them the pages say so and play HLS natively where the browser can.
@@ -85,7 +86,7 @@ class WebPages:
             return _not_found()
         rest = path[len(PREFIX):]
         if rest == "config.json":
-            return self._config_json()
+            return self._config_json(req)
         if rest.startswith("vendor/"):
             vendor = VENDOR_FILES.get(rest[len("vendor/"):])
             return await self._file(self.vendor_dir / vendor, req) if vendor else _not_found()
@@ -136,10 +137,11 @@ class WebPages:
 
     # ------------------------------------------------------------------------------------------ data
 
-    def _config_json(self) -> Response:
-        """What the pages need to know and cannot ask the API: where the API and the other ports are."""
+    def _config_json(self, req: Request) -> Response:
+        """What the pages need to know and cannot ask the API: where the API and the other ports are, and what
+        the vhost (``?vhost=``, else the host name, else the default one, as for a stream's URL) plays over."""
         cfg = self._config()
-        vhost = cfg.vhost(DEFAULT_VHOST)
+        vhost = cfg.vhost(_vhost_name(req, cfg))
         addrs = self._addresses()
 
         def port(name: str) -> int | None:
@@ -155,6 +157,8 @@ class WebPages:
                     "crossdomain": cfg.http_api.crossdomain},
             "flv": vhost.http_remux.enabled,
             "hls": vhost.hls.enabled,
+            # WHEP, on the API's port: streams published over RTMP (any protocol but WebRTC) play over it
+            "rtc": bool(port("api") and cfg.rtc_server.enabled and vhost.rtc.enabled and vhost.rtc.rtmp_to_rtc),
             "players": self.players(),
             "pid": os.getpid(),
         }
@@ -167,6 +171,13 @@ class WebPages:
         if jpeg is None:
             return _not_found()
         return Response(200, jpeg, "image/jpeg", [("Cache-Control", "no-store"), *COMMON_HEADERS])
+
+
+def _vhost_name(req: Request, cfg: Config) -> str:
+    for name in (req.query.get("vhost"), req.query.get("domain"), req.headers.get("host", "").rsplit(":", 1)[0]):
+        if name and name in cfg.vhosts:
+            return name
+    return DEFAULT_VHOST
 
 
 def _not_found() -> Response:

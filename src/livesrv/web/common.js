@@ -19,8 +19,9 @@ export function h(tag, props, ...children) {
   return e;
 }
 
-export async function loadConfig() {
-  const r = await fetch('/livesrv/config.json', { cache: 'no-store' });
+// The server's page config; with a vhost, what that vhost plays over (HTTP-FLV, HLS, WebRTC).
+export async function loadConfig(vhost = '') {
+  const r = await fetch('/livesrv/config.json' + vhostQuery(vhost), { cache: 'no-store' });
   if (!r.ok) throw new Error(`/livesrv/config.json: HTTP ${r.status}`);
   return r.json();
 }
@@ -130,8 +131,16 @@ function publishBase(cfg) {
   return (secure() && rtmpBase(cfg, true)) || rtmpBase(cfg);
 }
 
-// Every URL a stream plays at (s: {vhost, app, stream}); HLS only when the vhost writes it. The HTTP URLs have the
-// page's own scheme and host (https:// and wss:// on a page loaded over HTTPS).
+// A stream's WHEP URL (WebRTC playback, SRS's URL on the API's port: the HTTPS API's on a page loaded over HTTPS).
+export function whepUrl(cfg, s) {
+  const q = new URLSearchParams({ app: s.app, stream: s.stream });
+  if (s.vhost && s.vhost !== '__defaultVhost__') q.set('vhost', s.vhost);
+  return `${apiBase(cfg)}/rtc/v1/whep/?${q}`;
+}
+
+// Every URL a stream plays at (s: {vhost, app, stream}); HLS only when the vhost writes it, WHEP only when the
+// server plays over WebRTC. The HTTP URLs have the page's own scheme and host (https:// and wss:// on a page
+// loaded over HTTPS).
 export function playUrls(cfg, s, hls = cfg.hls) {
   const p = streamPath(s.app, s.stream);
   const q = vhostQuery(s.vhost);
@@ -144,6 +153,7 @@ export function playUrls(cfg, s, hls = cfg.hls) {
   }
   if (hls) urls['HLS'] = `${location.origin}${p}.m3u8${q}`;
   if (cfg.flv) urls['HTTP-TS'] = `${location.origin}${p}.ts${q}`;
+  if (cfg.rtc) urls['WebRTC (WHEP)'] = whepUrl(cfg, s);
   return urls;
 }
 

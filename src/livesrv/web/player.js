@@ -1,7 +1,8 @@
 // A live player on one <video>: HTTP-FLV and WS-FLV through mpegts.js, HLS through hls.js or the browser's
-// own HLS. It starts muted (browsers allow only muted autoplay), keeps latency low, and recovers by itself:
-// when the stream ends, the connection drops or playback stalls, it starts again (with a backoff) on the
-// same element, without reloading the page. No DOM other than the <video>: the page shows `state`.
+// own HLS, WebRTC through the browser's RTCPeerConnection (WHEP). It starts muted (browsers allow only muted
+// autoplay), keeps latency low, and recovers by itself: when the stream ends, the connection drops or playback
+// stalls, it starts again (with a backoff) on the same element, without reloading the page. No DOM other than
+// the <video>: the page shows `state`.
 
 import { loadScript } from './common.js';
 
@@ -43,9 +44,15 @@ export const MODES = {
   ws: 'WS-FLV',
   hls: 'HLS (hls.js)',
   native: 'HLS (native)',
+  webrtc: 'WebRTC',
 };
 
-const STALL_SECONDS = { flv: 5, ws: 5, hls: 15, native: 15 };
+// WebRTC (WHEP): no ICE servers (the server's answer names the addresses it is reached at); the offer is sent
+// once its candidates are gathered (the server takes no trickled ones), waiting at most GATHER_MS for them.
+const GATHER_MS = 2000;
+const RTC_STATS_MS = 500;
+
+const STALL_SECONDS = { flv: 5, ws: 5, hls: 15, native: 15, webrtc: 5 };
 const FIRST_FRAME_SECONDS = 40; // a viewer may wait for the publisher (play { wait_timeout 30 })
 const MAX_BACKOFF_MS = 5000;
 
@@ -54,7 +61,7 @@ export function nativeHls(video) {
 }
 
 export class LivePlayer {
-  // urls: {flv, ws, hls}; onchange(player) is called at every state change.
+  // urls: {flv, ws, hls, whep}; onchange(player) is called at every state change.
   constructor(video, urls, onchange = () => {}) {
     this.video = video;
     this.urls = urls;
@@ -85,7 +92,11 @@ export class LivePlayer {
     });
   }
 
-  // Which modes this browser and server can play, best first.
+  // Which modes this browser and server can play, best first: the first is the automatic choice. WebRTC
+  // comes last: its picture is the closest to live, but it needs UDP between browser and server (the
+  // server's ICE candidate, firewalls, NAT: nothing the page can know before trying), starts at the next
+  // keyframe (no cached GOP), plays H.264 only and without B-frames, and costs the server more per viewer;
+  // HTTP-FLV plays wherever HTTP does. It is a click away, and the automatic choice where nothing else plays.
   static async available(video, cfg) {
     const out = [];
     const mse = !!(window.MediaSource || window.ManagedMediaSource);
@@ -99,6 +110,7 @@ export class LivePlayer {
       out.push('hls');
     }
     if (cfg.hls && nativeHls(video) && !out.includes('native')) out.push('native');
+    if (cfg.rtc && window.RTCPeerConnection) out.push('webrtc');
     return out;
   }
 
@@ -115,11 +127,13 @@ export class LivePlayer {
     this.startedAt = performance.now();
     this.lastProgress = performance.now();
     this.lastTime = -1;
+    this.progressSince = -1; // when media started moving again after this (re)start
     this.set('connecting');
     try {
       if (mode === 'flv' || mode === 'ws') this.impl = this.startFlv(mode === 'flv' ? this.urls.flv : this.urls.ws);
       else if (mode === 'hls') this.impl = this.startHls();
       else if (mode === 'native') this.impl = this.startNative();
+      else if (mode === 'webrtc') this.impl = this.startWebrtc();
       else throw new Error('unknown mode ' + mode);
     } catch (e) {
       this.restart(String(e));
@@ -161,6 +175,77 @@ export class LivePlayer {
     return { destroy: () => { this.video.removeAttribute('src'); this.video.load(); } };
   }
 
+  // WHEP: a receive-only peer connection whose offer is POSTed to the server, the answer (201) starts the media
+  // and its Location is DELETEd when this ends (a restart, another mode, leaving the page). A <video> fed by
+  // WebRTC has no buffer to measure and its currentTime runs on whatever arrives: progress is the RTP packets
+  // received (audio or video), the buffer the jitter buffer's delay, both from the connection's stats.
+  startWebrtc() {
+    const url = this.urls.whep;
+    const video = this.video;
+    const pc = new RTCPeerConnection();
+    const media = new MediaStream();
+    const impl = { packets: 0, delay: 0, location: null, closed: false, seen: {} };
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.ontrack = (e) => {
+      media.addTrack(e.track);
+      if (video.srcObject !== media) video.srcObject = media;
+      video.play().catch(() => {}); // autoplay plays it anyway once there is a frame
+    };
+    const ended = (state, reason) => {
+      if (!impl.closed && (state === 'failed' || state === 'closed')) this.restart(reason);
+    };
+    pc.onconnectionstatechange = () => ended(pc.connectionState, `WebRTC connection ${pc.connectionState}`);
+    const poll = setInterval(async () => {
+      let stats;
+      try { stats = await pc.getStats(); } catch (e) { return; } // closed meanwhile
+      let packets = 0;
+      const jitter = {};
+      stats.forEach((st) => {
+        if (st.type !== 'inbound-rtp') return;
+        packets += st.packetsReceived || 0;
+        jitter[st.kind] = [st.jitterBufferDelay || 0, st.jitterBufferEmittedCount || 0];
+      });
+      impl.packets = packets;
+      // The jitter buffer's delay over the last interval: video's, or audio's in an audio-only stream.
+      const kind = jitter.video && jitter.video[1] ? 'video' : 'audio';
+      const [delay, count] = jitter[kind] || [0, 0];
+      const seen = impl.seen.kind === kind ? impl.seen : { delay: 0, count: 0 };
+      if (count > seen.count) impl.delay = (delay - seen.delay) / (count - seen.count);
+      impl.seen = { kind, delay, count };
+    }, RTC_STATS_MS);
+    impl.destroy = () => {
+      impl.closed = true;
+      clearInterval(poll);
+      if (impl.location) endWhep(impl.location);
+      pc.close();
+      if (video.srcObject === media) video.srcObject = null;
+    };
+    (async () => {
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc, GATHER_MS);
+      if (impl.closed) return;
+      const r = await fetch(url, { method: 'POST', body: pc.localDescription.sdp, credentials: 'omit',
+        cache: 'no-store', headers: { 'Content-Type': 'application/sdp' } });
+      const answer = await r.text();
+      if (r.status !== 201) throw new Error(`WHEP ${r.status}: ${answer.trim() || r.statusText}`);
+      const location = r.headers.get('Location');
+      if (location) impl.location = new URL(location, url).href;
+      if (impl.closed) { // ended while the server answered
+        if (impl.location) endWhep(impl.location);
+        return;
+      }
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      // The server ending the session (the stream ended, the viewer was kicked) closes DTLS, which the
+      // connection's state does not show.
+      const dtls = pc.getReceivers()[0] && pc.getReceivers()[0].transport;
+      if (dtls) dtls.onstatechange = () => ended(dtls.state, `the server ended the session (DTLS ${dtls.state})`);
+    })().catch((e) => {
+      if (!impl.closed) this.restart(e instanceof TypeError ? `WHEP: ${e.message}` : String(e.message || e));
+    });
+    return impl;
+  }
+
   stop() {
     this.quietUntil = performance.now() + 1000; // the pause this causes is not the viewer's
     clearTimeout(this.timer);
@@ -195,14 +280,18 @@ export class LivePlayer {
   }
 
   // Once a second: progress resets the backoff; a stall (or no first frame) past its limit restarts.
+  // Progress is currentTime moving, over WebRTC the packets received (see startWebrtc).
   check() {
     if (!this.impl || this.timer) return;
     const v = this.video;
     const now = performance.now();
-    if (v.currentTime !== this.lastTime) {
-      if (this.lastTime >= 0 && now - this.lastProgress > 5000) this.backoff = 500;
+    const mark = this.mode === 'webrtc' ? this.impl.packets : v.currentTime;
+    if (mark !== this.lastTime) {
+      // Five seconds of steady progress since the (re)start: the next problem is retried quickly again.
+      if (this.progressSince < 0) this.progressSince = now;
+      else if (now - this.progressSince > 5000) this.backoff = 500;
       if (this.lastTime >= 0 && !v.paused && this.state !== 'playing') this.set('playing');
-      this.lastTime = v.currentTime;
+      this.lastTime = mark;
       this.lastProgress = now;
       return;
     }
@@ -240,8 +329,10 @@ export class LivePlayer {
     }
   }
 
-  // Seconds of media buffered ahead of what is shown (the player's share of the latency).
+  // Seconds of media buffered ahead of what is shown (the player's share of the latency); over WebRTC, the
+  // jitter buffer's delay.
   buffer() {
+    if (this.mode === 'webrtc') return this.impl ? this.impl.delay : 0;
     const b = this.video.buffered;
     return b.length ? Math.max(0, b.end(b.length - 1) - this.video.currentTime) : 0;
   }
@@ -251,4 +342,18 @@ export class LivePlayer {
     clearInterval(this.syncTimer);
     this.stop();
   }
+}
+
+// Resolves once the connection's ICE candidates are gathered, or after ms.
+function gathered(pc, ms) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') resolve();
+    pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') resolve(); });
+    setTimeout(resolve, ms);
+  });
+}
+
+// Ends a WHEP session: DELETE its Location. keepalive: it is sent even when the page is being left.
+function endWhep(location) {
+  fetch(location, { method: 'DELETE', credentials: 'omit', keepalive: true }).catch(() => {});
 }

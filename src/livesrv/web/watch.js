@@ -1,5 +1,6 @@
-// The player page: /player.html?app=live&stream=test[&vhost=v][&mode=auto|flv|ws|hls|native]
-import { $, h, Api, apiBase, audioText, copyable, fmtKbps, loadConfig, playUrls, secure, streamPath, videoText } from './common.js';
+// The player page: /player.html?app=live&stream=test[&vhost=v][&mode=auto|flv|ws|hls|native|webrtc]
+import { $, h, Api, apiBase, audioText, copyable, fmtKbps, loadConfig, playUrls, secure, streamPath, videoText,
+  whepUrl } from './common.js';
 import { LivePlayer, MODES } from './player.js';
 
 const q = new URLSearchParams(location.search);
@@ -28,7 +29,7 @@ function stats() {
   const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
   const parts = [`${MODES[player.mode]}`];
   if (video.videoWidth) parts.push(`${video.videoWidth}×${video.videoHeight}`);
-  parts.push(`buffer ${player.buffer().toFixed(2)} s`);
+  parts.push(`${player.mode === 'webrtc' ? 'jitter buffer' : 'buffer'} ${player.buffer().toFixed(2)} s`);
   if (video.playbackRate !== 1) parts.push(`rate ${video.playbackRate.toFixed(2)}×`);
   if (q) parts.push(`${q.totalVideoFrames} frames, ${q.droppedVideoFrames} dropped`);
   if (player.cuts) parts.push(`${player.cuts} latency cut${player.cuts > 1 ? 's' : ''}`);
@@ -60,15 +61,18 @@ async function main() {
   }
   document.title = `${s.app}/${s.stream} · livesrv`;
   $('#title').textContent = `${s.app}/${s.stream}`;
-  const cfg = await loadConfig();
+  const cfg = await loadConfig(s.vhost);
   const urls = playUrls(cfg, s);
   const path = streamPath(s.app, s.stream);
   const vq = s.vhost ? '?vhost=' + encodeURIComponent(s.vhost) : '';
   const ws = secure() ? 'wss:' : 'ws:';
   player = window.livesrvPlayer = new LivePlayer(video, {
     flv: `${location.origin}${path}.flv${vq}`, ws: `${ws}//${location.host}${path}.flv${vq}`,
-    hls: `${location.origin}${path}.m3u8${vq}`,
+    hls: `${location.origin}${path}.m3u8${vq}`, whep: whepUrl(cfg, s),
   }, show);
+  // Leaving the page ends the connection now (a WebRTC session is DELETEd) rather than at its timeout.
+  addEventListener('pagehide', () => player.stop());
+  addEventListener('pageshow', (e) => { if (e.persisted && player.mode) player.start(player.mode); });
   $('#urls').append(...Object.entries(urls).map(([k, v]) => copyable(k, v)));
 
   const modes = await LivePlayer.available(video, cfg);

@@ -1,0 +1,1 @@
+"""WebRTC: WHEP play and WHIP publish over aiortc (see service.py)."""
