@@ -76,7 +76,7 @@ async def test_player_over_https_plays_flv_wss_and_hls(app, procs, browser, brow
     await browser.goto(f"{base(app)}/player.html?app=live&stream=test&mode=flv")
     await wait_playing(browser)
     await assert_plays(browser, "HTTPS-FLV")
-    assert (await browser.eval("livesrvPlayer.urls.ws")).startswith(f"wss://127.0.0.1:{app.port('https')}/")
+    assert (await browser.wait("window.livesrvPlayer && livesrvPlayer.urls.ws", 10)).startswith(f"wss://127.0.0.1:{app.port('https')}/")
     urls = await browser.eval(f"({COPY})('#urls')")
     assert urls["HTTP-FLV"] == f"{base(app)}/live/test.flv" and urls["HLS"] == f"{base(app)}/live/test.m3u8", urls
     assert urls["RTMPS"] == f"rtmps://127.0.0.1:{app.port('rtmps')}/live/test", urls
@@ -131,14 +131,15 @@ async def test_console_over_https_with_the_api_over_https(app, procs, browser, b
         await wait_until(lambda: any(c.kind == VIEWER for c in app.hub.clients.values()), 10, "the viewer")
         (cid,) = [c.cid for c in app.hub.clients.values() if c.kind == VIEWER]
         await browser.goto(base(app) + "/console/")
-        assert await browser.eval("livesrvConsole.api.base") == f"https://127.0.0.1:{app.port('api_https')}"
+        base_ = await browser.wait("window.livesrvConsole && livesrvConsole.api.base", 10, "the console's API")
+        assert base_ == f"https://127.0.0.1:{app.port('api_https')}", base_
         row = f"#clients tbody tr[data-id='{cid}']"
         text = await browser.wait(f"document.querySelector(\"{row}\") && document.querySelector(\"{row}\").innerText",
                                   20, "the viewer in the clients table")
         assert "viewer" in text and "flv" in text and "/live/test" in text, text
-        figures = await browser.wait("document.querySelector('.figure[data-figure=Streams] .value') && "
-                                     "document.querySelector('.figure[data-figure=Streams] .value').textContent", 10)
-        assert figures == "1", figures
+        await browser.wait("document.querySelector('.figure[data-figure=Streams] .value') && "
+                           "document.querySelector('.figure[data-figure=Streams] .value').textContent === '1'", 10,
+                           "one stream in the console's figures")
         await browser.click(f"{row} button")
         await browser.click(f"{row} button")  # the second click confirms: DELETE over the API's HTTPS listener
         await browser.wait(f"!document.querySelector(\"{row}\")", 10, "the kicked viewer's row to go")
