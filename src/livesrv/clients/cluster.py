@@ -48,6 +48,8 @@ log = logging.getLogger("livesrv.cluster")
 
 #: Seconds a claim may take before the publish is refused (Redis slow or away).
 CLAIM_TIMEOUT: Final = 3.0
+#: Seconds the heartbeats keep refreshing the API's view (two SCANs of the keyspace) after it was read.
+VIEW_WANTED: Final = 60.0
 #: Pause between two attempts to subscribe to the claims' channel when Redis is away.
 RESUBSCRIBE: Final = 1.0
 
@@ -89,6 +91,7 @@ class ClusterService:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._view_wanted_until = 0.0  # /api/v1/clusters was read: the heartbeats refresh the view until then
 
     @property
     def enabled(self) -> bool:
@@ -244,7 +247,8 @@ class ClusterService:
                 if not await registry.renew(stream_name(key), claim.generation):
                     if self.claims.get(key) is claim:
                         self._stale(key, "taken over on another node (found by the heartbeat)")
-            self.view = {"nodes": await registry.nodes(), "streams": await registry.streams(), "at": time.time()}
+            if time.monotonic() < self._view_wanted_until:  # (SCANs: only while the API is being read)
+                self.view = {"nodes": await registry.nodes(), "streams": await registry.streams(), "at": time.time()}
         except (RegistryError, OSError, asyncio.TimeoutError) as exc:
             self._set_up(False, repr(exc))
             return
@@ -301,9 +305,12 @@ class ClusterService:
         task.add_done_callback(self._background.discard)
 
     def info(self) -> dict[str, Any]:
-        """``/api/v1/clusters``: this node, the registry's nodes and streams (as of the last heartbeat)."""
+        """``/api/v1/clusters``: this node, the registry's nodes and streams as of the last heartbeat (the view is
+        refreshed only for a minute after each request, so an unread API costs Redis nothing; the first
+        request after a quiet minute answers with the previous view and ``updated`` says when it was made)."""
         if self.registry is None:
             return {"enabled": False}
+        self._view_wanted_until = time.monotonic() + VIEW_WANTED
         view = self.view
         return {
             "enabled": True, "node": self.node, "registry_up": self.up, "updated": view.get("at"),
