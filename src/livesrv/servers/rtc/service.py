@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import aioice.ice
 
-from livesrv.codec.webrtc import OfferError, check_offer
+from livesrv.codec.webrtc import Offer, OfferError, check_offer
 from livesrv.config.model import VhostRtcConfig
 from livesrv.hub.clients import HookContext
 from livesrv.hub.hub import StreamBusy
@@ -202,13 +202,7 @@ class RtcService:
 
     async def _play(self, req: Request) -> Response:
         sreq, vhost, plan = self._request(req, "play")
-        try:
-            offer = check_offer(req.body, sending=True)
-        except OfferError as exc:
-            raise RtcError(400, str(exc)) from None
-        kinds = [m.kind for m in offer.media if m.kind in ("audio", "video") and m.port]
-        if kinds.count("audio") > 1 or kinds.count("video") > 1:
-            raise RtcError(400, "one audio and one video section at most")
+        offer, kinds = _checked_offer(req, sending=True)
         key = sreq.key
         stream = self.hub.get(key)
         if (not vhost.rtc.rtmp_to_rtc and stream is not None and stream.publisher is not None
@@ -272,13 +266,7 @@ class RtcService:
 
     async def _publish(self, req: Request) -> Response:
         sreq, vhost, plan = self._request(req, "publish")
-        try:
-            offer = check_offer(req.body, sending=False)
-        except OfferError as exc:
-            raise RtcError(400, str(exc)) from None
-        kinds = [m.kind for m in offer.media if m.kind in ("audio", "video") and m.port]
-        if kinds.count("audio") > 1 or kinds.count("video") > 1:
-            raise RtcError(400, "one audio and one video section at most")
+        offer, kinds = _checked_offer(req, sending=False)
         key = sreq.key
         session = WhipPublisher(self, req.ip, key, plan, kinds)
         ctx = HookContext.from_request(session.cid, req.ip, sreq, req.headers.get("referer", ""))
@@ -317,3 +305,15 @@ def _text(status: int, reason: str, headers: list[tuple[str, str]] | None = None
 
 def _key_text(req: Request) -> str:
     return f"/{req.query.get('app', 'live')}/{req.query.get('stream', 'livestream')}"
+
+
+def _checked_offer(req: Request, *, sending: bool) -> tuple[Offer, list[str]]:
+    """The request's SDP offer, checked (an RtcError 400 with the reason otherwise), and its media kinds."""
+    try:
+        offer = check_offer(req.body, sending=sending)
+    except OfferError as exc:
+        raise RtcError(400, str(exc)) from None
+    kinds = [m.kind for m in offer.media if m.kind in ("audio", "video") and m.port]
+    if kinds.count("audio") > 1 or kinds.count("video") > 1:
+        raise RtcError(400, "one audio and one video section at most")
+    return offer, kinds
