@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -20,24 +19,11 @@ from livesrv.servers.api.service import is_loopback
 from livesrv.servers.http import Request
 from tests.helpers import wait_until
 from tests.servers.rtmp_client import AVC_SEQUENCE_HEADER, RTMPClient, keyframe
-from tests.servers.test_api import config
+from tests.servers.test_api import start_app  # noqa: F401 - a fixture, used by name
 
 REMOTE = "203.0.113.9"  # TEST-NET-3: never a real peer here, only a value handed to the handler
 
 
-@pytest.fixture
-async def start_app() -> AsyncIterator[Callable[..., Awaitable[App]]]:
-    apps: list[App] = []
-
-    async def start(http_api: str = "", extra: str = "") -> App:
-        app = App(config(http_api, extra))
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        await app.stop()
 
 
 def request(method: str, target: str, ip: str, headers: dict[str, str] | None = None) -> Request:
