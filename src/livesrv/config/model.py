@@ -17,6 +17,7 @@ timeouts of ``rtmp_limits`` and ``http_limits`` are in seconds.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -711,6 +712,17 @@ class RegistryConfig(_Block):
     prefix: str = "livesrv"
 
 
+def _workers(value: Any) -> Any:
+    """``workers auto``: one worker per core this machine has."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return value
+
+
+#: Most worker processes one master starts (a typo such as ``workers 1000`` must not fork a thousand).
+MAX_WORKERS = 256
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -748,6 +760,9 @@ class Config(_Block):
     grace_final_wait: Millis = 3200
     force_grace_quit: SrsBool = False
     cluster: RegistryConfig = RegistryConfig()
+    #: livesrv: worker processes on this host sharing the public ports (``auto``: one per core); 1 is one
+    #: process and no master (see the README, "Workers on one host").
+    workers: Annotated[int, BeforeValidator(_workers), Field(ge=1, le=MAX_WORKERS)] = 1
     vhosts: dict[str, VhostConfig] = Field(
         default_factory=lambda: {DEFAULT_VHOST: VhostConfig(name=DEFAULT_VHOST)}
     )
@@ -767,6 +782,22 @@ class Config(_Block):
         for key, vhost in self.vhosts.items():
             if key != vhost.name:
                 raise ValueError(f"vhost stored as {key!r} is named {vhost.name!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> "Config":
+        """What ``workers N`` cannot do, refused here rather than found out by a corrupt file later."""
+        if self.workers == 1:
+            return self
+        if self.cluster.registry is not None:
+            raise ValueError(
+                "workers > 1 runs its own registry (in the master process): remove cluster { registry ...; }, "
+                "or set workers 1 and run one livesrv per core on the Redis registry (docs/scaling.md)")
+        for vhost in self.vhosts.values():
+            if vhost.cluster.edge and (vhost.hls.enabled or vhost.dvr.enabled):
+                # Each worker pulls an edge vhost's streams from the origin on its own: two writers of one file.
+                raise ValueError(f"vhost {vhost.name}: an edge vhost (cluster {{ mode remote; }}) cannot write HLS "
+                                 f"or DVR with workers > 1 (each worker pulls on its own)")
         return self
 
     def vhost(self, name: str | None) -> VhostConfig:
