@@ -418,18 +418,20 @@ class HTTPServer:
         self._tls: list[TlsEndpoint] = []  # the HTTPS listeners' handshakes
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None) -> list[tuple[str, int]]:
-        """Listen on ``addresses``: plain HTTP, or HTTPS with ``tls`` (called once for each)."""
+    async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None,
+                    reuse_port: bool = False) -> list[tuple[str, int]]:
+        """Listen on ``addresses``: plain HTTP, or HTTPS with ``tls`` (called once for each). ``reuse_port``: the
+        workers of one host share the port (SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         if tls is not None:
             self._tls.append(tls)
         for host, port in addresses:
             if tls is not None:
-                server = await tls.listen(lambda: HTTPConnection(self.handler, self), host or None, port)
+                server = await tls.listen(lambda: HTTPConnection(self.handler, self), host or None, port, reuse_port)
             else:
                 server = await loop.create_server(lambda: HTTPConnection(self.handler, self), host or None, port,
-                                                  reuse_address=True)
+                                                  reuse_address=True, reuse_port=reuse_port or None)
             self._servers.append(server)
             bound.extend(sock.getsockname()[:2] for sock in server.sockets)
         if self._sweeper is None:

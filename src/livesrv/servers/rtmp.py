@@ -551,17 +551,21 @@ class RTMPServer:
         )
         self.tcp_nodelay = config.vhost("__defaultVhost__").tcp_nodelay
 
-    async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None) -> list[tuple[str, int]]:
-        """Listen on ``addresses``: plain RTMP, or RTMPS with ``tls`` (called once for each)."""
+    async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None,
+                    reuse_port: bool = False) -> list[tuple[str, int]]:
+        """Listen on ``addresses``: plain RTMP, or RTMPS with ``tls`` (called once for each, and once more for
+        a worker's internal listener). ``reuse_port``: the workers of one host share the port (SO_REUSEPORT,
+        the kernel spreads the connections)."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         if tls is not None:
             self._tls.append(tls)
         for host, port in addresses:
             if tls is not None:
-                server = await tls.listen(lambda: RTMPConnection(self), host or None, port)
+                server = await tls.listen(lambda: RTMPConnection(self), host or None, port, reuse_port)
             else:
-                server = await loop.create_server(lambda: RTMPConnection(self), host or None, port, reuse_address=True)
+                server = await loop.create_server(lambda: RTMPConnection(self), host or None, port, reuse_address=True,
+                                                  reuse_port=reuse_port or None)
             self._servers.append(server)
             for sock in server.sockets:
                 bound.append(sock.getsockname()[:2])

@@ -418,8 +418,9 @@ class TlsEndpoint:
         self.listeners: list[TlsListener] = []
         self.handshakes = 0  # completed, since start
 
-    async def listen(self, factory: Callable[[], asyncio.Protocol], host: str | None, port: int) -> TlsListener:
-        listener = TlsListener(self, factory, _bind(host, port))
+    async def listen(self, factory: Callable[[], asyncio.Protocol], host: str | None, port: int,
+                     reuse_port: bool = False) -> TlsListener:
+        listener = TlsListener(self, factory, _bind(host, port, reuse_port))
         self.listeners.append(listener)
         listener.start()
         return listener
@@ -497,9 +498,9 @@ BACKLOG = 511
 _ACCEPT_PAUSE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def _bind(host: str | None, port: int) -> list[socket.socket]:
+def _bind(host: str | None, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Listening sockets for ``host:port`` (as ``loop.create_server`` makes them: SO_REUSEADDR, IPv6 only on
-    IPv6 sockets, non-blocking)."""
+    IPv6 sockets, non-blocking; SO_REUSEPORT with ``reuse_port``: the workers of one host share the port)."""
     infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     socks: list[socket.socket] = []
     seen = set()
@@ -511,6 +512,8 @@ def _bind(host: str | None, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
@@ -650,13 +653,14 @@ class TlsService:
     def endpoint(self, name: str) -> TlsEndpoint | None:
         return self.endpoints.get(name)
 
-    async def start(self, servers: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
+    async def start(self, servers: dict[str, Any], reuse_port: bool = False) -> dict[str, list[tuple[str, int]]]:
         """Start each enabled TLS listener on its server (``RTMPServer`` or ``HTTPServer``, by listener name),
         beside that server's plain listener; returns the addresses bound."""
         blocks = tls_blocks(self.config)
         bound = {}
         for name, endpoint in self.endpoints.items():
-            bound[name] = await servers[name].start(listen_addresses(blocks[name].listen), tls=endpoint)
+            bound[name] = await servers[name].start(listen_addresses(blocks[name].listen), tls=endpoint,
+                                                    reuse_port=reuse_port)
         return bound
 
     def reload(self, config: Config) -> None:
