@@ -92,6 +92,9 @@ class ClusterService:
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._view_wanted_until = 0.0  # /api/v1/clusters was read: the heartbeats refresh the view until then
+        #: Told (synchronously) when another node claimed a stream: a worker lets go of the stream's HLS files,
+        #: which the new owner writes now.
+        self.claimed_elsewhere: list[Callable[[StreamKey, str], None]] = []
 
     @property
     def enabled(self) -> bool:
@@ -289,6 +292,9 @@ class ClusterService:
         if node and claim is not None and claim.generation < generation:
             self._stale(key, f"taken over on node {node}")
         self.edge.moved(key, node)
+        if node:
+            for told in list(self.claimed_elsewhere):
+                told(key, node)
 
     def _set_up(self, up: bool, reason: str = "") -> None:
         if up == self.up:

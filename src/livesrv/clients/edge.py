@@ -139,6 +139,12 @@ class EdgePull:
         self._stopping = False
         self.task: asyncio.Task[None] | None = None
 
+    @property
+    def mirror(self) -> bool:
+        """(the hub reads it) Pulled from another worker of this host, which writes the stream's HLS, DVR and
+        forwards: this copy only feeds viewers. Not an edge vhost's pull (an origin elsewhere)."""
+        return self.service.mirror and not self.service.cluster(self.key).edge
+
     # ----------------------------------------------------------------------------- the Client contract
 
     @property
@@ -372,6 +378,8 @@ class EdgeService:
         self.hls_hold = HLS_DEMAND
         # In a cluster (clients/cluster.py): the owner of a stream, (node id, RTMP host:port), or None.
         self.resolver: Callable[[StreamKey], Awaitable[tuple[str, str] | None]] | None = None
+        #: A worker of ``workers N``: the owners are this host's other workers, and pulls are mirrors (above).
+        self.mirror = False
 
     def cluster(self, key: StreamKey) -> ClusterConfig:
         return self.config().vhost(key.vhost).cluster

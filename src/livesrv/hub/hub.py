@@ -159,10 +159,16 @@ class Hub:
         for v in list(stream.viewers.values()):
             v.wait_deadline = None
             v.owner.publisher_arrived(stream)
-        for provide in self.output_providers:
-            output = provide(stream)
-            if output is not None:
-                stream.add_output(output)
+        if getattr(stream.publisher, "mirror", False):
+            # A copy of a stream another worker of this host owns (and writes: HLS, DVR, forwards). Two writers
+            # of one file would corrupt it, so this period feeds viewers only; the outputs of an earlier period
+            # here are let go (their lingering waits were cancelled above: the owner continues those files).
+            stream.outputs.clear()
+        else:
+            for provide in self.output_providers:
+                output = provide(stream)
+                if output is not None:
+                    stream.add_output(output)
         for output in list(stream.outputs):
             try:
                 output.start(stream)
