@@ -11,6 +11,14 @@ The playlist comes from memory (the text last *written*, so it never names a seg
 segments from disk in a worker thread through one small cache shared by every stream
 (:class:`~.files.SegmentCache`, :data:`SEGMENT_CACHE_BYTES`): segments are never held in memory because they
 were written, only while players ask for them. HLS players are counted as sessions (:mod:`.sessions`).
+
+Workers (``workers N``, :attr:`HlsService.shared`). Only a stream's owner writes its files (a worker's pull of it
+feeds viewers only, see ``Hub.publish_ready``), into the ``hls_path`` every worker of the host shares. A request
+for a file this worker is not writing now is served from disk instead (:meth:`HlsService._serve_disk`): the
+owner wrote it atomically (playlists by rename, segments renamed once complete), and the name is confined to
+``hls_path`` and to ``.m3u8`` and ``.ts`` files that are not hidden (parts and temporaries are). Such players
+are not counted as sessions: they would start a pull that nothing needs. A key another worker claimed is let go
+without deleting anything (:meth:`HlsService.forget`): its new owner writes those names now.
 """
 
 from __future__ import annotations
@@ -68,6 +76,9 @@ class HlsService:
         self._segment_files: dict[str, HlsState] = {}  # written segments -> state
         self.cache = SegmentCache(SEGMENT_CACHE_BYTES)
         self._retired: dict[StreamKey, asyncio.Task[None]] = {}  # writers of disposed states, still working
+        #: A worker of ``workers N``: files this service is not writing are served from disk (module doc).
+        self.shared = False
+        self._disowned: set[HlsState] = set()  # keys another worker owns now: their files are not ours to delete
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -85,14 +96,16 @@ class HlsService:
             stream = hub.get(state.key)
             if stream is not None:
                 stream.remove_output(state.output)  # stopped: the hub must not feed, end or dispose it again
+            was_live = state.live_for is not None
             state.live_for = None
-            actions = list(state.segmenter.finish())
-            if state.config.hls_dispose > 0:
+            actions = list(state.segmenter.finish()) if was_live or state not in self._disowned else []
+            if state.config.hls_dispose > 0 and state not in self._disowned:
                 actions += state.segmenter.dispose()
             state.writer.submit(actions)
             state.writer.close()
             tasks.append(state.writer.task)
         self._states.clear()
+        self._disowned.clear()
         self._playlists.clear()
         self._segment_files.clear()
         self.cache.clear()
@@ -115,6 +128,9 @@ class HlsService:
         if not (vhost.enabled and vhost.hls.enabled):
             return None
         state = self._states.get(key)
+        if state is not None and state in self._disowned:
+            self._let_go(state)  # (another worker wrote these files meanwhile: start afresh, as that one did)
+            state = None
         if state is None:
             state = self._new_state(key, vhost.hls)
             if state is None:
@@ -145,13 +161,34 @@ class HlsService:
         """``hls_dispose`` seconds without a new publisher (the hub's wait): every file of the key goes."""
         if self._states.get(state.key) is not state or state.live_for is not None:
             return
+        if state in self._disowned:
+            self._let_go(state)  # (the files are another worker's now)
+            return
         state.writer.submit(state.segmenter.dispose())
+        self._let_go(state)
+        event(log, "hls-dispose", stream=state.key)
+
+    def _let_go(self, state: HlsState) -> None:
+        """Forget ``state`` (its writer finishes what it was given, then ends; the next state of the key waits
+        for it)."""
         state.writer.close()
         self._drop(state)
+        self._disowned.discard(state)
         task = state.writer.task
         self._retired[state.key] = task
         task.add_done_callback(lambda t, key=state.key: self._retired.pop(key) if self._retired.get(key) is t else None)
-        event(log, "hls-dispose", stream=state.key)
+
+    def forget(self, key: StreamKey, node: str = "") -> None:
+        """(workers) Another worker (``node``) claimed ``key``: it writes the key's files from now on, so they
+        are never deleted from here (a dispose would delete what it writes). A period still live here ends by
+        the takeover and is let go once over (:meth:`_dispose`)."""
+        state = self._states.get(key)
+        if state is None or state in self._disowned:
+            return
+        self._disowned.add(state)
+        event(log, "hls-disowned", stream=key, node=node)
+        if state.live_for is None:
+            self._let_go(state)
 
     def _drop(self, state: HlsState) -> None:
         del self._states[state.key]
@@ -246,12 +283,18 @@ class HlsService:
             return Response(404, b"not found\n", headers=CORS)  # never anything outside hls_path
         if rel.endswith(".m3u8"):
             state = self._playlists.get(rel)
-            if state is None:
-                return NotImplemented  # type: ignore[return-value]
-            return await self._serve_playlist(req, state)
+            if state is not None and (not self.shared or state.live_for is not None):
+                return await self._serve_playlist(req, state)
+            if self.shared:
+                return await self._serve_disk(req, rel, PLAYLIST_TYPE, "no-cache")
+            return NotImplemented  # type: ignore[return-value]
         state = self._segment_files.get(rel)
-        if state is not None:
+        if state is not None and state not in self._disowned:
             return await self._serve_segment(req, state, rel)
+        if self.shared and rel.endswith(".ts"):
+            resp = await self._serve_disk(req, rel, SEGMENT_TYPE, SEGMENT_CACHE_CONTROL)
+            if resp.status != 404:
+                return resp
         return NotImplemented  # type: ignore[return-value]  # a live HTTP-TS URL, or a file: not ours
 
     async def _serve_playlist(self, req: Request, state: HlsState) -> Response:
@@ -274,6 +317,24 @@ class HlsService:
             session.sent += len(body)
         return Response(200, body, PLAYLIST_TYPE, headers)
 
+    async def _serve_disk(self, req: Request, rel: str, content_type: str, cache_control: str) -> Response:
+        """(workers) A file another worker of this host wrote into ``hls_path`` (of the request's vhost)."""
+        if req.method == "OPTIONS":
+            return Response(200, b"", headers=CORS)
+        if req.method not in ("GET", "HEAD"):
+            return Response(405, b"method not allowed\n", headers=[("Allow", "GET, HEAD, OPTIONS"), *CORS])
+        if any(part.startswith(".") for part in rel.split("/")):  # parts of segments, temporaries
+            return Response(404, b"not found\n", headers=CORS)
+        vhost = self._config().vhost(_host_name(req.headers.get("host")))
+        root = os.path.realpath(vhost.hls.hls_path)
+        path = os.path.realpath(os.path.join(root, rel))
+        if not path.startswith(root + os.sep):  # (a symbolic link out of hls_path)
+            return Response(404, b"not found\n", headers=CORS)
+        data = await asyncio.to_thread(_read_file, path)
+        if data is None:
+            return Response(404, b"not found\n", headers=CORS)
+        return Response(200, data, content_type, [*CORS, ("Cache-Control", cache_control)])
+
     async def _serve_segment(self, req: Request, state: HlsState, rel: str) -> Response:
         if req.method == "OPTIONS":
             return Response(200, b"", headers=CORS)
@@ -283,3 +344,21 @@ class HlsService:
         if data is None:
             return Response(404, b"not found\n", headers=CORS)
         return Response(200, data, SEGMENT_TYPE, [*CORS, ("Cache-Control", SEGMENT_CACHE_CONTROL)])
+
+
+def _host_name(host: str | None) -> str | None:
+    """The vhost part of a Host header (no port)."""
+    if not host:
+        return None
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _read_file(path: str) -> bytes | None:
+    """A whole file (a playlist or a segment), or None when it is not there (deleted meanwhile)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        return None
