@@ -33,6 +33,7 @@ from livesrv.hub.hub import Hub
 from livesrv.hub.keys import mask_url
 from livesrv.hub.stream import Stream
 from livesrv.log import event
+from livesrv.servers.api.host import HOST_PATHS, OWN_QUERY, HostView, merge_streams, merge_summaries, remap_vhost
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.sampling import SAMPLE_INTERVAL, Sampler
 from livesrv.servers.api.system import SystemFigures
@@ -105,8 +106,13 @@ class ApiService:
         interval: float = SAMPLE_INTERVAL,
         cluster_info: Callable[[], dict[str, Any]] = lambda: {"enabled": False},
         trusted: Callable[[str], bool] | None = None,
+        host: HostView | None = None,
+        node: Callable[[], str] | None = None,
     ) -> None:
         self.hub = hub
+        #: ``workers N``: the peers that make the host's answers (servers/api/host.py), and this worker's node id.
+        self.host = host
+        self.node = node
         self._cluster_info = cluster_info  # /api/v1/clusters (clients/cluster.py)
         #: Whose state-changing requests are answered while auth is off (a test may say "nobody").
         self.trusted: Callable[[str], bool] = trusted or is_loopback
@@ -136,6 +142,8 @@ class ApiService:
         return {}
 
     async def stop(self) -> None:
+        if self.host is not None:
+            await self.host.close()
         await self.sampler.stop()
         if self.exporter is not None:
             await self.exporter.close()
@@ -143,7 +151,9 @@ class ApiService:
 
     # ---------------------------------------------------------------------------------- requests
 
-    async def handle(self, req: Request, conn: HTTPConnection) -> Response:
+    async def handle(self, req: Request, conn: HTTPConnection, local: bool = False) -> Response:
+        """A request on the API's port; ``local``: a peer worker asks for this worker's own figures (on its
+        internal listener), which are never merged again."""
         cfg = self._config().http_api
         cors = CORS_HEADERS if cfg.crossdomain else []
         if req.method == "OPTIONS":  # a CORS preflight: never behind auth (browsers send no credentials)
@@ -170,11 +180,74 @@ class ApiService:
                 resp = self.metrics.render()
                 resp.headers.extend(cors)
                 return resp
-            data = self._route(method, path, req)
+            host = None if local else self.host
+            status = 200
+            if host is not None and path in HOST_PATHS and method in ("GET", "HEAD"):
+                data = await self._host_answer(host, path, req)
+            else:
+                try:
+                    data = self._route(method, path, req)
+                except ApiError as exc:
+                    if not (exc.status == 404 and host is not None and _per_worker_id(path)):
+                        raise
+                    query = {k: v for k, v in req.query.items() if k not in OWN_QUERY}
+                    answer = await host.ask_each(method, path, query, _forwarded_headers(req))
+                    if answer is None or answer.body is None:
+                        raise
+                    data, status = answer.body, answer.status  # (the peer's pid and code: it answered)
         except ApiError as exc:
             body = {"code": exc.code, "error": str(exc)}
             return self._reply(body, exc.status, cors + exc.headers, callback)
-        return self._reply(data, 200, cors, callback)
+        return self._reply(data, status, cors, callback)
+
+    async def _host_answer(self, host: HostView, path: str, req: Request) -> dict[str, Any]:
+        """(workers) ``path`` for the whole host: this worker's answer merged with its peers' (host.py)."""
+        start, count = _paging(req)
+        query = {k: v for k, v in req.query.items() if k not in OWN_QUERY}
+        if path != "/api/v1/summaries":
+            query.update(start="0", count=str(start + count))  # (each peer's first start+count: enough to page)
+        answers = await host.ask_all("GET", path, query, _forwarded_headers(req))
+        unreachable = [a.node for a in answers if a.body is None or a.status != 200]
+        ok = [a for a in answers if a.body is not None and a.status == 200]
+        node = self.node() if self.node is not None else ""
+        if path == "/api/v1/summaries":
+            data = merge_summaries(self.system.summaries(), node, [(a.node, a.body.get("data", {})) for a in ok])
+            return {"data": data, "workers_unreachable": unreachable}
+        local_ids = {name: self.sampler.vhost_account(name).id for name in self.views.vhost_names()}
+        name = "streams" if path == "/api/v1/streams" else "clients"
+        local = (self._stream_entries(list(self.hub.streams.values())) if name == "streams"
+                 else self._client_entries(list(self.hub.clients.values())))
+        theirs = [[remap_vhost(e, a.body.get("vhost_names", {}), local_ids) for e in a.body.get(name, [])]
+                  for a in ok]
+        if name == "streams":
+            entries = merge_streams(local, theirs)
+        else:
+            entries = [*local, *(e for es in theirs for e in es)]
+        return {"total": len(entries), name: entries[start : start + count], "workers_unreachable": unreachable}
+
+    def _stream_entries(self, streams: list[Stream]) -> list[dict[str, Any]]:
+        by_key = self.views.clients_of()
+        entries = [self.views.stream_json(s, by_key) for s in streams]
+        if self.node is not None:  # (workers: who has it, and whether it is a pull of another worker's stream)
+            node = self.node()
+            for entry, s in zip(entries, streams):
+                entry["worker"] = node
+                entry["pulled"] = bool(getattr(s.publisher, "mirror", False))
+        return entries
+
+    def _client_entries(self, clients: list[Client]) -> list[dict[str, Any]]:
+        entries = [self.views.client_json(c) for c in clients]
+        if self.node is not None:
+            node = self.node()
+            for entry in entries:
+                entry["worker"] = node
+        return entries
+
+    def _vhost_names(self) -> dict[str, Any]:
+        """(workers) This worker's vhost ids by name, for the worker that merges (ids are per process)."""
+        if self.node is None:
+            return {}
+        return {"vhost_names": {self.sampler.vhost_account(n).id: n for n in self.views.vhost_names()}}
 
     @staticmethod
     def admin_only(method: str, path: str) -> bool:
@@ -270,13 +343,12 @@ class ApiService:
             self.hub.end_stream(stream.key, "stream deleted by the HTTP API")
             return {}
         _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
-        by_key = self.views.clients_of()
         if ident:
-            return {"stream": self.views.stream_json(self._stream_or_404(ident), by_key)}
+            return {"stream": self._stream_entries([self._stream_or_404(ident)])[0]}
         streams = list(self.hub.streams.values())
         start, count = _paging(req)
-        return {"total": len(streams),
-                "streams": [self.views.stream_json(s, by_key) for s in streams[start : start + count]]}
+        return {"total": len(streams), "streams": self._stream_entries(streams[start : start + count]),
+                **self._vhost_names()}
 
     def _stream_or_404(self, ident: str) -> Stream:
         stream = self.views.find_stream(ident)
@@ -296,10 +368,11 @@ class ApiService:
             return {}
         _allow(method, "GET", "HEAD", *(("DELETE",) if ident else ()))
         if ident:
-            return {"client": self.views.client_json(self._client_or_404(ident))}
+            return {"client": self._client_entries([self._client_or_404(ident)])[0]}
         start, count = _paging(req)
         clients = list(self.hub.clients.values())
-        return {"total": len(clients), "clients": [self.views.client_json(c) for c in clients[start : start + count]]}
+        return {"total": len(clients), "clients": self._client_entries(clients[start : start + count]),
+                **self._vhost_names()}
 
     def _client_or_404(self, ident: str) -> Client:
         client = self.hub.clients.get(ident)
@@ -341,6 +414,18 @@ def _allow(method: str, *allowed: str) -> None:
     if method not in allowed:
         raise ApiError(405, ERROR_METHOD_NOT_ALLOWED, f"method {method} not allowed here",
                        [("Allow", ", ".join(allowed))])
+
+
+def _per_worker_id(path: str) -> bool:
+    """``/api/v1/streams/ID`` or ``/api/v1/clients/ID``: ids of one worker's streams and clients."""
+    name, _, ident = path[len("/api/v1/"):].partition("/") if path.startswith("/api/v1/") else ("", "", "")
+    return name in ("streams", "clients") and bool(ident)
+
+
+def _forwarded_headers(req: Request) -> dict[str, str]:
+    """What a peer worker must see of the request: its credentials (the peer checks them too)."""
+    auth = req.headers.get("authorization")
+    return {"Authorization": auth} if auth else {}
 
 
 def _no_id(ident: str) -> None:
