@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from livesrv import log as logsetup
@@ -16,6 +17,7 @@ from livesrv.hub.clients import PUBLISHER, PULLER
 from livesrv.hub.hub import Hub
 from livesrv.hub.keys import parse_http_path, request_problem
 from livesrv.hub.stream import Publisher, Stream
+from livesrv.servers.api.host import HostView
 from livesrv.servers.api.ids import SERVER_ID, SERVICE_ID
 from livesrv.servers.api.service import ApiService
 from livesrv.servers.audio import serve_audio
@@ -38,10 +40,40 @@ SHUTDOWN_HOOKS_GRACE = 2.0
 #: Seconds a stopping server gives the streams' drains (on_unpublish hooks, the last HLS segment, DVR files)
 #: after its listeners and connections closed; what is still running then is cancelled.
 SHUTDOWN_DRAIN_GRACE = 5.0
+#: Where a worker's internal listeners are (the pulls and the API questions of the host's other workers).
+WORKER_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This process is worker ``index`` of a master (``workers N``, livesrv/master.py), on the master's
+    ``registry`` (``livesrv+unix://`` socket)."""
+
+    index: int
+    registry: str
+
+    @property
+    def node(self) -> str:
+        return f"w{self.index}"
+
+    def apply(self, config: Config) -> Config:
+        """The file's config as this worker runs it (again at each reload): a node of the master's registry,
+        reached on loopback; the exporter on worker 0 only (a scrape spread over the workers would mix their
+        counters)."""
+        cluster = config.cluster.model_copy(update={"registry": self.registry, "node_id": self.node,
+                                                    "advertise": WORKER_HOST})
+        update: dict[str, object] = {"cluster": cluster}
+        if self.index != 0:
+            update["exporter"] = config.exporter.model_copy(update={"enabled": False})
+        return config.model_copy(update=update)
 
 
 class App:
-    def __init__(self, config: Config, config_path: str | None = None, *, self_signed: str | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None = None, *, self_signed: str | None = None,
+                 worker: WorkerRole | None = None) -> None:
+        self.worker = worker
+        if worker is not None:
+            config = worker.apply(config)
         self.config = config
         self.config_path = config_path  # re-read by reload(); None: the embedded defaults (and environment)
         self.hub = Hub()
@@ -62,8 +94,16 @@ class App:
         self.cluster = ClusterService(self.hub, current, self.access, self.edge)
         self.dvr = DvrService(self.hub, current, self.access)
         self.rtc = RtcService(self.hub, current, self.access)  # WHIP/WHEP, on the API's port (as SRS)
+        host = HostView(self._peers) if worker is not None else None
         self.api_service = ApiService(self.hub, current, self.reload, lambda: self.budget.open, self.hls.info,
-                                      self._http_server, cluster_info=self.cluster.info)
+                                      self._http_server, cluster_info=self.cluster.info, host=host,
+                                      node=(lambda: self.cluster.node) if worker is not None else None)
+        # A worker's internal API (its own figures, for the peer that answers for the host: servers/api/host.py).
+        self.api_internal = self._http_server(self._handle_api_internal, "api-internal")
+        if worker is not None:
+            self.edge.mirror = True  # pulls from the other workers feed viewers only (the owner writes files)
+            self.hls.shared = True  # HLS files another worker writes are served from disk
+            self.cluster.claimed_elsewhere.append(self.hls.forget)
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self.web = WebPages(self.hub, current, lambda: self.addresses)  # the pages on the HTTP server
         self._housekeeper: asyncio.Task[None] | None = None
@@ -76,14 +116,25 @@ class App:
         await self.dvr.start()
         await self.edge.start()
         await self.rtc.start()
-        self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen))
+        shared = self.worker is not None  # (workers: the public ports are shared, SO_REUSEPORT)
+        self.addresses["rtmp"] = await self.rtmp.start(listen_addresses(cfg.listen), reuse_port=shared)
         if cfg.http_server.enabled:
-            self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen))
+            self.addresses["http"] = await self.http.start(listen_addresses(cfg.http_server.listen), reuse_port=shared)
         if cfg.http_api.enabled:
-            self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen))
-        self.addresses.update(await self.tls.start({"rtmps": self.rtmp, "https": self.http, "api_https": self.api}))
+            self.addresses["api"] = await self.api.start(listen_addresses(cfg.http_api.listen), reuse_port=shared)
+        self.addresses.update(await self.tls.start({"rtmps": self.rtmp, "https": self.http, "api_https": self.api},
+                                                   reuse_port=shared))
         self.addresses.update(await self.api_service.start())
-        await self.cluster.start(self.addresses)  # (advertises the addresses just bound)
+        advertised = self.addresses
+        if self.worker is not None:
+            # The other workers pull from THIS worker (not from the shared port, where the kernel picks one) and
+            # ask its API for its own figures: internal listeners on loopback, advertised in its record.
+            self.addresses["rtmp_internal"] = await self.rtmp.start([(WORKER_HOST, 0)])
+            advertised = {**self.addresses, "rtmp": self.addresses["rtmp_internal"]}
+            if cfg.http_api.enabled:
+                self.addresses["api_internal"] = await self.api_internal.start([(WORKER_HOST, 0)])
+                advertised["api"] = self.addresses["api_internal"]
+        await self.cluster.start(advertised)  # (advertises the addresses just bound)
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="hub-housekeeping")
         log.info(
             "event=ready %s",
@@ -109,6 +160,7 @@ class App:
         await self.rtmp.close()
         await self.http.close()
         await self.api.close()
+        await self.api_internal.close()
         await self.rtc.stop()  # (WebRTC sessions: publishers release their streams, viewers detach)
         self.tls.close()
         await self.edge.stop()  # (pulls release their streams: their drains run below)
@@ -166,7 +218,7 @@ class App:
 
     def http_servers(self) -> list[HTTPServer]:
         """Every HTTP listener (server, API, exporter): all are subject to ``http_limits``."""
-        servers = [self.http, self.api]
+        servers = [self.http, self.api, self.api_internal]
         if self.api_service.exporter is not None:
             servers.append(self.api_service.exporter)
         return servers
@@ -184,7 +236,7 @@ class App:
             if resp is not NotImplemented:
                 return resp
         if path.endswith((".m3u8", ".ts")):
-            if path.endswith(".m3u8"):
+            if path.endswith(".m3u8") and self.worker is None:  # (workers: the owner writes it, on this disk)
                 await self._edge_playlist(req)
             resp = await self.hls.handle(req, conn)  # a file HLS wrote
             if resp is NotImplemented and path.endswith(".ts"):
@@ -213,6 +265,19 @@ class App:
             return await self.rtc.handle(req, conn)
         return await self.api_service.handle(req, conn)
 
+    async def _handle_api_internal(self, req: Request, conn: HTTPConnection) -> Response | None:
+        """(workers) A peer worker asks for this worker's own figures, or for one of its streams or clients."""
+        return await self.api_service.handle(req, conn, local=True)
+
+    async def _peers(self) -> list[tuple[str, str]]:
+        """(workers) The other workers' internal API addresses, from the registry's node records."""
+        registry = self.cluster.registry
+        if registry is None:
+            return []
+        nodes = await registry.nodes()
+        return sorted((node, rec["api"]) for node, rec in nodes.items()
+                      if node != self.cluster.node and isinstance(rec.get("api"), str))
+
     def reload(self, config: Config | None = None) -> list[str]:
         """Apply a new configuration without dropping anyone (SIGHUP, ``GET /api/v1/raw?rpc=reload``).
 
@@ -223,6 +288,8 @@ class App:
         """
         if config is None:
             config = load_config(self.config_path).config
+        if self.worker is not None:
+            config = self.worker.apply(config)
         old, self.config = self.config, config
         self.rtmp.apply_config(config)
         self.tls.reload(config)  # certificates re-read: new connections get them, open ones keep theirs
@@ -246,6 +313,7 @@ class App:
                 ("rtmps", _server(old.rtmps), _server(config.rtmps)),
                 ("http_server.https", _server(old.http_server.https), _server(config.http_server.https)),
                 ("http_api.https", _server(old.http_api.https), _server(config.http_api.https)),
+                ("workers", str(old.workers), str(config.workers)),
             )
             if before != after
         ]

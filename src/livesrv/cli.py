@@ -27,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
                         "turns on HTTPS (:8088), the API over HTTPS (:1990) and RTMPS (:1443). Browsers and players "
                         "refuse such a certificate unless told to trust it")
     p.add_argument("-v", "-V", "--version", action="version", version=f"livesrv {__version__}")
+    # Set by the master of ``workers N`` (livesrv/master.py) for each worker it starts; not for operators.
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--registry", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--master-fd", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -62,9 +66,33 @@ class _Quit:
         self.requested.set()
 
 
-async def _serve(app) -> None:  # type: ignore[no-untyped-def]
+def _watch_master(fd: int, quit_: _Quit) -> None:
+    """(a worker) The master holds the write end of this pipe: EOF means it is gone (even by SIGKILL), and a
+    worker without its master (nobody restarts it, the registry died with the master) quits."""
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return
+        loop.remove_reader(fd)
+        log.error("event=master-gone reason=%s", logsetup.quote("the master process exited"))
+        quit_.on_signal(signal.SIGTERM)
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+
+
+async def _serve(app, master_fd: int | None = None) -> None:  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     quit_ = _Quit(app)
+    if master_fd is not None:
+        _watch_master(master_fd, quit_)
     for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGQUIT", None)):
         if sig is None:
             continue
@@ -112,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"livesrv: the configuration {args.conf or '(embedded defaults)'} syntax is ok and test is successful")
         return 0
     logsetup.setup(cfg.srs_log_level, cfg.srs_log_tank, cfg.srs_log_file)
-    from livesrv.app import App
+    if cfg.workers > 1 and args.worker is None:
+        from livesrv.master import run_master
+
+        return run_master(cfg, _passed_on(argv if argv is not None else sys.argv[1:]))
+    from livesrv.app import App, WorkerRole
 
     try:
         import uvloop  # a default dependency on Linux: about twice asyncio's throughput on sockets
@@ -120,22 +152,29 @@ def main(argv: list[str] | None = None) -> int:
         uvloop = None
     try:
         self_signed = tls.self_signed(names=_listen_hosts(cfg)) if args.self_signed else None
-        app = App(cfg, config_path=None if args.env else args.conf, self_signed=self_signed)
+        worker = WorkerRole(args.worker, args.registry or "") if args.worker is not None else None
+        app = App(cfg, config_path=None if args.env else args.conf, self_signed=self_signed, worker=worker)
     except tls.TlsError as exc:  # a missing, unreadable or mismatched key or certificate
         log.error("event=fatal reason=%s", logsetup.quote(f"TLS: {exc}"))
         print(f"livesrv: TLS error: {exc}", file=sys.stderr)
         return 1
     try:
         if uvloop is not None:
-            uvloop.run(_serve(app))
+            uvloop.run(_serve(app, args.master_fd))
         else:
-            asyncio.run(_serve(app))
+            asyncio.run(_serve(app, args.master_fd))
     except OSError as exc:
         log.error("event=fatal reason=%r", str(exc))
         return 1
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _passed_on(argv: list[str]) -> list[str]:
+    """The master's arguments its workers get too (the config source, --self-signed): all of them, since the
+    master never has the hidden worker flags."""
+    return list(argv)
 
 
 def _listen_hosts(cfg) -> list[str]:  # type: ignore[no-untyped-def]
