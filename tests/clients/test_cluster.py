@@ -18,9 +18,10 @@ import aiohttp
 import pytest
 
 from livesrv.app import App
-from livesrv.clients.cluster import parse_stream_name, stream_name
+from livesrv.clients.cluster import open_registry, parse_stream_name, stream_name
 from livesrv.clients.edge import EdgePull
-from livesrv.clients.registry import Registry
+from livesrv.clients.registry import RegistryError
+from livesrv.clients.registry_local import RegistryServer
 from livesrv.clients.rtmp import RtmpClient, RtmpClientError
 from livesrv.codec.rtmp import messages as m
 from livesrv.hub.clients import PUBLISHER
@@ -63,6 +64,24 @@ class RedisServer:
             await self.proc.wait()
 
 
+class EmbeddedRegistry:
+    """The registry a workers' master serves (clients/registry_local.py), in the test's own event loop."""
+
+    def __init__(self, work: Path) -> None:
+        self.server = RegistryServer(str(work / "registry.sock"))
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> None:
+        self.server = RegistryServer(self.server.path)  # (a restart starts empty, as Redis without persistence)
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.close()
+
+
 @pytest.fixture
 async def redis_server(procs: Procs, tmp_path: Path) -> AsyncIterator[RedisServer]:
     server = RedisServer(procs, tmp_path)
@@ -71,11 +90,20 @@ async def redis_server(procs: Procs, tmp_path: Path) -> AsyncIterator[RedisServe
     await server.stop()
 
 
-def node_extra(redis: RedisServer, ttl: float = 3) -> str:
+@pytest.fixture(params=["redis", "embedded"])
+async def any_registry(request, procs: Procs, tmp_path: Path) -> AsyncIterator[RedisServer | EmbeddedRegistry]:  # type: ignore[no-untyped-def]
+    """Redis, and the embedded registry of a host's workers: the same calls must mean the same."""
+    server = RedisServer(procs, tmp_path) if request.param == "redis" else EmbeddedRegistry(tmp_path)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def node_extra(redis: RedisServer | EmbeddedRegistry, ttl: float = 3) -> str:
     return f"cluster {{ registry {redis.url}; ttl {ttl:g}; }}"
 
 
-async def make_nodes(make_server, redis: RedisServer, n: int, vhost: str = "", ttl: float = 3) -> list[App]:  # type: ignore[no-untyped-def]
+async def make_nodes(make_server, redis: RedisServer | EmbeddedRegistry, n: int, vhost: str = "", ttl: float = 3) -> list[App]:  # type: ignore[no-untyped-def]
     nodes = []
     for _ in range(n):
         node: App = await make_server(extra=node_extra(redis, ttl), vhost=vhost)
@@ -94,8 +122,8 @@ def local_publisher(node: App) -> bool:
     return s is not None and s.live and getattr(s.publisher, "kind", "") == PUBLISHER
 
 
-async def owner(redis: RedisServer, name: str = stream_name(KEY)) -> str | None:
-    registry = Registry(redis.url, "probe", 10)
+async def owner(redis: RedisServer | EmbeddedRegistry, name: str = stream_name(KEY)) -> str | None:
+    registry = open_registry(redis.url, "probe", 10)
     try:
         found = await registry.owner(name)
         return found.node if found is not None else None
@@ -263,8 +291,8 @@ async def test_redis_away_and_back(make_server, procs, sample_flv, redis_server,
 # ------------------------------------------------------------------------------------------- the registry
 
 
-async def test_claims_are_atomic_and_fenced(redis_server) -> None:  # type: ignore[no-untyped-def]
-    a, b = Registry(redis_server.url, "a", 5), Registry(redis_server.url, "b", 5)
+async def test_claims_are_atomic_and_fenced(any_registry) -> None:  # type: ignore[no-untyped-def]
+    a, b = open_registry(any_registry.url, "a", 5), open_registry(any_registry.url, "b", 5)
     try:
         await a.register({"rtmp": "127.0.0.1:1"})
         await b.register({"rtmp": "127.0.0.1:2"})
@@ -293,13 +321,34 @@ async def test_claims_are_atomic_and_fenced(redis_server) -> None:  # type: igno
         assert current is not None and await other.release("v/app/s", current.generation)
         assert await other.owner("v/app/s") is None
         assert (await a.claim("v/app/s", False)).generation == current.generation + 1
-        # Redis lost the claim (restart without persistence): the owner's renew makes it again, and the
-        # counter follows, so a later claim elsewhere still gets a larger generation.
+        # The registry lost the claim (restarted without persistence): the owner's renew makes it again (the
+        # clients connect again), and the counter follows, so a later claim elsewhere still gets a larger
+        # generation.
         mine = await a.owner("v/app/s")
         assert mine is not None
-        await a.redis.flushall()
-        assert await a.renew("v/app/s", mine.generation)
-        assert (await b.claim("v/app/s", True)).generation == mine.generation + 1
+        await any_registry.stop()
+        await any_registry.start()
+
+        async def reconnected(call):  # type: ignore[no-untyped-def]
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                try:
+                    return await call()
+                except (OSError, asyncio.TimeoutError, RegistryError):
+                    assert asyncio.get_running_loop().time() < deadline, "the client never reconnected"
+                    await asyncio.sleep(0.05)
+
+        assert await reconnected(lambda: a.renew("v/app/s", mine.generation))
+        assert (await reconnected(lambda: b.claim("v/app/s", True))).generation == mine.generation + 1
+        # A subscriber hears every claim and release.
+        sub = await a.subscribe()
+        try:
+            got = await b.claim("v/app/t", True)
+            assert got.ok and json.loads(await sub.get(5) or b"null") == {"stream": "v/app/t", "node": "b", "gen": got.generation}
+            assert await b.release("v/app/t", got.generation)
+            assert json.loads(await sub.get(5) or b"null") == {"stream": "v/app/t", "node": "", "gen": got.generation}
+        finally:
+            await sub.aclose()
     finally:
         await a.close()
         await b.close()
@@ -356,12 +405,14 @@ class SyntheticPublisher:
             self.client.abort()
 
 
-@pytest.mark.parametrize("seed", [7, 8])
-async def test_random_publishers_and_viewers_across_nodes(make_server, redis_server, seed: int) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("seed, backend", [(7, "redis"), (8, "redis"), (9, "embedded")])
+async def test_random_publishers_and_viewers_across_nodes(make_server, procs, tmp_path, seed: int, backend: str) -> None:  # type: ignore[no-untyped-def]
     """Publishers arrive, leave and take over on random nodes, viewers come and go, with random delays around
     the claims. At every quiet point: at most one node has a live local publisher of the stream, it is the
     registry's owner; and a new publisher on any node is always accepted (never a stream no node accepts)."""
     rng = random.Random(seed)
+    redis_server = RedisServer(procs, tmp_path) if backend == "redis" else EmbeddedRegistry(tmp_path)
+    await redis_server.start()
     nodes = await make_nodes(make_server, redis_server, 3)
     publishers: list[SyntheticPublisher] = []
     viewers: list[FlvViewer] = []
@@ -416,6 +467,8 @@ async def test_random_publishers_and_viewers_across_nodes(make_server, redis_ser
             await v.close()
         for p in publishers:
             await p.stop()
+        if isinstance(redis_server, EmbeddedRegistry):
+            await redis_server.stop()
 
 
 async def test_a_pull_never_feeds_the_registry(make_server, redis_server, sample_flv, procs) -> None:  # type: ignore[no-untyped-def]

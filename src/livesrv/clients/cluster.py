@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from livesrv.clients.edge import EdgeService
-from livesrv.clients.registry import Registry, RegistryError
+from livesrv.clients.registry import Registry, RegistryClient, RegistryError
+from livesrv.clients.registry_local import SCHEME as EMBEDDED_SCHEME, LocalRegistry
 from livesrv.config import ANY_HOST, Config
 from livesrv.hub.clients import HookContext
 from livesrv.hub.keys import StreamKey
@@ -52,6 +53,15 @@ CLAIM_TIMEOUT: Final = 3.0
 VIEW_WANTED: Final = 60.0
 #: Pause between two attempts to subscribe to the claims' channel when Redis is away.
 RESUBSCRIBE: Final = 1.0
+
+
+def open_registry(url: str, node: str, ttl: float, prefix: str = "livesrv") -> RegistryClient:
+    """The registry at ``url``: Redis (``redis://``, ``rediss://``, ``unix://``), or the embedded one of a host's
+    workers (``livesrv+unix:///path``, served by the master: clients/registry_local.py). Both have the same
+    calls and the same meaning."""
+    if url.startswith(EMBEDDED_SCHEME):
+        return LocalRegistry(url, node, ttl, prefix)
+    return Registry(url, node, ttl, prefix)
 
 
 def stream_name(key: StreamKey) -> str:
@@ -82,7 +92,7 @@ class ClusterService:
         self.config = config
         self.access = access
         self.edge = edge
-        self.registry: Registry | None = None
+        self.registry: RegistryClient | None = None
         self.node = ""
         self.record: dict[str, Any] = {}
         self.claims: dict[StreamKey, _Claim] = {}
@@ -115,7 +125,7 @@ class ClusterService:
         self.node = cfg.node_id or f"{host}:{rtmp_port}"
         self.record = {"id": self.node, "pid": os.getpid(), "started": time.time(),
                        **{name: f"{_bracket(host)}:{addrs[0][1]}" for name, addrs in addresses.items() if addrs}}
-        self.registry = Registry(cfg.registry, self.node, cfg.ttl, cfg.prefix)
+        self.registry = open_registry(cfg.registry, self.node, cfg.ttl, cfg.prefix)
         self.access.claim = self.claim
         self.edge.resolver = self.resolve
         self.hub.watchers.append(self._watch)
@@ -262,21 +272,22 @@ class ClusterService:
         while not self._stopping:
             registry = self.registry
             assert registry is not None
-            pubsub = registry.redis.pubsub()
+            subscription = None
             try:
-                await pubsub.subscribe(registry.channel)
+                subscription = await registry.subscribe()
                 # Missed messages while away: the heartbeat renews every claim (finding the stale ones) and
                 # pulls look the owner up again on their next attempt.
                 await self._heartbeat_once()
                 while not self._stopping:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        self._on_claim(msg["data"])
+                    data = await subscription.get(1.0)
+                    if data is not None:
+                        self._on_claim(data)
             except (RegistryError, OSError, asyncio.TimeoutError) as exc:
                 self._set_up(False, repr(exc))
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.aclose()
             await asyncio.sleep(RESUBSCRIBE)
 
     def _on_claim(self, data: bytes) -> None:

@@ -17,18 +17,22 @@ generation is stale, and closes its publisher). Without takeover it is refused w
 alive, and accepted once that node's TTL ran out (a dead node never keeps a stream). After Redis lost its data
 (a restart without persistence) an owner's heartbeat claims its stream again with its own generation, and
 raises the counter to it, so a later claim elsewhere still gets a larger generation.
+
+The workers of one host share an embedded registry with the same calls and meaning instead
+(clients/registry_local.py); :class:`RegistryClient` is what the cluster needs of either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["Owner", "Claimed", "Registry", "RegistryError"]
+__all__ = ["Owner", "Claimed", "Registry", "RegistryClient", "RegistryError"]
 
 RegistryError = RedisError  # what every call may raise when Redis cannot be reached or answers an error
 
@@ -138,6 +142,16 @@ class Registry:
     async def close(self) -> None:
         await self.redis.aclose()
 
+    async def subscribe(self) -> RedisSubscription:
+        """The claims' messages (see the module doc)."""
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+        except BaseException:
+            await pubsub.aclose()
+            raise
+        return RedisSubscription(pubsub)
+
     # ----------------------------------------------------------------------------------- nodes
 
     async def register(self, record: dict[str, Any]) -> None:
@@ -194,3 +208,46 @@ class Registry:
         keys = [k async for k in self.redis.scan_iter(match=prefix + "*", count=500)]
         values = await self.redis.mget(keys) if keys else []
         return {k.decode()[len(prefix):]: _split(v) for k, v in zip(keys, values) if v is not None}
+
+
+class RedisSubscription:
+    """The claims' channel: :meth:`get` returns a message's bytes, or None on a quiet ``timeout``."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    async def get(self, timeout: float) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:  # (the subscription's own confirmations come through here too: skipped)
+            msg = await self._pubsub.get_message(ignore_subscribe_messages=True,
+                                                 timeout=max(0.0, deadline - loop.time()))
+            if msg is not None and msg.get("type") == "message":
+                return bytes(msg["data"])
+            if loop.time() >= deadline:
+                return None
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()
+
+
+class Subscription(Protocol):
+    async def get(self, timeout: float) -> bytes | None: ...
+    async def aclose(self) -> None: ...
+
+
+class RegistryClient(Protocol):
+    """What the cluster needs of a registry: :class:`Registry` (Redis) and the embedded one both are."""
+
+    node: str
+
+    async def close(self) -> None: ...
+    async def subscribe(self) -> Subscription: ...
+    async def register(self, record: dict[str, Any]) -> None: ...
+    async def unregister(self) -> None: ...
+    async def nodes(self) -> dict[str, dict[str, Any]]: ...
+    async def claim(self, stream: str, takeover: bool) -> Claimed: ...
+    async def renew(self, stream: str, generation: int) -> bool: ...
+    async def release(self, stream: str, generation: int) -> bool: ...
+    async def owner(self, stream: str) -> Owner | None: ...
+    async def streams(self) -> dict[str, tuple[str, int]]: ...

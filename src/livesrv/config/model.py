@@ -689,7 +689,7 @@ class VhostConfig(_Block):
 
 def _redis_url(value: Any) -> str:
     text = str(value).strip()
-    if not re.match(r"^(redis|rediss|unix)://", text):
+    if not re.match(r"^(redis|rediss|unix|livesrv\+unix)://", text):
         raise ValueError(f"registry must be a redis:// (or rediss://, unix://) URL, not {text!r}")
     return text
 
