@@ -166,3 +166,38 @@ async def test_a_slow_on_unpublish_does_not_delay_the_last_hls_segment(tmp_path:
         await svc.stop()
         await hub.close()
         await access.aclose()
+
+
+async def test_a_mirror_period_feeds_viewers_only() -> None:
+    """``workers N``: a worker's pull of another worker's stream (a publisher with ``mirror``) gets no owner-only
+    output (HLS, DVR, forward: the owner writes and pushes) and lets go of those of an earlier period here, while
+    outputs that serve viewers (HTTP-TS, WebRTC) stay fed. A local publish after it gets them all again."""
+    hub = Hub()
+    files, viewers = Recording("files", linger=30), Recording("viewers")
+    files.owner_only = True  # type: ignore[attr-defined]
+    hub.output_providers.append(lambda s: files)
+    pub = publish(hub)
+    stream = pub.token.stream  # type: ignore[union-attr]
+    stream.add_output(viewers)
+    viewers.start(stream)
+    v, _, _ = make_viewer(hub)  # (keeps the Stream through the republish grace: its outputs with it)
+    hub.attach(KEY, v, PER_MESSAGE)
+    hub.admit(v)
+    pub.token.release("left")  # type: ignore[union-attr]
+    await wait_until(lambda: not hub.tasks, 5, "the drain")
+    assert hub.get(KEY) is stream and stream.outputs == [files, viewers]
+
+    mirror = FakePublisher()
+    mirror.mirror = True  # type: ignore[attr-defined]
+    mirror.token = hub.begin_publish(KEY, mirror, PER_MESSAGE)
+    assert mirror.token.ready()
+    assert mirror.token.stream is stream
+    assert stream.outputs == [viewers] and hub.lingering(KEY) == []  # (never disposed from here: not ours now)
+    assert stream.ingest(mirror.token.generation, video(0, True, b"x"))
+    assert files.packets == 0 and viewers.packets == 1
+    mirror.token.release("left")
+    await wait_until(lambda: not hub.tasks, 5, "the drain")
+    assert files.calls == [("start", 1), ("end", 1)] and files.disposed == 0
+
+    pub3 = publish(hub)
+    assert files in pub3.token.stream.outputs and files.calls[-1] == ("start", pub3.token.generation)  # type: ignore[union-attr]

@@ -323,6 +323,7 @@ class ForwardOutput:
     """The hub output of one stream: the forwards of each of its live periods."""
 
     name = "forward"
+    owner_only = True  # (workers: one push per stream, by its owner)
     linger: float | None = None
 
     def __init__(self, service: ForwardService, stream: Stream) -> None:

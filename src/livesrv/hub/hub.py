@@ -161,9 +161,10 @@ class Hub:
             v.owner.publisher_arrived(stream)
         if getattr(stream.publisher, "mirror", False):
             # A copy of a stream another worker of this host owns (and writes: HLS, DVR, forwards). Two writers
-            # of one file would corrupt it, so this period feeds viewers only; the outputs of an earlier period
-            # here are let go (their lingering waits were cancelled above: the owner continues those files).
-            stream.outputs.clear()
+            # of one file would corrupt it, so this period feeds viewers only (HTTP-TS, WebRTC); the owner-only
+            # outputs of an earlier period here are let go (their lingering waits were cancelled above: the
+            # owner continues those files).
+            stream.outputs = [o for o in stream.outputs if not getattr(o, "owner_only", False)]
         else:
             for provide in self.output_providers:
                 output = provide(stream)

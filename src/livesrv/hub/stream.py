@@ -149,6 +149,9 @@ class Output(Protocol):
     """
 
     name: str
+    #: (an optional class attribute) True for what only a stream's owner may do under ``workers N``: write its
+    #: files (HLS, DVR) or push it elsewhere (forward). A worker's copy of another worker's stream has none.
+    #: owner_only: bool
     #: Seconds the output outlives a live period before :meth:`dispose` (HLS files: ``hls_dispose``); None:
     #: it is never disposed by the hub. A new live period of the same stream key cancels the wait.
     linger: float | None

@@ -120,6 +120,7 @@ class DvrOutput:
     the old one's :meth:`end`: each is keyed by its generation)."""
 
     name = "dvr"
+    owner_only = True  # (workers: one writer of the files)
     linger: float | None = None
 
     def __init__(self, service: DvrService) -> None:

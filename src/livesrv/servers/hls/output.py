@@ -90,6 +90,7 @@ class HlsOutput:
     """
 
     name = "hls"
+    owner_only = True  # (workers: one writer of the files)
 
     def __init__(self, state: HlsState, dispose: Callable[[HlsState], None]) -> None:
         self.state = state
