@@ -43,8 +43,6 @@ STOP_TIMEOUT: Final = 30.0
 STABLE: Final = 10.0
 #: First and longest pause before restarting a worker that died within STABLE seconds (doubling).
 BACKOFF: Final = (0.5, 10.0)
-#: The registry URL scheme of the embedded registry.
-LOCAL_SCHEME: Final = "livesrv+unix://"
 
 
 class Worker:
@@ -85,7 +83,7 @@ class Master:
         server = RegistryServer(path)
         try:
             await server.start()
-            self.registry_url = LOCAL_SCHEME + path
+            self.registry_url = server.url
             # The workers watch the read end: EOF when the master is gone, however it went.
             self._pipe_r, self._pipe_w = os.pipe()
             self._install_signals()
