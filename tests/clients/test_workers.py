@@ -272,7 +272,8 @@ def test_workers_directive(tmp_path: Path) -> None:
     for bad, why in (("workers 0;", "greater than or equal to 1"), ("workers many;", "workers"),
                      ("workers 2; cluster { registry redis://127.0.0.1:6379/0; }", "runs its own registry"),
                      ("workers 2; vhost v { cluster { mode remote; origin 10.0.0.1; } hls { enabled on; } }",
-                      "edge vhost")):
+                      "edge vhost"), ("workers 2; listen 127.0.0.1:0;", "listen: workers > 1 share their ports"),
+                     ("workers 2; http_api { enabled on; listen 0; }", "http_api: workers > 1")):
         conf.write_text(bad)
         with pytest.raises(ConfigError, match=re.escape(why)):
             load_config(str(conf))

@@ -793,6 +793,16 @@ class Config(_Block):
             raise ValueError(
                 "workers > 1 runs its own registry (in the master process): remove cluster { registry ...; }, "
                 "or set workers 1 and run one livesrv per core on the Redis registry (docs/scaling.md)")
+        listeners = {"listen": self.listen, "http_server": self.http_server, "http_api": self.http_api,
+                     "exporter": self.exporter, "rtmps": self.rtmps, "http_server.https": self.http_server.https,
+                     "http_api.https": self.http_api.https}
+        for name, block in listeners.items():
+            if getattr(block, "enabled", True):
+                listen = block if name == "listen" else block.listen  # type: ignore[union-attr]
+                if any(port == 0 for _, port in listen_addresses(listen)):  # type: ignore[arg-type]
+                    # Port 0 would give each worker a port of its own: nothing shared, clients reach one worker.
+                    raise ValueError(f"{name}: workers > 1 share their ports: a port of 0 (any free port) gives "
+                                     f"each worker its own; set the port")
         for vhost in self.vhosts.values():
             if vhost.cluster.edge and (vhost.hls.enabled or vhost.dvr.enabled):
                 # Each worker pulls an edge vhost's streams from the origin on its own: two writers of one file.
