@@ -3,6 +3,12 @@
     .venv/bin/python bench/run.py --viewers 1000 --proto flv --duration 20
     .venv/bin/python bench/run.py --server livesrv,nginx-rtmp,nms --proto rtmp,flv --viewers 1000,2000 --json
 
+livesrv with ``workers N`` (``--livesrv-workers 1,2``: a row for each): the CPU and memory are the master's and
+its workers' summed; the viewers spread over the workers (SO_REUSEPORT), each worker but the owner pulling the
+stream once:
+
+    .venv/bin/python bench/run.py --viewers 400 --proto flv --livesrv-workers 1,2
+
 Ingest (``--scenario ingest``, :mod:`bench.ingest`): K publishers at once, HLS on and off, no viewers:
 
     .venv/bin/python bench/run.py --scenario ingest --publishers 50 --hls on,off --server livesrv,nginx-rtmp
@@ -61,13 +67,25 @@ def wait_live(server: Server, publisher: subprocess.Popen[bytes], url: str, time
     raise BenchError(f"stream never went live at {url}: {why}\n{server.log_tail()}")
 
 
-def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace, src: Path) -> dict[str, Any]:
+def _times(pids: list[int]) -> tuple[float, float, int]:
+    """(user, system CPU seconds, RSS bytes) of the server's processes, summed."""
+    user = system = rss = 0
+    for pid in pids:
+        u, s, r = proc_times(pid)
+        user, system, rss = user + u, system + s, rss + r
+    return user, system, rss
+
+
+def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace, src: Path,
+            workers: int = 1) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{server_name}-"))
     started: list[subprocess.Popen[bytes]] = []
     row: dict[str, Any] = {"server": server_name, "proto": proto, "viewers": viewers}
+    if workers > 1:
+        row["workers"] = workers
     try:
         server = start_server(server_name, workdir, args.cache_dir, args.vhost_extra, srs_binary=args.srs_binary,
-                              tls=proto in TLS_PROTOS)
+                              tls=proto in TLS_PROTOS, workers=workers)
         started.append(server.proc)
         url = server.play_url(proto, APP, STREAM)
         publisher = spawn(publish_args(src, server.publish_url(APP, STREAM)), workdir / "publisher.log", workdir)
@@ -91,7 +109,10 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
             started.append(gen)
 
         sleep_until(window_start)
-        user0, sys0, rss = proc_times(server.pid)
+        pids = server.pids()
+        if len(pids) != workers + (workers > 1):
+            raise BenchError(f"{len(pids)} server processes for workers {workers}: {pids}")
+        user0, sys0, rss = _times(pids)
         busy0, soft0 = machine_times()
         pub0, _ = proc_sample(publisher.pid)
         rss_max = rss
@@ -100,9 +121,11 @@ def run_row(server_name: str, proto: str, viewers: int, args: argparse.Namespace
             sleep_until(min(window_end, time.monotonic() + 0.5))
             if not server.alive():
                 raise BenchError(f"{server_name} died during the run:\n{server.log_tail()}")
-            _, _, rss = proc_times(server.pid)
+            if server.pids() != pids:
+                raise BenchError(f"a worker was restarted during the run:\n{server.log_tail()}")
+            _, _, rss = _times(pids)
             rss_max = max(rss_max, rss)
-        user1, sys1, rss = proc_times(server.pid)
+        user1, sys1, rss = _times(pids)
         busy1, soft1 = machine_times()
         pub1, _ = proc_sample(publisher.pid)
         elapsed = time.monotonic() - t0
@@ -152,7 +175,8 @@ COLUMNS = ("server", "proto", "viewers", "CPU %", "RSS MiB", "Mbit/s", "keeping 
 
 
 def table_row(row: dict[str, Any]) -> list[str]:
-    head = [row["server"], row["proto"], str(row["viewers"])]
+    name = row["server"] + (f" workers {row['workers']}" if row.get("workers", 1) > 1 else "")
+    head = [name, row["proto"], str(row["viewers"])]
     if "skipped" in row:
         return head + ["not supported"] + [""] * (len(COLUMNS) - 4)
     if "error" in row:
@@ -240,6 +264,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a playing viewer reads at most this often, seconds (0: on every arrival)")
     p.add_argument("--source", choices=sorted(PROFILES), default="720p", help="source stream profile")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the source file is kept")
+    p.add_argument("--livesrv-workers", type=_csv(int), default=[1],
+                   help="comma list of livesrv's workers N, a row for each (CPU and RSS: all its processes summed)")
     p.add_argument("--vhost-extra", default="", help="livesrv only: directives added to the vhost block, "
                                                       "e.g. 'play { mw_latency 100; }'")
     p.add_argument("--live-timeout", type=float, default=30.0, help="seconds to wait for the stream to go live")
@@ -292,8 +318,11 @@ def _run_all(args: argparse.Namespace, src: Path, rows: list[dict[str, Any]]) ->
                 if proto not in SERVER_PROTOS[server]:
                     rows.append({"server": server, "proto": proto, "viewers": n, "skipped": f"{server} has no {proto}"})
                     continue
-                print(f"bench: {server} {proto} {n} viewers, {args.duration:g} s ...", file=sys.stderr, flush=True)
-                rows.append(run_row(server, proto, n, args, src))
+                for workers in (args.livesrv_workers if server == "livesrv" else [1]):
+                    more = f", workers {workers}" if workers > 1 else ""
+                    print(f"bench: {server} {proto} {n} viewers{more}, {args.duration:g} s ...", file=sys.stderr,
+                          flush=True)
+                    rows.append(run_row(server, proto, n, args, src, workers))
 
 
 if __name__ == "__main__":

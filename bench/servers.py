@@ -63,10 +63,17 @@ class Server:
     log_path: Path
     protos: tuple[str, ...] = field(default=("rtmp",))
     tls_ports: dict[str, int] = field(default_factory=dict)  # "rtmps", "https": the TLS listeners, when on
+    workers: int = 1  # livesrv's ``workers N``: a master and N worker processes
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The processes whose CPU and memory are the server's: the one process, or the master and its workers."""
+        if self.workers <= 1:
+            return [self.proc.pid]
+        return [self.proc.pid, *children(self.proc.pid)]
 
     def publish_url(self, app: str, stream: str) -> str:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/{app}/{stream}"
@@ -115,6 +122,22 @@ def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float, log_path
         if time.monotonic() > deadline:
             raise ServerUnavailable(f"port {port} not open after {timeout:g}s:\n{_tail(log_path)}")
         time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a livesrv master's workers), from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rpartition(b")")[2].split()[1]) == pid:  # field 4: ppid
+            out.append(int(entry))
+    return sorted(out)
 
 
 def _tail(path: Path, n: int = 20) -> str:
@@ -170,25 +193,34 @@ def livesrv_hls(hls: HlsSpec) -> str:
 
 
 def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", timeout: float = 20.0,
-                  hls: HlsSpec | None = None, tls: Path | None = None) -> Server:
-    """Start ``livesrv -c <config>`` on ports 0 and read the ports it bound from its ``event=ready`` line."""
+                  hls: HlsSpec | None = None, tls: Path | None = None, workers: int = 1) -> Server:
+    """Start ``livesrv -c <config>`` on ports 0 and read the ports it bound from its ``event=ready`` line.
+    ``workers`` > 1: a master and its workers, on ports chosen here (the workers share them: not port 0),
+    ready when every worker said so."""
     if hls is not None:
         hls.path.mkdir(parents=True, exist_ok=True)
         vhost_extra = f"{vhost_extra}\n    {livesrv_hls(hls)}"
     conf = workdir / "livesrv.conf"
-    conf.write_text(livesrv_config(vhost_extra, global_extra, tls))
+    text = livesrv_config(vhost_extra, global_extra, tls)
+    if workers > 1:
+        if tls is not None:
+            raise ServerUnavailable("the bench runs livesrv's workers without TLS")
+        text = text.replace("listen              127.0.0.1:0;", f"listen 127.0.0.1:{free_port()}; workers {workers};")
+        text = text.replace("listen  127.0.0.1:0;", f"listen 127.0.0.1:{free_port()};")
+    conf.write_text(text)
     (workdir / "html").mkdir(exist_ok=True)
     log_path = workdir / "livesrv.log"
     proc = spawn([*livesrv_command(), "-c", str(conf)], log_path, workdir)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            match = _READY.search(log_path.read_text(errors="replace"))
-            if match:
+            text = log_path.read_text(errors="replace")
+            match = _READY.search(text)
+            if match and len(_READY.findall(text)) >= workers:
                 ports = {k: int(v.split(",")[0].rsplit(":", 1)[1])
                          for k, v in (kv.split("=", 1) for kv in match.group(1).split())}
                 return Server("livesrv", proc, ports["rtmp"], ports.get("http"), log_path, SERVER_PROTOS["livesrv"],
-                              {k: v for k, v in ports.items() if k in ("rtmps", "https")})
+                              {k: v for k, v in ports.items() if k in ("rtmps", "https")}, workers)
             if proc.poll() is not None:
                 raise ServerUnavailable(f"livesrv exited with {proc.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
@@ -350,9 +382,10 @@ def start_srs(workdir: Path, binary: Path | None, timeout: float = 20.0, hls: Hl
 
 def start_server(name: str, workdir: Path, cache_dir: Path, vhost_extra: str = "", *,
                  hls: HlsSpec | None = None, srs_binary: Path | None = None, connections: int = 100000,
-                 tls: bool = False) -> Server:
+                 tls: bool = False, workers: int = 1) -> Server:
     """Start ``name``; ``connections`` sizes the peers' connection tables (livesrv's is not preallocated);
-    ``tls``: livesrv also listens for RTMPS and HTTPS, with a self-signed certificate kept in ``cache_dir``."""
+    ``tls``: livesrv also listens for RTMPS and HTTPS, with a self-signed certificate kept in ``cache_dir``;
+    ``workers``: livesrv's ``workers N``."""
     if hls is not None and name not in HLS_SERVERS:
         raise ServerUnavailable(f"{name}: the bench does not configure HLS for it")
     if tls and name != "livesrv":
@@ -363,7 +396,7 @@ def start_server(name: str, workdir: Path, cache_dir: Path, vhost_extra: str = "
             from livesrv.servers.tls import self_signed
 
             pem = Path(self_signed(str(cache_dir / "tls")))
-        return start_livesrv(workdir, vhost_extra, hls=hls, tls=pem)
+        return start_livesrv(workdir, vhost_extra, hls=hls, tls=pem, workers=workers)
     if name == "nginx-rtmp":
         return start_nginx_rtmp(workdir, hls=hls, connections=connections)
     if name == "nms":
