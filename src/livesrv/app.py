@@ -54,7 +54,7 @@ class WorkerRole:
 
     @property
     def node(self) -> str:
-        return f"w{self.index}"
+        return f"w{self.index}"  # (livesrv/master.py drops this node's claims when the process died)
 
     def apply(self, config: Config) -> Config:
         """The file's config as this worker runs it (again at each reload): a node of the master's registry,

@@ -3,8 +3,9 @@ and keeps N workers running.
 
 * **The registry.** An embedded one (clients/registry_local.py) on a unix socket in a private temporary
   directory, in the master's memory, so it outlives any worker: a restarted worker finds the claims of the
-  others, and the streams of a dead one are taken over at once (with ``takeover``) or when its records expire.
-  One host needs no external service.
+  others. One host needs no external service. When a worker dies, the master drops its record and claims at once
+  (``RegistryServer.drop_node``, ``event=worker-stream-released``): its streams are free for a republish even
+  without takeover, and the pulls of them look for the next owner.
 * **The workers.** ``python -m livesrv <the master's own arguments> --worker I --registry URL --master-fd FD``:
   each is a full server (app.py's :class:`~livesrv.app.WorkerRole`) on the shared public ports (SO_REUSEPORT).
   A worker that exits while the master is not stopping is started again (``event=worker-exit``, then
@@ -30,7 +31,7 @@ import signal
 import sys
 import tempfile
 import time
-from typing import Final
+from typing import Any, Final
 
 from livesrv.config import Config
 from livesrv.log import event
@@ -69,6 +70,7 @@ class Master:
         self._signal = ""
         self._dir = ""
         self.registry_url = ""
+        self.registry: Any = None  # the RegistryServer, once started
         self._pipe_r = -1
         self._pipe_w = -1
 
@@ -80,7 +82,7 @@ class Master:
         self._dir = tempfile.mkdtemp(prefix="livesrv-workers-")
         os.chmod(self._dir, 0o700)  # (the registry answers whoever can connect: this user only)
         path = os.path.join(self._dir, "registry.sock")
-        server = RegistryServer(path)
+        server = self.registry = RegistryServer(path)
         try:
             await server.start()
             self.registry_url = server.url
@@ -170,6 +172,10 @@ class Master:
             if self.stopping:
                 event(log, "worker-exit", worker=w.index, pid=w.proc.pid, code=code, reason="stopping")
                 return
+            # Its claims go now (not after their TTL): its publishers can republish at once, even without takeover.
+            released = self.registry.drop_node(f"w{w.index}") if self.registry is not None else []
+            for stream in released:
+                event(log, "worker-stream-released", worker=w.index, stream=stream)
             w.quick_deaths = w.quick_deaths + 1 if lived < STABLE else 0
             pause = 0.0 if w.quick_deaths <= 1 else min(BACKOFF[0] * 2 ** (w.quick_deaths - 2), BACKOFF[1])
             event(log, "worker-exit", logging.WARNING, worker=w.index, pid=w.proc.pid, code=code,
