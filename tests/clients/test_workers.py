@@ -19,6 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from livesrv.clients.rtmp import RtmpClient
+from livesrv.codec.rtmp import messages as m
 from livesrv.config import ConfigError, load_config
 from tests.clients.test_cluster import probe
 from tests.helpers import FlvViewer, Procs, ffmpeg_publish_args, free_port, parse_event, wait_until, LOG_LINE
@@ -29,7 +31,7 @@ STREAM = "/live/test"
 class WorkersServer:
     """``livesrv -c CONF`` with ``workers 2``: the master's and the workers' log lines (one stderr), their pids."""
 
-    def __init__(self, procs: Procs, tmp: Path, extra: str = "") -> None:
+    def __init__(self, procs: Procs, tmp: Path, vhost_extra: str = "") -> None:
         self.procs = procs
         self.rtmp, self.http, self.api = free_port(), free_port(), free_port()
         self.hls = tmp / "hls"
@@ -41,8 +43,8 @@ class WorkersServer:
                 http_remux {{ enabled on; mount [vhost]/[app]/[stream].flv; }}
                 hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {self.hls}; }}
                 play {{ mw_latency 100; }}
-            }}
-            {extra}""")
+                {vhost_extra}
+            }}""")
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[dict[str, str]] = []
         self.lines: list[str] = []  # (every line, for a failing test's report)
@@ -122,8 +124,8 @@ def _alive(pid: int) -> bool:
 async def workers(procs: Procs, tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     started: list[WorkersServer] = []
 
-    async def start(extra: str = "") -> WorkersServer:
-        server = WorkersServer(procs, tmp_path, extra)
+    async def start(vhost_extra: str = "") -> WorkersServer:
+        server = WorkersServer(procs, tmp_path, vhost_extra)
         started.append(server)
         await server.start()
         return server
@@ -178,7 +180,25 @@ async def test_two_workers_publish_play_everywhere_republish_and_a_worker_killed
     pids = {x["worker"]: x["pid"] for x in summary["workers"]}
     assert set(pids) == {"w0", "w1"} and set(pids.values()) == w.worker_pids()
 
-    # RTMP from either worker, and HLS: written once by the owner, served by every worker (fresh connections).
+    # RTMP viewers until one is on the worker that pulls (the owner's RTMP viewers include that pull): it plays.
+    rtmp_viewers: list[tuple[RtmpClient, list[int]]] = []
+    other = pulled[0]["worker"]
+    while True:
+        got: list[int] = []
+        client = await RtmpClient.connect(f"rtmp://127.0.0.1:{w.rtmp}{STREAM}", timeout=10,
+                                          on_media=lambda msg, got=got: got.append(msg.type_id))
+        await client.play(timeout=10)
+        rtmp_viewers.append((client, got))
+        ids = {c["id"] for c in (await w.api_get("/api/v1/clients"))["clients"]
+               if c["worker"] == other and c["protocol"] == "rtmp" and c["kind"] == "viewer"}
+        if ids:
+            break
+        assert len(rtmp_viewers) < 12, "no RTMP viewer ever landed on the worker that pulls"
+    await wait_until(lambda: m.VIDEO in got and m.AUDIO in got, 20, "media on the RTMP viewer of the other worker")
+    for client, _ in rtmp_viewers:
+        await client.close()
+
+    # RTMP (ffprobe) from either worker, and HLS: written once by the owner, served by every worker.
     assert await probe(procs, f"rtmp://127.0.0.1:{w.rtmp}{STREAM}") == {"h264", "aac"}
     assert await probe(procs, f"http://127.0.0.1:{w.http}{STREAM}.m3u8") == {"h264", "aac"}
     async with aiohttp.ClientSession() as session:
@@ -216,6 +236,7 @@ async def test_two_workers_publish_play_everywhere_republish_and_a_worker_killed
     await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{w.rtmp}{STREAM}"))
     await w.wait_event("cluster-claim", claims + 1, timeout=10)
     assert loop.time() - killed < 5, "the republish waited for the dead worker's claim to expire"
+    assert w.named("worker-stream-released", worker=index, stream="__defaultVhost__/live/test")
     await w.wait_event("worker-start", 3)  # the two at start, and the restarted one
     new_pid = int(w.named("worker-start", worker=index)[-1]["pid"])
     assert new_pid != pid
@@ -234,9 +255,32 @@ async def test_two_workers_publish_play_everywhere_republish_and_a_worker_killed
 
 
 @pytest.mark.e2e
+async def test_without_takeover_a_dead_workers_stream_is_free_at_once(
+    workers, procs: Procs, sample_flv: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """``takeover off``: a republish is refused while the owner lives, and accepted at once once the master
+    reaped the owner (its claims dropped then, not when their TTL runs out)."""
+    w: WorkersServer = await workers("publish { takeover off; }")
+    await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{w.rtmp}{STREAM}"))
+    await w.wait_event("cluster-claim", 1)
+    owner = w.named("cluster-claim")[0]["node"]
+    pid = next(int(e["pid"]) for e in w.named("worker-start") if e["worker"] == owner[1:])
+    os.kill(pid, signal.SIGKILL)
+    await w.wait_event("worker-stream-released", 1, worker=owner[1:])
+    killed = asyncio.get_running_loop().time()
+    await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{w.rtmp}{STREAM}"))
+    await w.wait_event("cluster-claim", 2, timeout=10)
+    assert asyncio.get_running_loop().time() - killed < 5  # (the TTL is 10 s)
+    assert not w.malformed
+
+
+@pytest.mark.e2e
 async def test_sigterm_stops_every_worker_and_a_dead_master_takes_them_along(workers) -> None:  # type: ignore[no-untyped-def]
     w: WorkersServer = await workers()
     pids = w.worker_pids()
+    assert w.proc is not None
+    w.proc.send_signal(signal.SIGHUP)  # passed on: every worker reloads
+    await w.wait_event("reload", 2)
     registry = w.named("master-start")[0]["registry"]
     sock_dir = Path(registry.removeprefix("livesrv+unix://")).parent
     assert len(pids) == 2 and all(_alive(p) for p in pids) and sock_dir.is_dir()
