@@ -264,6 +264,8 @@ async def test_without_takeover_a_dead_workers_stream_is_free_at_once(
     await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{w.rtmp}{STREAM}"))
     await w.wait_event("cluster-claim", 1)
     owner = w.named("cluster-claim")[0]["node"]
+    refused = await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{w.rtmp}{STREAM}"))
+    assert await asyncio.wait_for(refused.wait(), 20) != 0  # (whichever worker it landed on: the owner lives)
     pid = next(int(e["pid"]) for e in w.named("worker-start") if e["worker"] == owner[1:])
     os.kill(pid, signal.SIGKILL)
     await w.wait_event("worker-stream-released", 1, worker=owner[1:])
