@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 
@@ -66,9 +67,10 @@ class _Quit:
         self.requested.set()
 
 
-def _watch_master(fd: int, quit_: _Quit) -> None:
+def _watch_master(fd: int, quit_: _Quit, registry: str | None) -> None:
     """(a worker) The master holds the write end of this pipe: EOF means it is gone (even by SIGKILL), and a
-    worker without its master (nobody restarts it, the registry died with the master) quits."""
+    worker without its master (nobody restarts it, the registry died with the master) quits. The registry's
+    private directory, which a killed master could not remove, goes too (whichever worker gets there first)."""
     loop = asyncio.get_running_loop()
 
     def readable() -> None:
@@ -82,17 +84,21 @@ def _watch_master(fd: int, quit_: _Quit) -> None:
             return
         loop.remove_reader(fd)
         log.error("event=master-gone reason=%s", logsetup.quote("the master process exited"))
+        if registry is not None and registry.startswith("livesrv+unix://"):
+            directory = os.path.dirname(registry[len("livesrv+unix://"):])
+            if os.path.basename(directory).startswith("livesrv-workers-"):  # (only the master's own mkdtemp)
+                shutil.rmtree(directory, ignore_errors=True)
         quit_.on_signal(signal.SIGTERM)
 
     os.set_blocking(fd, False)
     loop.add_reader(fd, readable)
 
 
-async def _serve(app, master_fd: int | None = None) -> None:  # type: ignore[no-untyped-def]
+async def _serve(app, master_fd: int | None = None, registry: str | None = None) -> None:  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     quit_ = _Quit(app)
     if master_fd is not None:
-        _watch_master(master_fd, quit_)
+        _watch_master(master_fd, quit_, registry)
     for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGQUIT", None)):
         if sig is None:
             continue
@@ -160,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if uvloop is not None:
-            uvloop.run(_serve(app, args.master_fd))
+            uvloop.run(_serve(app, args.master_fd, args.registry))
         else:
-            asyncio.run(_serve(app, args.master_fd))
+            asyncio.run(_serve(app, args.master_fd, args.registry))
     except OSError as exc:
         log.error("event=fatal reason=%r", str(exc))
         return 1

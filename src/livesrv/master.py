@@ -79,7 +79,7 @@ class Master:
     async def run(self) -> int:
         from livesrv.clients.registry_local import RegistryServer  # (the master's only use of clients/)
 
-        self._dir = tempfile.mkdtemp(prefix="livesrv-workers-")
+        self._dir = tempfile.mkdtemp(prefix="livesrv-workers-")  # (the prefix: cli.py's worker removes it if we die)
         os.chmod(self._dir, 0o700)  # (the registry answers whoever can connect: this user only)
         path = os.path.join(self._dir, "registry.sock")
         server = self.registry = RegistryServer(path)

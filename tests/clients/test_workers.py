@@ -93,12 +93,17 @@ class WorkersServer:
         return next((s for s in streams if s["url"] == STREAM), None)
 
     async def kill_all(self) -> None:
-        """(teardown) The master and every worker it started, whatever state the test left them in."""
+        """(teardown) The master and every worker it started, whatever state the test left them in: SIGTERM to
+        the master (which stops its workers and removes the registry's directory), SIGKILL for what is left."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
         for pid in self.worker_pids():
             _kill(pid)
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -304,6 +309,8 @@ async def test_sigterm_stops_every_worker_and_a_dead_master_takes_them_along(wor
     while any(_alive(p) for p in pids2):
         assert loop.time() < deadline, "a worker outlived its master"
         await asyncio.sleep(0.05)
+    sock_dir2 = Path(w2.named("master-start")[0]["registry"].removeprefix("livesrv+unix://")).parent
+    assert not sock_dir2.exists()  # (removed by a worker: the master could not)
 
 
 # ------------------------------------------------------------------------------------------- config
