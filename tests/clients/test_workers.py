@@ -344,3 +344,31 @@ def test_a_worker_runs_the_file_as_a_node_of_the_masters_registry(tmp_path: Path
     assert not out.exporter.enabled and WorkerRole(0, role.registry).apply(cfg).exporter.enabled
     assert json.dumps(cfg.model_dump(mode="json"))  # (the file's own config is untouched)
     assert cfg.cluster.registry is None
+
+
+# ------------------------------------------------------------------------------------------- the host's API
+
+
+def test_the_hosts_stream_list_is_one_entry_per_stream_as_its_owner_has_it() -> None:
+    from livesrv.servers.api.host import merge_streams, merge_summaries, remap_vhost
+
+    owner = {"id": "a", "vhost": "v0", "url": "/live/s", "clients": 3, "viewers": 2, "publish": {"active": True},
+             "worker": "w0", "pulled": False}
+    pull = {"id": "b", "vhost": "v1", "url": "/live/s", "clients": 4, "viewers": 3, "publish": {"active": True},
+            "worker": "w1", "pulled": True}
+    other = {"id": "c", "vhost": "v1", "url": "/live/t", "clients": 1, "viewers": 1, "publish": {"active": False},
+             "worker": "w1", "pulled": False}
+    # (vhost ids are per process: the peer's are mapped to this worker's by name)
+    theirs = [remap_vhost(e, {"v1": "__defaultVhost__"}, {"__defaultVhost__": "v0"}) for e in (pull, other)]
+    merged = merge_streams([owner], [theirs])
+    assert [(e["id"], e["vhost"], e["clients"], e["viewers"]) for e in merged] == [("a", "v0", 7, 5), ("c", "v0", 1, 1)]
+    assert [(x["worker"], x["pulled"]) for x in merged[0]["workers"]] == [("w0", False), ("w1", True)]
+    # The pull listed first: the owner's entry still leads.
+    assert merge_streams([], [theirs, [owner]])[0]["id"] == "a"
+
+    mine = {"self": {"pid": 10, "mem_kbyte": 100, "mem_percent": 0.1, "cpu_percent": 0.2}, "system": {"conn_srs": 5}}
+    peer = {"self": {"pid": 11, "mem_kbyte": 50, "mem_percent": 0.05, "cpu_percent": 0.1}, "system": {"conn_srs": 2}}
+    s = merge_summaries(mine, "w0", [("w1", peer)])
+    assert s["self"]["pid"] == 10 and s["self"]["mem_kbyte"] == 150 and s["system"]["conn_srs"] == 7
+    assert [(x["worker"], x["pid"]) for x in s["workers"]] == [("w0", 10), ("w1", 11)]
+    assert mine["self"]["mem_kbyte"] == 100  # (not changed in place)

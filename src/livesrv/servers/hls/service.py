@@ -326,6 +326,8 @@ class HlsService:
         if any(part.startswith(".") for part in rel.split("/")):  # parts of segments, temporaries
             return Response(404, b"not found\n", headers=CORS)
         vhost = self._config().vhost(_host_name(req.headers.get("host")))
+        if not (vhost.enabled and vhost.hls.enabled):  # (no HLS here: nothing of hls_path is served)
+            return Response(404, b"not found\n", headers=CORS)
         root = os.path.realpath(vhost.hls.hls_path)
         path = os.path.realpath(os.path.join(root, rel))
         if not path.startswith(root + os.sep):  # (a symbolic link out of hls_path)
