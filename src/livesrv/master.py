@@ -10,7 +10,11 @@ and keeps N workers running.
   each is a full server (app.py's :class:`~livesrv.app.WorkerRole`) on the shared public ports (SO_REUSEPORT).
   A worker that exits while the master is not stopping is started again (``event=worker-exit``, then
   ``event=worker-start``); one that keeps dying within :data:`STABLE` seconds of its start waits longer each
-  time (:data:`BACKOFF`), so a crash loop (a port taken, a broken file) does not spin.
+  time (:data:`BACKOFF`), so a crash loop does not spin. A worker's FIRST process that exits with status 1
+  (livesrv's "could not start": a port taken, a certificate missing) within STABLE seconds stops the master
+  with status 1, as one process would exit: restarting cannot fix that.
+  Each worker is in a session (so a process group) of its own, so that a terminal's Ctrl-C or Ctrl-\ reaches the master
+  only and each worker gets the signal once, from the master (twice would turn a graceful quit into a fast one).
 * **Signals.** SIGHUP is passed on to every worker (each re-reads the file: a reload). SIGTERM and SIGINT are
   passed on and the master waits for the workers up to :data:`STOP_TIMEOUT` seconds, then SIGKILLs those left.
   SIGQUIT (and SIGTERM with ``force_grace_quit``) is SRS's graceful quit: the workers wait for their clients
@@ -53,6 +57,7 @@ class Worker:
         self.index = index
         self.proc: asyncio.subprocess.Process | None = None
         self.started = 0.0
+        self.starts = 0
         self.quick_deaths = 0  # consecutive deaths within STABLE seconds of a start
 
 
@@ -73,6 +78,7 @@ class Master:
         self.registry: Any = None  # the RegistryServer, once started
         self._pipe_r = -1
         self._pipe_w = -1
+        self.exit_code = 0
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -104,8 +110,8 @@ class Master:
             with contextlib.suppress(Exception):
                 await server.close()
             shutil.rmtree(self._dir, ignore_errors=True)
-            event(log, "master-stopped", signal=self._signal or "-")
-        return 0
+            event(log, "master-stopped", signal=self._signal or "-", code=self.exit_code)
+        return self.exit_code
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,9 +169,16 @@ class Master:
     # ----------------------------------------------------------------------------------- workers
 
     async def _supervise(self, w: Worker) -> None:
-        """Keep slot ``w`` running until the master stops."""
+        """Keep slot ``w`` running until the master stops (a failure to start it is logged and retried: the slot
+        never ends silently)."""
         while not self.stopping:
-            await self._start(w)
+            try:
+                await self._start(w)
+            except (OSError, ValueError) as exc:
+                event(log, "worker-start-failed", logging.ERROR, worker=w.index, reason=repr(exc))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), BACKOFF[1])
+                continue
             assert w.proc is not None
             code = await w.proc.wait()
             lived = time.monotonic() - w.started
@@ -176,6 +189,12 @@ class Master:
             released = self.registry.drop_node(f"w{w.index}") if self.registry is not None else []
             for stream in released:
                 event(log, "worker-stream-released", worker=w.index, stream=stream)
+            if w.starts == 1 and code == 1 and lived < STABLE:
+                event(log, "worker-failed", logging.ERROR, worker=w.index, pid=w.proc.pid, code=code,
+                      reason="the worker could not start (see its fatal line): stopping")
+                self.exit_code = 1
+                self._on_quit(signal.SIGTERM)
+                return
             w.quick_deaths = w.quick_deaths + 1 if lived < STABLE else 0
             pause = 0.0 if w.quick_deaths <= 1 else min(BACKOFF[0] * 2 ** (w.quick_deaths - 2), BACKOFF[1])
             event(log, "worker-exit", logging.WARNING, worker=w.index, pid=w.proc.pid, code=code,
@@ -188,8 +207,9 @@ class Master:
         args = [sys.executable, "-m", "livesrv", *self.argv, "--worker", str(w.index),
                 "--registry", self.registry_url, "--master-fd", str(self._pipe_r)]
         w.proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                      pass_fds=(self._pipe_r,))
+                                                      pass_fds=(self._pipe_r,), start_new_session=True)
         w.started = time.monotonic()
+        w.starts += 1
         event(log, "worker-start", worker=w.index, pid=w.proc.pid)
         if self.stopping:  # (started while the signal was being passed on: it never served anyone)
             w.proc.kill()
