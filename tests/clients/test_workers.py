@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -51,9 +52,12 @@ class WorkersServer:
         self.malformed: list[str] = []  # event lines that do not parse
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def spawn(self) -> None:
         self.proc = await self.procs.start(sys.executable, "-m", "livesrv", "-c", str(self.conf))
         self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def start(self) -> None:
+        await self.spawn()
         await self.wait_event("ready", 2, timeout=30)
 
     async def _read(self) -> None:
@@ -129,10 +133,11 @@ def _alive(pid: int) -> bool:
 async def workers(procs: Procs, tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     started: list[WorkersServer] = []
 
-    async def start(vhost_extra: str = "") -> WorkersServer:
+    async def start(vhost_extra: str = "", ready: bool = True) -> WorkersServer:
         server = WorkersServer(procs, tmp_path, vhost_extra)
         started.append(server)
-        await server.start()
+        if ready:  # (else the test spawns it, after changing its config)
+            await server.start()
         return server
 
     yield start
@@ -311,6 +316,22 @@ async def test_sigterm_stops_every_worker_and_a_dead_master_takes_them_along(wor
         await asyncio.sleep(0.05)
     sock_dir2 = Path(w2.named("master-start")[0]["registry"].removeprefix("livesrv+unix://")).parent
     assert not sock_dir2.exists()  # (removed by a worker: the master could not)
+
+
+@pytest.mark.e2e
+async def test_workers_that_cannot_start_stop_the_master(workers, procs: Procs) -> None:  # type: ignore[no-untyped-def]
+    """The RTMP port is taken (by a socket without SO_REUSEPORT): each worker's first process exits with status
+    1, and the master exits with status 1 too (as one process would), instead of restarting them for ever."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        w: WorkersServer = await workers(ready=False)
+        w.conf.write_text(w.conf.read_text().replace(f"127.0.0.1:{w.rtmp}", f"127.0.0.1:{taken.getsockname()[1]}"))
+        await w.spawn()
+        assert w.proc is not None
+        assert await asyncio.wait_for(w.proc.wait(), 30) == 1
+    assert w.named("worker-failed") and not any(_alive(p) for p in w.worker_pids())
+    assert len(w.named("worker-start")) <= 2  # (never restarted)
 
 
 # ------------------------------------------------------------------------------------------- config
