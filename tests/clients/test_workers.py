@@ -189,6 +189,16 @@ async def test_two_workers_publish_play_everywhere_republish_and_a_worker_killed
     summary = (await w.api_get("/api/v1/summaries"))["data"]
     pids = {x["worker"]: x["pid"] for x in summary["workers"]}
     assert set(pids) == {"w0", "w1"} and set(pids.values()) == w.worker_pids()
+    # A client's id is answered by any worker (passed to the one that has it); DELETE kicks it there.
+    victim = next(c for c in clients if c["kind"] == "viewer" and c["protocol"] == "flv" and c["worker"] != owner)
+    for _ in range(4):
+        assert (await w.api_get(f"/api/v1/clients/{victim['id']}"))["client"]["worker"] == victim["worker"]
+    async with aiohttp.ClientSession() as session:
+        async with session.delete(f"http://127.0.0.1:{w.api}/api/v1/clients/{victim['id']}") as resp:
+            assert resp.status == 200, await resp.text()
+    await wait_until(lambda: any(v.ended.is_set() for v in viewers), 10, "the kicked viewer's end")
+    viewers = [v for v in viewers if not v.ended.is_set()]
+    assert len(viewers) >= 3
 
     # RTMP viewers until one is on the worker that pulls (the owner's RTMP viewers include that pull): it plays.
     rtmp_viewers: list[tuple[RtmpClient, list[int]]] = []
