@@ -15,13 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("proto", ["rtmp", "flv", "rtmps", "https-flv"])
-async def test_runner_short_mode_all_viewers_keep_up(proto: str, procs: Procs, bench_cache: Path) -> None:
+@pytest.mark.parametrize("proto,workers", [("rtmp", 1), ("flv", 1), ("rtmps", 1), ("https-flv", 1), ("flv", 2)])
+async def test_runner_short_mode_all_viewers_keep_up(proto: str, workers: int, procs: Procs, bench_cache: Path) -> None:
     require_tool("ffmpeg")
     runner = await procs.start(
         sys.executable, str(REPO / "bench" / "run.py"), "--server", "livesrv", "--proto", proto,
         "--viewers", "5", "--duration", "3", "--settle", "1", "--source", "small",
-        "--cache-dir", str(bench_cache), "--json",
+        "--cache-dir", str(bench_cache), "--json", "--livesrv-workers", str(workers),
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -41,3 +41,4 @@ async def test_runner_short_mode_all_viewers_keep_up(proto: str, procs: Procs, b
     # The small source is ~370 kbit/s: five viewers get about 1.8 Mbit/s between them.
     assert 1.0 < load["delivered_mbps"] < 3.0, load
     assert 0 <= row["cpu_percent"] < 100 and 10 < row["rss_mib"] < 1000, row
+    assert row.get("workers", 1) == workers  # (workers 2: the master's and both workers' figures, summed)
