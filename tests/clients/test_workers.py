@@ -32,12 +32,13 @@ STREAM = "/live/test"
 class WorkersServer:
     """``livesrv -c CONF`` with ``workers 2``: the master's and the workers' log lines (one stderr), their pids."""
 
-    def __init__(self, procs: Procs, tmp: Path, vhost_extra: str = "") -> None:
+    def __init__(self, procs: Procs, tmp: Path, vhost_extra: str = "", top_extra: str = "") -> None:
         self.procs = procs
         self.rtmp, self.http, self.api = free_port(), free_port(), free_port()
         self.hls = tmp / "hls"
         self.conf = tmp / "workers.conf"
         self.conf.write_text(f"""listen 127.0.0.1:{self.rtmp}; srs_log_tank console; workers 2; max_connections 200;
+            {top_extra}
             http_server {{ enabled on; listen 127.0.0.1:{self.http}; dir {tmp}; }}
             http_api {{ enabled on; listen 127.0.0.1:{self.api}; }}
             vhost __defaultVhost__ {{
@@ -133,8 +134,8 @@ def _alive(pid: int) -> bool:
 async def workers(procs: Procs, tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     started: list[WorkersServer] = []
 
-    async def start(vhost_extra: str = "", ready: bool = True) -> WorkersServer:
-        server = WorkersServer(procs, tmp_path, vhost_extra)
+    async def start(vhost_extra: str = "", ready: bool = True, top_extra: str = "") -> WorkersServer:
+        server = WorkersServer(procs, tmp_path, vhost_extra, top_extra)
         started.append(server)
         if ready:  # (else the test spawns it, after changing its config)
             await server.start()
@@ -326,6 +327,20 @@ async def test_sigterm_stops_every_worker_and_a_dead_master_takes_them_along(wor
         await asyncio.sleep(0.05)
     sock_dir2 = Path(w2.named("master-start")[0]["registry"].removeprefix("livesrv+unix://")).parent
     assert not sock_dir2.exists()  # (removed by a worker: the master could not)
+
+
+@pytest.mark.e2e
+async def test_sigquit_is_a_graceful_quit_of_every_worker(workers) -> None:  # type: ignore[no-untyped-def]
+    """SIGQUIT to the master: each worker gets it once and quits gracefully (SRS's waits, short here); the
+    master waits for them and exits 0."""
+    w: WorkersServer = await workers(top_extra="grace_start_wait 200; grace_final_wait 100;")
+    pids = w.worker_pids()
+    assert w.proc is not None
+    w.proc.send_signal(signal.SIGQUIT)
+    assert await asyncio.wait_for(w.proc.wait(), 30) == 0
+    assert len(w.named("graceful-quit", step="final-wait")) == 2  # (both workers, not forced)
+    assert not w.named("graceful-quit", step="forced") and not w.named("worker-kill")
+    assert not any(_alive(p) for p in pids)
 
 
 @pytest.mark.e2e
