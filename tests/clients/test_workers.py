@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from livesrv.clients.rtmp import RtmpClient
+from livesrv.codec.hls_playlist import MediaPlaylist, parse_media_playlist
 from livesrv.codec.rtmp import messages as m
 from livesrv.config import ConfigError, load_config
 from tests.clients.test_cluster import probe
@@ -156,6 +157,11 @@ async def hls_get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes]
         return resp.status, await resp.read()
 
 
+def on_disk(w: WorkersServer) -> MediaPlaylist:
+    """The stream's playlist as the owner wrote it."""
+    return parse_media_playlist((w.hls / "live" / "test.m3u8").read_text())
+
+
 async def spread(w: WorkersServer, viewers: list[FlvViewer], at_least: int) -> dict:
     """Add HTTP-FLV viewers (each playing) until there are ``at_least`` and both workers serve some (the
     owner's viewers also count the other worker's pull: the API's clients say which are HTTP-FLV); the host's
@@ -251,8 +257,10 @@ async def test_two_workers_publish_play_everywhere_republish_and_a_worker_killed
         assert status == 404  # (hidden names: parts and temporaries, never served from disk)
     assert len([e for e in w.named("hls-live")]) == 1  # one writer: the owner
 
-    # The publisher killed and republished (on whichever worker): every viewer goes on, on its connection.
+    # The publisher killed and republished (on whichever worker): every viewer goes on, on its connection, and
+    # the playlist goes on (never back), whichever worker writes it now.
     seen = [len(v.tags) for v in viewers]
+    before = on_disk(w)
     pub.kill()
     await pub.wait()
     await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{w.rtmp}{STREAM}"))
@@ -260,6 +268,10 @@ async def test_two_workers_publish_play_everywhere_republish_and_a_worker_killed
     await wait_until(lambda: all(v.keyframes_after(n) >= 1 for v, n in zip(viewers, seen)), 30,
                      "video again on every viewer")
     assert all(v.error is None and not v.ended.is_set() for v in viewers)
+    last = before.media_sequence + len(before.segments) - 1
+    await wait_until(lambda: on_disk(w).media_sequence + len(on_disk(w).segments) - 1 > last + 1, 20,
+                     "new segments in the playlist")
+    assert on_disk(w).media_sequence >= before.media_sequence
 
     # SIGKILL the worker owning the stream: the master starts it again; a republish is accepted at once.
     s = await spread(w, viewers, len(viewers))  # (the kick above may have left the other worker without any)

@@ -610,3 +610,36 @@ def test_open_segment_memory_is_bounded_however_long_the_fragment() -> None:
     acts = seg.finish()
     assert [type(a) for a in acts] == [AppendSegment, CloseSegment, WritePlaylist]
     assert acts[1].size == out + len(acts[0].data) == seg.segments[0].size  # type: ignore[union-attr]
+
+
+def test_a_playlist_another_worker_wrote_is_continued() -> None:
+    """``workers N``: the stream moved to another process, whose output continues the playlist on disk: the old
+    segments stay in the window (and are deleted as they leave it), the numbers go on, a discontinuity marks
+    the new timeline."""
+    from livesrv.codec.hls_playlist import parse_media_playlist
+    from livesrv.remux.hls import DeleteFile, WritePlaylist
+
+    first = HlsSegmenter(hls(hls_fragment=1, hls_window=3), "__defaultVhost__", "live", "s")
+    acts = feed_all(first, av_stream(4.5)) + first.finish()
+    written = [a.text for a in acts if isinstance(a, WritePlaylist)][-1]
+    old = parse_media_playlist(written)
+    assert old.segments and old.media_sequence > 0
+
+    second = HlsSegmenter(hls(hls_fragment=1, hls_window=3), "__defaultVhost__", "live", "s")
+    second.continue_after(old)
+    assert [s.name for s in second.segments] == [f"live/{s.uri}" for s in old.segments]
+    acts = feed_all(second, av_stream(6, start_ms=0))
+    new = parse_media_playlist([a.text for a in acts if isinstance(a, WritePlaylist)][-1])
+    assert new.media_sequence >= old.media_sequence
+    numbers = [new.media_sequence + i for i in range(len(new.segments))]
+    assert numbers[-1] > old.media_sequence + len(old.segments) - 1  # (went on after the old ones)
+    deleted = {a.name for a in acts if isinstance(a, DeleteFile)}
+    assert {f"live/{s.uri}" for s in old.segments} <= deleted  # (they left the window: deleted by the new owner)
+    first_new = next(i for i, s in enumerate(second.segments) if s.sequence >= old.media_sequence + len(old.segments))
+    assert second.segments[first_new].discontinuity or new.discontinuity_sequence > old.discontinuity_sequence
+
+    # Names outside hls_path are never taken over (only the numbering goes on).
+    odd = HlsSegmenter(hls(hls_fragment=1), "__defaultVhost__", "live", "s")
+    odd.continue_after(parse_media_playlist("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-TARGETDURATION:1\n"
+                                            "#EXTINF:1.000,\n../../etc/x.ts\n"))
+    assert odd.segments == () and odd.playlist.media_sequence == 8

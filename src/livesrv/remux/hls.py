@@ -343,6 +343,32 @@ class HlsSegmenter:
             seg.end_ms = ts + delta
         return actions
 
+    def continue_after(self, playlist: MediaPlaylist) -> None:
+        """Before any media: this output takes over a playlist another process wrote (``workers N``: the stream
+        moved to another worker), as a republish continues one. Its segments stay in the window (they leave it,
+        and are deleted, as this output's own do), the sequence numbers go on after them, and the first new
+        segment gets ``EXT-X-DISCONTINUITY`` (a new timeline): a player polling the playlist sees it move on,
+        never go back. A segment named outside ``hls_path`` (an absolute or ``..`` URI) is not taken over:
+        then only the numbering goes on."""
+        if self._segments or self._open is not None:
+            raise ValueError("continue_after: segments were cut already")
+        adopted = []
+        for i, seg in enumerate(playlist.segments):
+            name = posixpath.normpath(posixpath.join(self._playlist_dir, seg.uri))
+            if "://" in seg.uri or "?" in seg.uri or seg.uri.startswith("/") or name.split("/")[0] in ("..", "."):
+                adopted = []
+                break
+            adopted.append(SegmentInfo(playlist.media_sequence + i, name, seg.uri, seg.duration, seg.discontinuity,
+                                       0, 0))
+        self._next_seq = playlist.media_sequence + len(playlist.segments)
+        if adopted:
+            self._segments = adopted
+            self._disc_sequence = playlist.discontinuity_sequence
+        else:
+            self._disc_sequence = playlist.discontinuity_sequence + sum(1 for s in playlist.segments
+                                                                        if s.discontinuity)
+        self._pending_discontinuity = bool(playlist.segments)
+
     def discontinuity(self) -> list[HlsAction]:
         """A new publisher starts: close what is open; the next segment gets ``EXT-X-DISCONTINUITY``."""
         actions = self._close(None) if self._open is not None else []

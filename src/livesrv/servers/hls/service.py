@@ -18,7 +18,9 @@ for a file this worker is not writing now is served from disk instead (:meth:`Hl
 owner wrote it atomically (playlists by rename, segments renamed once complete), and the name is confined to
 ``hls_path`` and to ``.m3u8`` and ``.ts`` files that are not hidden (parts and temporaries are). Such players
 are not counted as sessions: they would start a pull that nothing needs. A key another worker claimed is let go
-without deleting anything (:meth:`HlsService.forget`): its new owner writes those names now.
+without deleting anything (:meth:`HlsService.forget`): its new owner writes those names now, and continues the
+playlist it finds on disk (its segments stay in the window, the numbering goes on, a discontinuity marks the new
+timeline), as a republish in one process continues it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from livesrv.codec.hls_playlist import MediaPlaylist, parse_media_playlist
 from livesrv.config import HlsConfig
 from livesrv.hooks import payloads
 from livesrv.hub.keys import StreamKey
@@ -147,6 +151,12 @@ class HlsService:
         previous = self._retired.get(key)
         holder: list[HlsState] = []
         writer = HlsWriter(root, str(key), lambda acts, res: self._written(holder[0], acts, res), previous)
+        if self.shared:
+            # (workers) Another worker may have written this key's playlist: go on from it (a small file, read
+            # here in the READY step: the numbering must be known before the first segment).
+            found = _playlist_on_disk(os.path.join(root, segmenter.playlist_name), max_age=cfg.hls_window)
+            if found is not None:
+                segmenter.continue_after(found)
         writer.submit(segmenter.clear_leftovers())  # parts of segments a killed process left
         state = HlsState(key, cfg, segmenter, writer, self._dispose)
         holder.append(state)
@@ -363,4 +373,21 @@ def _read_file(path: str) -> bytes | None:
         with open(path, "rb") as f:
             return f.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        return None
+
+
+def _playlist_on_disk(path: str, max_age: float) -> MediaPlaylist | None:
+    """The media playlist at ``path`` if it was written in the last ``max_age`` seconds (older, every segment it
+    names has left the window: a leftover of an earlier run, not a stream that just moved), else None."""
+    try:
+        if time.time() - os.stat(path).st_mtime > max_age:
+            return None
+    except OSError:
+        return None
+    data = _read_file(path)
+    if data is None:
+        return None
+    try:
+        return parse_media_playlist(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
         return None
