@@ -589,3 +589,61 @@ async def test_segment_cache_is_bounded_shares_reads_and_forgets_replaced_files(
     gate.set()
     assert await pending == bytes([5]) * 1000 and p5 not in cache
     assert await cache.get(str(tmp_path / "missing.ts")) is None
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+
+async def test_workers_share_hls_path_one_writer_serves_disk_and_a_new_owner_continues(tmp_path: Path) -> None:
+    """``workers N`` (HlsService.shared), two services on one hls_path, as two workers: the one that does not
+    write serves the owner's files from disk (never hidden names, never outside hls_path); the stream moving
+    to the other one (forget on the old owner, a publish on the new one) continues the playlist, and the old
+    owner's end and dispose touch nothing of the new owner's files."""
+    hls_path = tmp_path / "hls"
+    config = server_config(vhost=f"hls {{ enabled on; hls_fragment 1; hls_window 4; hls_path {hls_path}; "
+                                 f"hls_dispose 0.3; }}")
+    a, b = (HlsService(Hub(), lambda: config, Access(lambda: config, default_identity("vid-t", "t")))
+            for _ in range(2))
+    for svc in (a, b):
+        svc.shared = True
+        await svc.start()
+    try:
+        token = publish(a, "pub1")
+        feed(token, 3.5)
+        state = a.state(KEY)
+        assert state is not None
+        await wait_until(lambda: len(state.segmenter.segments) >= 3 and state.playlist_body is not None
+                         and (hls_path / "live" / "test.m3u8").read_bytes() == state.playlist_body, 10,
+                         "segments and the playlist on disk")
+        resp = await get(b, "/live/test.m3u8")  # not b's: from disk
+        assert resp.status == 200 and resp.body == state.playlist_body
+        seg = parse_media_playlist(resp.body.decode()).segments[-1].uri
+        assert (await get(b, f"/live/{seg}")).body == (hls_path / "live" / seg).read_bytes()
+        (hls_path / "live" / ".hidden.ts").write_bytes(b"x")
+        (tmp_path / "secret.ts").write_bytes(b"x")
+        os.symlink(tmp_path / "secret.ts", hls_path / "live" / "link.ts")
+        for name in ("/live/.hidden.ts", "/live/link.ts", "/live/../../secret.ts"):
+            assert (await b.handle(request(name), None)) is NotImplemented or (await get(b, name)).status == 404, name
+
+        # The stream moves to b: a is told first (the claim's message), then b's publisher goes live.
+        a.forget(KEY, "w1")
+        before = parse_media_playlist((hls_path / "live" / "test.m3u8").read_text())
+        token.release("left")  # (a's publisher kicked as stale: its end writes nothing now)
+        token_b = publish(b, "pub2")
+        feed(token_b, 3.5)
+        state_b = b.state(KEY)
+        assert state_b is not None
+        await wait_until(lambda: b"#EXT-X-DISCONTINUITY" in (state_b.playlist_body or b""), 10, "b's playlist")
+        after = parse_media_playlist(state_b.playlist_body.decode())  # type: ignore[union-attr]
+        assert after.media_sequence >= before.media_sequence
+        assert after.media_sequence + len(after.segments) > before.media_sequence + len(before.segments)
+        await wait_until(lambda: a.state(KEY) is None, 10, "a letting go (its dispose: nothing deleted)")
+        on_disk = (hls_path / "live" / "test.m3u8").read_bytes()
+        assert on_disk == state_b.playlist_body
+        assert all((hls_path / "live" / s.uri).exists() for s in after.segments)
+        token_b.release("left")
+    finally:
+        for svc in (a, b):
+            await svc.stop()
+            await svc.hub.close()
+            await svc.access.aclose()

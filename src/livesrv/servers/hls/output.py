@@ -58,6 +58,8 @@ class HlsState:
         self.errors = 0  # packets the segmenter failed on, skipped
         self.last_ts = -1  # newest timestamp fed, on this state's timeline (across publish periods)
         self.stamp_names = "[timestamp]" in config.hls_ts_file
+        #: (workers) Another worker owns the key now and writes its files (HlsService.forget).
+        self.disowned = False
         self.output = HlsOutput(self, dispose)
 
     @property
@@ -78,6 +80,11 @@ class HlsState:
     def finish(self) -> None:
         """The live period is over: the last segment and the playlist go to the writer."""
         self.live_for = None
+        if self.disowned:
+            # (workers) Taken over by another worker, which writes the key's files now: no last segment or
+            # playlist over its own; the writer ends, deleting the open segment's part.
+            self.writer.close()
+            return
         self.writer.submit(self.segmenter.finish())
 
 
@@ -145,6 +152,8 @@ class HlsOutput:
         if state.live_for != (stream, generation):
             return  # a newer publisher feeds it now (takeover), or it was disposed: not ours to finish
         state.finish()
+        if state.disowned:
+            return
         try:
             await asyncio.wait_for(state.writer.flush(), FINISH_TIMEOUT)
         except asyncio.TimeoutError:

@@ -100,11 +100,12 @@ class HlsService:
             stream = hub.get(state.key)
             if stream is not None:
                 stream.remove_output(state.output)  # stopped: the hub must not feed, end or dispose it again
-            was_live = state.live_for is not None
             state.live_for = None
-            actions = list(state.segmenter.finish()) if was_live or state not in self._disowned else []
-            if state.config.hls_dispose > 0 and state not in self._disowned:
-                actions += state.segmenter.dispose()
+            actions = []
+            if state not in self._disowned:  # (workers: a key another worker owns now is not ours to finish)
+                actions = list(state.segmenter.finish())
+                if state.config.hls_dispose > 0:
+                    actions += state.segmenter.dispose()
             state.writer.submit(actions)
             state.writer.close()
             tasks.append(state.writer.task)
@@ -196,6 +197,7 @@ class HlsService:
         if state is None or state in self._disowned:
             return
         self._disowned.add(state)
+        state.disowned = True
         event(log, "hls-disowned", stream=key, node=node)
         if state.live_for is None:
             self._let_go(state)
