@@ -156,7 +156,7 @@ class FlvViewer:
 
 #: One record as livesrv.log.FORMAT writes it.
 LOG_LINE = re.compile(r"\[(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[(?P<level>[A-Z]+)\]"
-                      r"\[(?P<logger>livesrv(?:\.\w+)*)\] (?P<message>.*)")
+                      r"\[(?P<logger>livesrv(?:\.\w+)*)\](?:\[(?P<process>master|w\d+)\])? (?P<message>.*)")
 _VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^ "=\\]*)'
 #: ``event=x k=v k="v"``: bare values without separators, quoted ones with backslash escapes only.
 EVENT = re.compile(rf"event=[a-z-]+(?: [A-Za-z_]\w*={_VALUE})*")

@@ -123,6 +123,8 @@ async def _serve(app, master_fd: int | None = None, registry: str | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.worker is not None:
+        logsetup.set_process_tag(f"w{args.worker}")
     logsetup.setup()  # so that config warnings (logged by the loader) reach stderr in the standard format
     if args.self_signed and (args.env or not args.conf):
         # The embedded defaults have no TLS listener: turn them on (the environment, if it says, wins). Set in the
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.workers > 1 and args.worker is None:
         from livesrv.master import run_master
 
+        logsetup.set_process_tag("master")
+        logsetup.setup(cfg.srs_log_level, cfg.srs_log_tank, cfg.srs_log_file)
         return run_master(cfg, _passed_on(argv if argv is not None else sys.argv[1:]))
     from livesrv.app import App, WorkerRole
 

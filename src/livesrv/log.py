@@ -26,6 +26,15 @@ LEVELS = {
 }
 
 FORMAT = "[%(asctime)s][%(levelname)s][%(name)s] %(message)s"
+#: ``workers N``: which process of the host wrote a line (``master``, ``w0``, ``w1``...), after the logger's name;
+#: empty for a single process. Set once at start (:func:`set_process_tag`), kept by every later :func:`setup`.
+_process_tag = ""
+
+
+def set_process_tag(tag: str) -> None:
+    """Name this process in every line from now on (the workers of one host share a console or a log file)."""
+    global _process_tag
+    _process_tag = tag
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 #: Characters that make a value need quotes: separators of the ``k=v`` format, and the escape character.
@@ -81,7 +90,7 @@ def setup(level: str = "trace", tank: str = "console", file: str | None = None) 
         handler = logging.FileHandler(file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LineFormatter(FORMAT))
+    handler.setFormatter(LineFormatter(FORMAT.replace("] ", f"][{_process_tag}] ", 1) if _process_tag else FORMAT))
     root.addHandler(handler)
     root.propagate = False
 

@@ -61,6 +61,9 @@ class WorkersServer:
     async def start(self) -> None:
         await self.spawn()
         await self.wait_event("ready", 2, timeout=30)
+        # Every line says which process of the host wrote it.
+        assert sorted(e["_by"] for e in self.named("ready")) == ["w0", "w1"]
+        assert [e["_by"] for e in self.named("master-start")] == ["master"]
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -70,7 +73,7 @@ class WorkersServer:
             m = LOG_LINE.fullmatch(line)
             if m is not None and m["message"].startswith("event="):
                 try:
-                    self.events.append(parse_event(m["message"]))
+                    self.events.append({**parse_event(m["message"]), "_by": m["process"] or ""})
                 except AssertionError:
                     self.malformed.append(line)  # (checked by the tests: the reading goes on)
 
