@@ -34,6 +34,8 @@ from livesrv.servers.limits import ConnectionBudget
 from livesrv.servers.tls import TlsEndpoint, TlsListener, viewer_transport
 
 log = logging.getLogger("livesrv.rtmp")
+_MediaReceived = s.MediaReceived
+_packet = MediaPacket.from_payload
 
 #: After a read this large, no pause: it may have left more in the kernel (uvloop reads at most 256,000 bytes at
 #: a time, asyncio 256 KiB), and a read this large is cheap per byte anyway. So merged reads never limit a
@@ -62,6 +64,8 @@ class RTMPConnection(asyncio.Protocol):
         self.cid = new_client_id()
         self.ip = "?"
         self.transport: asyncio.Transport | None = None
+        # Kept, not asked for on every read: in Python 3.11 asyncio.get_running_loop() is a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         lim = server.limits
         self.session = s.ServerSession(
             out_chunk_size=lim.chunk_size,
@@ -129,6 +133,7 @@ class RTMPConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "?"
         sock = transport.get_extra_info("socket")
@@ -160,7 +165,7 @@ class RTMPConnection(asyncio.Protocol):
             if token is not None and token.live:
                 token.stream.flush()
             self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(self.merged_read, self._resume_reading)
+            (self._loop or asyncio.get_running_loop()).call_later(self.merged_read, self._resume_reading)
 
     def _resume_reading(self) -> None:
         if not self.closed and self.transport is not None:
@@ -191,6 +196,15 @@ class RTMPConnection(asyncio.Protocol):
     def _run(self, events: list[s.Event]) -> None:
         """Handle events in order; a handler that opens a gate leaves the rest in the backlog for later."""
         for i, ev in enumerate(events):
+            if ev.__class__ is _MediaReceived:
+                # Nearly every event of a publisher, so handled here rather than through ``_handle``: media neither
+                # closes the connection nor opens a gate.
+                token = self.pub_token
+                if token is not None:
+                    msg = ev.message  # type: ignore[union-attr]
+                    self.got_media = True
+                    token.stream.ingest(token.generation, _packet(msg.type_id, msg.timestamp, msg.payload))
+                continue
             self._handle(ev)
             if self.closed:
                 return

@@ -102,9 +102,13 @@ class MetadataReceived:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MediaReceived:
-    """An audio or video message from the publisher (``message.type_id`` is AUDIO or VIDEO)."""
+    """An audio or video message from the publisher (``message.type_id`` is AUDIO or VIDEO).
+
+    Not frozen, unlike the other events: there is one per media message, and a frozen dataclass's constructor
+    sets its field through ``object.__setattr__``, several times slower. Treat it as read-only all the same.
+    """
 
     message: m.Message
 
