@@ -42,6 +42,12 @@ _packet = MediaPacket.from_payload
 #: publisher's rate: a pause after every full read would cap it near 256 KB per mr_latency.
 MERGED_READ_FULL = 128 * 1024
 
+#: Merged reads resume on a grid of this many seconds (the nearest point to mr_latency after the read), so
+#: that the publishers due about the same time are resumed by one timer and read in one wake-up of the loop,
+#: instead of a timer and a wake-up each. A pause is then mr_latency +- half of it; shorter latencies are not
+#: put on the grid.
+MERGED_READ_GRID = 0.05
+
 #: Messages a client may send while one of its hooks is awaited (a publisher sends none before
 #: Publish.Start); more is a client that does not wait for answers, closed rather than buffered.
 MAX_BACKLOG = 1000
@@ -64,8 +70,6 @@ class RTMPConnection(asyncio.Protocol):
         self.cid = new_client_id()
         self.ip = "?"
         self.transport: asyncio.Transport | None = None
-        # Kept, not asked for on every read: in Python 3.11 asyncio.get_running_loop() is a getpid() system call.
-        self._loop: asyncio.AbstractEventLoop | None = None
         lim = server.limits
         self.session = s.ServerSession(
             out_chunk_size=lim.chunk_size,
@@ -133,7 +137,6 @@ class RTMPConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
-        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "?"
         sock = transport.get_extra_info("socket")
@@ -165,9 +168,10 @@ class RTMPConnection(asyncio.Protocol):
             if token is not None and token.live:
                 token.stream.flush()
             self.transport.pause_reading()
-            (self._loop or asyncio.get_running_loop()).call_later(self.merged_read, self._resume_reading)
+            self.server.resume_later(self, self.merged_read)
 
-    def _resume_reading(self) -> None:
+    def merged_read_done(self) -> None:
+        """The end of a merged read's pause (a closed connection stays closed)."""
         if not self.closed and self.transport is not None:
             self.transport.resume_reading()
 
@@ -551,6 +555,8 @@ class RTMPServer:
         self._servers: list[asyncio.base_events.Server | TlsListener] = []
         self._tls: list[TlsEndpoint] = []  # the RTMPS listeners' handshakes
         self._sweeper: asyncio.Task[None] | None = None
+        self._resumes: dict[int, list[RTMPConnection]] = {}  # merged reads, by point of MERGED_READ_GRID
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -565,9 +571,29 @@ class RTMPServer:
         )
         self.tcp_nodelay = config.vhost("__defaultVhost__").tcp_nodelay
 
+    def resume_later(self, conn: RTMPConnection, delay: float) -> None:
+        """Resume reading ``conn`` (paused by a merged read) after about ``delay`` seconds, on the grid."""
+        loop = self._loop
+        if loop is None:
+            # Kept, not asked for on every read: in Python 3.11 get_running_loop() is a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
+        if delay < MERGED_READ_GRID:
+            loop.call_later(delay, conn.merged_read_done)
+            return
+        point = round((loop.time() + delay) / MERGED_READ_GRID)
+        batch = self._resumes.get(point)
+        if batch is None:
+            batch = self._resumes[point] = []
+            loop.call_at(point * MERGED_READ_GRID, self._resume_batch, point)
+        batch.append(conn)
+
+    def _resume_batch(self, point: int) -> None:
+        for conn in self._resumes.pop(point, ()):
+            conn.merged_read_done()
+
     async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None) -> list[tuple[str, int]]:
         """Listen on ``addresses``: plain RTMP, or RTMPS with ``tls`` (called once for each)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         if tls is not None:
             self._tls.append(tls)
