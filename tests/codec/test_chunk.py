@@ -525,6 +525,102 @@ def test_round_trip_byte_by_byte(chunk_size: int, seed: int) -> None:
     assert decode_all(data, 1) == expected
 
 
+# --------------------------------------------------------------------------- the fast paths against the general one
+# ChunkDecoder parses a read in place when nothing is held back and gathers a message whose continuation chunks
+# follow it back to back in one join; ``fast=False`` decodes chunk by chunk through its buffer. Whatever the
+# chunking, the interleaving of chunk streams and the cuts between reads, both must give the same messages,
+# the same errors, and the same counts.
+
+
+def message_chunks(msg: Message, csid: int, chunk_size: int, repeat_ext: bool) -> list[bytes]:
+    """``msg`` as a fmt 0 chunk then fmt 3 continuations, spelled out (the extended timestamp repeated on the
+    continuations, as FFmpeg and SRS send it, or not, as some older encoders do)."""
+    ext = msg.timestamp >= 0xFFFFFF
+    head = h0(csid, 0xFFFFFF if ext else msg.timestamp, len(msg.payload), msg.type_id, msg.stream_id)
+    if ext:
+        head += be32(msg.timestamp)
+    cont = h3(csid) + (be32(msg.timestamp) if ext and repeat_ext else b"")
+    data = msg.payload
+    pieces = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
+    return [head + pieces[0]] + [cont + piece for piece in pieces[1:]]
+
+
+def decode_both(data: bytes, cuts: list[int], **limits: int) -> tuple[object, object]:
+    """What each decoder returns read by read (or the error it ends with), and what it counted."""
+    results = []
+    for fast in (True, False):
+        dec = ChunkDecoder(fast=fast, **limits)
+        got: list[object] = []
+        try:
+            prev = 0
+            for cut in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+                got.append(dec.feed(data[prev:cut]))
+                prev = cut
+        except ChunkError as exc:
+            got.append(str(exc))
+        results.append((got, dec.bytes_received, dec.chunk_size))
+    return results[0], results[1]
+
+
+MEDIA_MESSAGES = st.lists(
+    st.tuples(
+        st.builds(Message, st.sampled_from([8, 9, 18]), st.sampled_from([0, 1]), TIMESTAMPS, PAYLOADS),
+        st.sampled_from([3, 4, 6, 63, 64, 300, 400]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    MEDIA_MESSAGES,
+    st.sampled_from([1, 7, 128, 129, 1000, 4096, 60000]),
+    st.booleans(),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(min_value=0, max_value=2**20), max_size=12),
+)
+def test_fast_and_general_paths_decode_the_same(
+    messages: list[tuple[Message, int]], chunk_size: int, repeat_ext: bool, interleave: bool, rng: random.Random,
+    cuts: list[int],
+) -> None:
+    """Messages on several chunk streams, whole or with their chunks interleaved at random, cut anywhere."""
+    lanes: dict[int, list[bytes]] = {}
+    for msg, csid in messages:
+        lanes.setdefault(csid, []).extend(message_chunks(msg, csid, chunk_size, repeat_ext))
+    chunks: list[bytes] = []
+    if interleave:  # chunk streams interleaved chunk by chunk, each in its own order
+        queues = [list(reversed(q)) for q in lanes.values()]
+        while queues:
+            q = rng.choice(queues)
+            chunks.append(q.pop())
+            if not q:
+                queues.remove(q)
+    else:
+        chunks = [c for q in lanes.values() for c in q]
+    data = encode_message(m.set_chunk_size(chunk_size), 2, 128) + b"".join(chunks)
+    fast, general = decode_both(data, cuts)
+    assert fast == general
+    if not interleave and (repeat_ext or all(msg.timestamp < 0xFFFFFF for msg, _ in messages)):
+        expected = [msg for csid in lanes for msg, c in messages if c == csid]
+        assert [msg for out in fast[0] for msg in out][1:] == expected  # type: ignore[index]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([0, 1, 2, 3, 5]),
+    st.integers(min_value=100, max_value=2000),
+    st.lists(st.integers(min_value=0, max_value=20_000), max_size=6),
+)
+def test_fast_and_general_paths_refuse_the_same(held: int, size: int, cuts: list[int]) -> None:
+    """Unfinished messages on other chunk streams, then a whole one: the bound on held bytes and the message
+    length limit apply the same way on both paths."""
+    start = b"".join(message_chunks(Message(9, 1, 0, payload(1000, k)), 10 + k, 128, True)[0] for k in range(held))
+    whole = b"".join(message_chunks(Message(9, 1, 40, payload(size, 99)), 4, 128, True))
+    fast, general = decode_both(start + whole, cuts, max_message_size=1500, max_pending=1024)
+    assert fast == general
+
+
 # --------------------------------------------------------------------------- fuzz
 
 

@@ -99,6 +99,33 @@ def test_new_viewer_gets_gop_at_once_then_joins_the_shared_batches() -> None:
     assert v.cursor == stream.flushed_seq
 
 
+def test_a_stream_nobody_watches_schedules_no_flush_and_a_later_viewer_misses_nothing() -> None:
+    """Without viewers, ingest keeps the GOP cache and nothing else: no batch, no flush timer. A viewer that
+    comes later starts from the GOP cache and then takes every batch, each packet once and in order."""
+    timers = ManualTimers()
+    hub = Hub(schedule=timers)
+    settings = StreamSettings(flush_interval=0.35)
+    pub, stream = go_live(hub, settings)
+    gen = pub.token.generation
+    send_gop(stream, gen, 0, frames=4)
+    send_gop(stream, gen, 160, frames=3)
+    assert timers.pending == [] and stream.pending == []
+    v, _, t = make_viewer(hub)
+    hub.attach(KEY, v, settings)
+    hub.admit(v)
+    assert len(t.media_tags()) == 2 + 6  # the sequence headers and the GOP that started at 160
+    send_gop(stream, gen, 280, frames=2)
+    assert len(timers.pending) == 1  # a viewer: batches again
+    timers.fire()
+    send_gop(stream, gen, 360, frames=1)
+    hub.detach(v)  # it leaves a batch behind: flushed to nobody, and then nothing is scheduled
+    timers.fire()
+    send_gop(stream, gen, 400, frames=1)
+    assert timers.pending == [] and stream.pending == []
+    ts = [x.timestamp for x in t.media_tags()][2:]
+    assert ts == [160, 165, 200, 205, 240, 245, 280, 285, 320, 325]
+
+
 def test_blocked_viewer_skips_to_next_keyframe_and_others_go_on() -> None:
     hub = Hub()
     pub, stream = go_live(hub)

@@ -79,3 +79,35 @@ async def test_merged_reads_never_cap_a_publishers_rate(make_server, reads: list
         assert max(reads) > 128 * 1024
     finally:
         await pub.close()
+
+
+async def test_publishers_paused_together_resume_together_on_the_grid(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Merged reads resume on a grid: publishers due at the same point are resumed by one timer (one wake-up of
+    the loop for all of them), never before mr_latency minus half a grid step."""
+    import asyncio
+
+    from livesrv.servers.rtmp import MERGED_READ_GRID
+
+    app = await make_server()
+    server = app.rtmp
+    loop = asyncio.get_running_loop()
+    resumed: list[tuple[int, float]] = []
+
+    class Conn:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def merged_read_done(self) -> None:
+            resumed.append((self.i, loop.time()))
+
+    start = loop.time()
+    for i in range(5):  # paused in the same iteration of the loop: due at the same point of the grid
+        server.resume_later(Conn(i), 0.3)  # type: ignore[arg-type]
+    server.resume_later(Conn(9), 0.01)  # type: ignore[arg-type]  # below the grid: a timer of its own
+    await wait_until(lambda: len(resumed) == 6, 5, "every connection resumed")
+    assert resumed[0][0] == 9
+    batch = resumed[1:]
+    assert sorted(i for i, _ in batch) == list(range(5))
+    assert len({t for _, t in batch}) == 1  # one timer's callback
+    assert batch[0][1] - start >= 0.3 - MERGED_READ_GRID / 2 - 0.002
+    assert not server._resumes  # nothing left behind

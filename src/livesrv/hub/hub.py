@@ -117,7 +117,7 @@ class Hub:
         if stream is None:
             schedule = self._schedule
             if schedule is None and settings.flush_interval > 0:
-                schedule = _loop_schedule
+                schedule = _running_loop_schedule()
             stream = self.streams[key] = Stream(key, settings, schedule, self.clock)
         return stream
 
@@ -379,3 +379,12 @@ class Hub:
 
 def _loop_schedule(delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
     return asyncio.get_running_loop().call_later(delay, fn)
+
+
+def _running_loop_schedule() -> Callable[[float, Callable[[], None]], Any]:
+    """The running loop's ``call_later``, looked up once for a stream's flushes (in Python 3.11 each
+    ``get_running_loop()`` is a getpid() system call); ``_loop_schedule`` when no loop runs yet."""
+    try:
+        return asyncio.get_running_loop().call_later
+    except RuntimeError:
+        return _loop_schedule

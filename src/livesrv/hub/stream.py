@@ -35,6 +35,7 @@ from livesrv.media.packet import AUDIO, DATA, VIDEO, MediaPacket
 from livesrv.media.tracks import Tracks, guess_tracks
 
 log = logging.getLogger("livesrv.hub")
+_LIVE = State.LIVE  # a module global: Stream.ingest compares with it for every packet
 
 #: Gap left between the last timestamp of one publisher and the first of the next, in ms, so that players
 #: see time move forward across a republish.
@@ -242,19 +243,23 @@ class Stream:
 
     def ingest(self, generation: int, pkt: MediaPacket) -> bool:
         """Take one packet from the publisher of ``generation``. False (and dropped) if that is not the live one."""
-        if generation != self.generation or self.state is not State.LIVE:
+        if generation != self.generation or self.state is not _LIVE:
             return False
         ts = self._retime(pkt.timestamp)
         if ts != pkt.timestamp:
             pkt = MediaPacket(pkt.kind, ts, pkt.payload, pkt.keyframe, pkt.sequence_header)
         if ts > self.last_ts:
             self.last_ts = ts
+        # StreamStats.count, inlined: this runs for every message of every publisher.
+        stats = self.stats
+        stats.recv_bytes += len(pkt.payload)
         kind = pkt.kind
         if kind == VIDEO:
             self.has_video = True
+            stats.video_frames += 1
         elif kind == AUDIO:
             self.has_audio = True
-        self.stats.count(pkt)
+            stats.audio_frames += 1
         self._append(pkt)
         return True
 
@@ -294,8 +299,15 @@ class Stream:
                     failed = (output, exc)
             if failed is not None:
                 self.output_failed(*failed)
-        self.pending.append(pkt)
         self.next_seq += 1
+        if not self.pending and not self.viewers:
+            # Nobody to send a batch to: the packet counts as sent at once, and no flush is scheduled. A viewer
+            # that comes starts from the GOP cache at next_seq, as it would after a flush.
+            self.flushed_seq = self.next_seq
+            if self._resume_pending and pkt.keyframe and not pkt.sequence_header:
+                self._resume_pending = False
+            return
+        self.pending.append(pkt)
         if self.flush_interval <= 0 or self._schedule is None:
             self.flush()
         elif self._resume_pending and pkt.keyframe and not pkt.sequence_header:
@@ -469,7 +481,7 @@ def _over(v: Viewer, size: int) -> bool:
 
 
 class StreamStats:
-    """Counters the API and metrics read; updated once per packet, never per viewer."""
+    """Counters the API and metrics read; updated once per packet (by :meth:`Stream.ingest`), never per viewer."""
 
     __slots__ = ("recv_bytes", "video_frames", "audio_frames", "samples")
 
@@ -478,10 +490,3 @@ class StreamStats:
         self.video_frames = 0
         self.audio_frames = 0
         self.samples: list[tuple[float, int]] = []  # (monotonic second, recv_bytes) for kbps over 30 s
-
-    def count(self, pkt: MediaPacket) -> None:
-        self.recv_bytes += len(pkt.payload)
-        if pkt.kind == VIDEO:
-            self.video_frames += 1
-        elif pkt.kind == AUDIO:
-            self.audio_frames += 1

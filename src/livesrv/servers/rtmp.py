@@ -34,11 +34,19 @@ from livesrv.servers.limits import ConnectionBudget
 from livesrv.servers.tls import TlsEndpoint, TlsListener, viewer_transport
 
 log = logging.getLogger("livesrv.rtmp")
+_MediaReceived = s.MediaReceived
+_packet = MediaPacket.from_payload
 
 #: After a read this large, no pause: it may have left more in the kernel (uvloop reads at most 256,000 bytes at
 #: a time, asyncio 256 KiB), and a read this large is cheap per byte anyway. So merged reads never limit a
 #: publisher's rate: a pause after every full read would cap it near 256 KB per mr_latency.
 MERGED_READ_FULL = 128 * 1024
+
+#: Merged reads resume on a grid of this many seconds (the nearest point to mr_latency after the read), so
+#: that the publishers due about the same time are resumed by one timer and read in one wake-up of the loop,
+#: instead of a timer and a wake-up each. A pause is then mr_latency +- half of it; shorter latencies are not
+#: put on the grid.
+MERGED_READ_GRID = 0.05
 
 #: Messages a client may send while one of its hooks is awaited (a publisher sends none before
 #: Publish.Start); more is a client that does not wait for answers, closed rather than buffered.
@@ -160,9 +168,10 @@ class RTMPConnection(asyncio.Protocol):
             if token is not None and token.live:
                 token.stream.flush()
             self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(self.merged_read, self._resume_reading)
+            self.server.resume_later(self, self.merged_read)
 
-    def _resume_reading(self) -> None:
+    def merged_read_done(self) -> None:
+        """The end of a merged read's pause (a closed connection stays closed)."""
         if not self.closed and self.transport is not None:
             self.transport.resume_reading()
 
@@ -191,6 +200,15 @@ class RTMPConnection(asyncio.Protocol):
     def _run(self, events: list[s.Event]) -> None:
         """Handle events in order; a handler that opens a gate leaves the rest in the backlog for later."""
         for i, ev in enumerate(events):
+            if ev.__class__ is _MediaReceived:
+                # Nearly every event of a publisher, so handled here rather than through ``_handle``: media neither
+                # closes the connection nor opens a gate.
+                token = self.pub_token
+                if token is not None:
+                    msg = ev.message  # type: ignore[union-attr]
+                    self.got_media = True
+                    token.stream.ingest(token.generation, _packet(msg.type_id, msg.timestamp, msg.payload))
+                continue
             self._handle(ev)
             if self.closed:
                 return
@@ -537,6 +555,8 @@ class RTMPServer:
         self._servers: list[asyncio.base_events.Server | TlsListener] = []
         self._tls: list[TlsEndpoint] = []  # the RTMPS listeners' handshakes
         self._sweeper: asyncio.Task[None] | None = None
+        self._resumes: dict[int, list[RTMPConnection]] = {}  # merged reads, by point of MERGED_READ_GRID
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.apply_config(config)
 
     def apply_config(self, config: Config) -> None:
@@ -551,12 +571,32 @@ class RTMPServer:
         )
         self.tcp_nodelay = config.vhost("__defaultVhost__").tcp_nodelay
 
+    def resume_later(self, conn: RTMPConnection, delay: float) -> None:
+        """Resume reading ``conn`` (paused by a merged read) after about ``delay`` seconds, on the grid."""
+        loop = self._loop
+        if loop is None:
+            # Kept, not asked for on every read: in Python 3.11 get_running_loop() is a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
+        if delay < MERGED_READ_GRID:
+            loop.call_later(delay, conn.merged_read_done)
+            return
+        point = round((loop.time() + delay) / MERGED_READ_GRID)
+        batch = self._resumes.get(point)
+        if batch is None:
+            batch = self._resumes[point] = []
+            loop.call_at(point * MERGED_READ_GRID, self._resume_batch, point)
+        batch.append(conn)
+
+    def _resume_batch(self, point: int) -> None:
+        for conn in self._resumes.pop(point, ()):
+            conn.merged_read_done()
+
     async def start(self, addresses: Sequence[tuple[str, int]], tls: TlsEndpoint | None = None,
                     reuse_port: bool = False) -> list[tuple[str, int]]:
         """Listen on ``addresses``: plain RTMP, or RTMPS with ``tls`` (called once for each, and once more for
         a worker's internal listener). ``reuse_port``: the workers of one host share the port (SO_REUSEPORT,
         the kernel spreads the connections)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         if tls is not None:
             self._tls.append(tls)

@@ -26,6 +26,8 @@ from livesrv.codec.rtmp.chunk import ChunkDecoder, encode_message
 from livesrv.codec.rtmp.handshake import ServerHandshake
 
 DEFAULT_WINDOW_ACK_SIZE = 2_500_000
+_VIDEO = m.VIDEO
+_AUDIO = m.AUDIO
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -102,9 +104,13 @@ class MetadataReceived:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MediaReceived:
-    """An audio or video message from the publisher (``message.type_id`` is AUDIO or VIDEO)."""
+    """An audio or video message from the publisher (``message.type_id`` is AUDIO or VIDEO).
+
+    Not frozen, unlike the other events: there is one per media message, and a frozen dataclass's constructor
+    sets its field through ``object.__setattr__``, several times slower. Treat it as read-only all the same.
+    """
 
     message: m.Message
 
@@ -197,7 +203,14 @@ class ServerSession:
             data = self._handshake.leftover
             if not data:
                 return events
+        streams = self._streams
         for msg in self._decoder.feed(data):
+            t = msg.type_id
+            if t == _VIDEO or t == _AUDIO:  # _handle_message's first case, inlined: nearly every message
+                st = streams.get(msg.stream_id)
+                if st is not None and st.publishing:
+                    events.append(MediaReceived(msg))
+                continue
             self._handle_message(msg, events)
         self._maybe_ack()
         return events
