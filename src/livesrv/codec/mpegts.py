@@ -133,10 +133,10 @@ _PTS_BEFORE_DTS: Final = 0b0011 << 36 | _MARKERS
 _DTS: Final = 0b0001 << 36 | _MARKERS
 
 
-def _timestamp_field(t: int, constant_bits: int) -> int:
-    """A PES PTS/DTS field as a 40-bit integer (so the whole PES header is converted to bytes at once): the
-    low 33 bits of ``t`` split 3/15/15 between ``constant_bits`` (prefix and markers, e.g. ``_PTS_ONLY``)."""
-    return (t >> 30 & 7) << 33 | (t >> 15 & 0x7FFF) << 17 | (t & 0x7FFF) << 1 | constant_bits
+# A PES PTS/DTS field is a 40-bit integer (so the whole PES header is converted to bytes at once): the low 33
+# bits of the timestamp t split 3/15/15 between the constant bits (prefix and markers, e.g. _PTS_ONLY):
+# (t >> 30 & 7) << 33 | (t >> 15 & 0x7FFF) << 17 | (t & 0x7FFF) << 1 | constant_bits. TSMuxer._write_pes builds
+# it inline (a function call per field was a measurable part of a frame's cost).
 
 
 def _section(table_id: int, table_ext: int, version: int, body: bytes) -> bytes:
@@ -414,9 +414,12 @@ class TSMuxer:
         if track is None or track.codec != codec:
             # No sequence header yet: parameter sets may still be in band. Default AVCC length size.
             track = self._set_video(_VideoTrack(codec, STREAM_TYPE_H264 if codec == flv.CODEC_AVC else STREAM_TYPE_HEVC))
-        nals = avc.split_avcc(body, track.length_size)
-        if not nals:
-            return 0
+        if track.length_size == 4 and len(body) > 4 and int.from_bytes(body[:4], "big") == len(body) - 4:
+            nals: Sequence[memoryview] = (body[4:],)  # one NAL unit, as nearly every frame (split_avcc's answer)
+        else:
+            nals = avc.split_avcc(body, track.length_size)
+            if not nals:
+                return 0
         # parts[0] is the PES header, filled in once the elementary stream's length is known.
         parts: list[bytes | memoryview] = [b""]
         size = 0
@@ -626,13 +629,14 @@ class TSMuxer:
             length = 0  # unbounded: allowed for video only
         if pes_header_size == 19:
             pes_header = (
-                (0x000001 << 128 | stream_id << 120 | length << 104 | 0x84C00A << 80)
-                | _timestamp_field(pts, _PTS_BEFORE_DTS) << 40
-                | _timestamp_field(dts, _DTS)
-            ).to_bytes(19, "big")
+                (0x000001 << 128 | stream_id << 120 | length << 104 | 0x84C00A << 80 | _PTS_BEFORE_DTS << 40 | _DTS)
+                | ((pts >> 30 & 7) << 33 | (pts >> 15 & 0x7FFF) << 17 | (pts & 0x7FFF) << 1) << 40
+                | (dts >> 30 & 7) << 33 | (dts >> 15 & 0x7FFF) << 17 | (dts & 0x7FFF) << 1
+            ).to_bytes(19, "big")  # (the two timestamp fields, see _MARKERS)
         else:
             pes_header = (
-                0x000001 << 88 | stream_id << 80 | length << 64 | 0x848005 << 40 | _timestamp_field(pts, _PTS_ONLY)
+                0x000001 << 88 | stream_id << 80 | length << 64 | 0x848005 << 40 | _PTS_ONLY
+                | (pts >> 30 & 7) << 33 | (pts >> 15 & 0x7FFF) << 17 | (pts & 0x7FFF) << 1
             ).to_bytes(14, "big")
         # The first packet's adaptation field: PCR (with the discontinuity and random access flags) on the
         # PCR PID (pcr_pid without the property's cost: video's, or audio's when there is no video), else only
