@@ -645,3 +645,31 @@ async def test_segment_cache_is_bounded_shares_reads_and_forgets_replaced_files(
     gate.set()
     assert await pending == bytes([5]) * 1000 and p5 not in cache
     assert await cache.get(str(tmp_path / "missing.ts")) is None
+
+
+def test_pieces_are_written_whole_past_iov_max_and_after_short_writes(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An append's pieces go out with writev, IOV_MAX at a time; a short write (a filling disk, a signal) goes
+    on with what is left, so the part holds exactly the bytes, in order."""
+    from livesrv.servers.hls import files as files_mod
+
+    pieces = [bytes([i % 251]) * (i % 13 + 1) for i in range(2 * files_mod._IOV_MAX + 77)]
+    want = b"".join(pieces)
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers: Any) -> int:
+        calls.append(len(buffers))
+        assert len(buffers) <= files_mod._IOV_MAX
+        if len(calls) % 2:  # every other call writes only part of what it was given
+            head = b"".join(buffers)
+            return os.write(fd, head[: len(head) // 3])
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(files_mod.os, "writev", short_writev)
+    results = files_mod.perform_actions(str(tmp_path), [
+        AppendSegment("live/a.ts", tuple(pieces), 0), AppendSegment("live/a.ts", b"tail", len(want)),
+        CloseSegment("live/a.ts", len(want) + 4)])
+    assert results == [None, None, None]
+    assert (tmp_path / "live/a.ts").read_bytes() == want + b"tail"
+    assert len(calls) == 4  # three for the first append (1024 + 1024 + 77 pieces), one for the second

@@ -210,8 +210,16 @@ class SegmentFiles:
             self._discard(name)
 
 
-#: Buffers one ``writev`` takes at most (IOV_MAX; 1024 on Linux).
-_IOV_MAX: Final = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024) or 1024
+def _iov_max() -> int:
+    try:
+        n = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 16  # (POSIX's minimum)
+    return n if 0 < n <= 1024 else 1024
+
+
+#: Buffers one ``writev`` takes at most (IOV_MAX: 1024 on Linux).
+_IOV_MAX: Final = _iov_max()
 
 
 def _write_pieces(fd: int, pieces: Sequence[bytes | bytearray | memoryview], size: int) -> None:
@@ -376,8 +384,8 @@ class DiskBatcher:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         jobs, self._jobs = self._jobs, []
-        # (a cancelled writer's job still runs: its SegmentFiles is stopped, so that is a no-op, but a batch it
-        # had started must be the one to finish before its parts are deleted; see HlsWriter._run)
+        # (the job of a writer cancelled meanwhile is run too: its SegmentFiles was stopped when the writer
+        # ended, so every action of it returns WriterStopped and touches no file; see HlsWriter._run)
         try:
             call = loop.run_in_executor(None, _perform_jobs, jobs)
         except RuntimeError as exc:  # the loop's executor is shut down (the server is stopping)
