@@ -664,46 +664,26 @@ class TSMuxer:
             prefix = headers.start_af[cc] + bytes((len(af),)) + af
         else:
             prefix = headers.start[cc]
-        head = parts[0] = prefix + pes_header
-        cc = (cc + 1) & 0xF
-        if stuff >= 0:  # one packet, stuffed to size by its adaptation field
-            out.append(b"".join(parts))
-            self._cc[pid] = cc
-            return psi + PACKET_SIZE
-        last = parts[-1]
-        before = len(head) + es_size - len(last)  # the PES's bytes before its last part
-        if before >= PACKET_SIZE or len(parts) == 1:
-            buf = b"".join(parts)
-            return psi + self._packetize(out, pid, headers, cc, buf[:PACKET_SIZE], buf, PACKET_SIZE)
-        # The usual video frame: a few small parts, then one long NAL unit. The packets after the first are cut
-        # straight from that NAL unit (a view into the tag), so the PES is never joined into one buffer.
-        cut = PACKET_SIZE - before
-        parts[-1] = last[:cut]
-        return psi + self._packetize(out, pid, headers, cc, b"".join(parts), last, cut)
+        parts[0] = prefix + pes_header
+        return psi + self._packetize(out, pid, headers, (cc + 1) & 0xF, b"".join(parts))
 
-    def _packetize(
-        self,
-        out: list[bytes | bytearray],
-        pid: int,
-        headers: _PidHeaders,
-        cc: int,
-        first: bytes,
-        data: bytes | memoryview,
-        pos: int,
-    ) -> int:
-        """The PES as transport packets appended to ``out`` (for one join): ``first`` is its first packet
-        (188 bytes), ``data[pos:]`` the rest of it; ``cc`` is the counter of the second packet. Returns the
-        bytes appended.
+    def _packetize(self, out: list[bytes | bytearray], pid: int, headers: _PidHeaders, cc: int, buf: bytes) -> int:
+        """Split ``buf`` (the first transport packet, then the rest of the PES) into packets appended to
+        ``out`` for one join; ``cc`` is the counter of the second packet. Returns the bytes appended.
 
-        No Python-level work per packet: one ``struct`` call cuts the 184-byte payloads of the full packets,
-        one join puts the same 4-byte header (counter 0) between them and after ``first``, and one
+        No Python-level work per packet: one ``struct`` call cuts the first packet and the 184-byte payloads
+        of the full packets after it, one join puts the same 4-byte header (counter 0) between them, and one
         extended-slice assignment writes the right counters into the fourth byte of those headers. Only the
         last packet (stuffing in an adaptation field) is built on its own.
         """
-        n = len(data)
-        full, tail = divmod(n - pos, _PAYLOAD)
+        n = len(buf)
+        if n <= PACKET_SIZE:  # one packet, stuffed to size by its adaptation field
+            out.append(buf)
+            self._cc[pid] = cc
+            return PACKET_SIZE
+        full, tail = divmod(n - PACKET_SIZE, _PAYLOAD)
         if full:
-            packets = headers.between.join(_cut_payloads(first, data, pos, full))
+            packets = headers.between.join(_cut_packets(buf, full))
             if full <= _MAX_RUN:
                 packets[PACKET_SIZE + 3 :: PACKET_SIZE] = _COUNTERS[cc : cc + full]
             else:
@@ -711,9 +691,9 @@ class TSMuxer:
             out.append(packets)
             cc = (cc + full) & 0xF
         else:
-            out.append(first)
+            out.append(buf[:PACKET_SIZE])
         if tail:
-            out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], bytes(data[n - tail :]))
+            out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], buf[n - tail :])
             cc = (cc + 1) & 0xF
             full += 1
         self._cc[pid] = cc
@@ -737,8 +717,12 @@ _STUFFING: Final = tuple(
     b"" if n == 0 else b"\x00" if n == 1 else bytes((n - 1, 0)) + b"\xff" * (n - 2) for n in range(_PAYLOAD + 1)
 )
 
-#: Payloads cut per struct call (184 bytes each); longer PES go on in runs of _BLOCK payloads.
+#: Packets cut per struct call: the first (188 bytes) and up to _BLOCK payloads (184) after it; longer PES
+#: go on in runs of _BLOCK payloads.
 _BLOCK: Final = 64
+_FIRST_AND: Final = tuple(
+    struct.Struct(f"{PACKET_SIZE}s" + f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1)
+)
 _PAYLOADS: Final = tuple(struct.Struct(f"{_PAYLOAD}s" * k).unpack_from for k in range(_BLOCK + 1))
 #: Byte 3 of consecutive payload-only headers (adaptation field control 01, then the counter), for runs
 #: starting at any counter: ``_COUNTERS[cc : cc + k]``. Covers a PES of 1.5 MB; longer ones repeat the cycle.
@@ -746,17 +730,18 @@ _MAX_RUN: Final = 8192
 _COUNTERS: Final = bytes(0x10 | i & 0xF for i in range(_MAX_RUN + 16))
 
 
-def _cut_payloads(first: bytes, data: bytes | memoryview, pos: int, full: int) -> Sequence[bytes]:
-    """``first``, then the ``full`` 184-byte payloads of ``data`` from ``pos``, cut in C by struct."""
+def _cut_packets(buf: bytes, full: int) -> Sequence[bytes]:
+    """The first packet of ``buf`` and the ``full`` 184-byte payloads after it, cut in C by struct."""
     if full <= _BLOCK:
-        return (first, *_PAYLOADS[full](data, pos))
-    chunks = [first]
+        return _FIRST_AND[full](buf)
+    chunks = list(_FIRST_AND[_BLOCK](buf))
     step = _BLOCK * _PAYLOAD
-    blocks, rest = divmod(full, _BLOCK)
+    offset = PACKET_SIZE + step
+    blocks, rest = divmod(full - _BLOCK, _BLOCK)
     payloads = _PAYLOADS[_BLOCK]
-    for off in range(pos, pos + blocks * step, step):
-        chunks += payloads(data, off)
-    chunks += _PAYLOADS[rest](data, pos + blocks * step)
+    for off in range(offset, offset + blocks * step, step):
+        chunks += payloads(buf, off)
+    chunks += _PAYLOADS[rest](buf, offset + blocks * step)
     return chunks
 
 
