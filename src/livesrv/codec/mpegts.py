@@ -20,8 +20,10 @@ at 2 Mbit/s, so nothing is done per 188-byte packet in Python. A PES is built wi
 packet's header and adaptation field in front); one ``struct`` call cuts it into that first packet and the
 184-byte payloads after it; one join with the payload-only header as separator makes the full packets and
 one extended-slice assignment writes their continuity counters; only the stuffed last packet is built apart.
-Legacy AVC/HEVC and AAC frames skip the full FLV header parse. docs/performance.md ("MPEG-TS muxing: pure
-Python vs PyAV") has the figures, and why this is not FFmpeg's muxer through PyAV.
+Legacy AVC/HEVC and AAC frames skip the full FLV header parse, and a frame of one NAL unit skips splitting.
+:meth:`TSMuxer.mux_into` leaves a tag's pieces unjoined for a caller that gathers them anyway (HLS).
+docs/performance.md ("MPEG-TS muxing: pure Python vs PyAV") has the figures, and why this is not FFmpeg's
+muxer through PyAV.
 
 Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVError``, ``AVCError``,
 ``AACError``, ``TSError``) and leaves the muxer usable; codecs TS cannot carry here (AV1, VP9, Opus, ...) are counted in
