@@ -700,7 +700,23 @@ class ReferenceTSMuxer(TSMuxer):
     measures it as "old".
     """
 
-    def _mux_video(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+    def mux(self, pkt: Pkt) -> bytes:
+        return self.mux_tag(pkt.kind, pkt.timestamp, pkt.payload)
+
+    def mux_tag(self, kind: int, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        if kind == flv.VIDEO:
+            return self._ref_mux_video(timestamp, payload)
+        if kind == flv.AUDIO:
+            return self._ref_mux_audio(timestamp, payload)
+        return b""
+
+    def mux_into(self, pkt: Pkt, out: list[bytes | bytearray]) -> int:
+        data = self.mux(pkt)
+        if data:
+            out.append(data)
+        return len(data)
+
+    def _ref_mux_video(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
         info = flv.parse_video(payload)
         if info.command is not None or info.packet_type == flv.PACKET_METADATA or info.sequence_end:
             return b""
@@ -744,7 +760,7 @@ class ReferenceTSMuxer(TSMuxer):
         es = b"".join(parts)
         return out + self._ref_write_pes(self.video_pid, mpegts.STREAM_ID_VIDEO, pts, dts, es, random_access, False)
 
-    def _mux_audio(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+    def _ref_mux_audio(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
         info = flv.parse_audio(payload)
         codec = info.codec
         if info.multitrack or codec not in (flv.CODEC_AAC, flv.CODEC_MP3):
@@ -886,13 +902,31 @@ def _call(muxer: TSMuxer, op: str, pkt: Pkt | None) -> bytes | tuple[str, str]:
         return type(exc).__name__, str(exc)
 
 
+def _call_into(muxer: TSMuxer, op: str, pkt: Pkt | None) -> bytes | tuple[str, str]:
+    """:func:`_call`, with ``mux`` through ``mux_into``: its pieces joined, checked against the size it gave."""
+    if op != "mux":
+        return _call(muxer, op, pkt)
+    assert pkt is not None
+    pieces: list[bytes | bytearray] = [b"before"]
+    try:
+        size = muxer.mux_into(pkt, pieces)
+    except ProtocolError as exc:
+        return type(exc).__name__, str(exc)
+    assert pieces[0] == b"before"  # appended, never replaced
+    data = b"".join(pieces[1:])
+    assert size == len(data)
+    return data
+
+
 def assert_same_output(ops: Iterable[tuple[str, Pkt | None]], **kwargs: int) -> int:
-    """Run the same operations through TSMuxer and the reference; every result must be identical."""
-    new, ref = TSMuxer(**kwargs), ReferenceTSMuxer(**kwargs)
+    """Run the same operations through TSMuxer (``mux`` and ``mux_into``) and the reference; every result must
+    be identical."""
+    new, ref, into = TSMuxer(**kwargs), ReferenceTSMuxer(**kwargs), TSMuxer(**kwargs)
     total = 0
     for i, (op, pkt) in enumerate(ops):
         got, want = _call(new, op, pkt), _call(ref, op, pkt)
         assert got == want, f"operation {i} ({op}, {pkt and (pkt.kind, pkt.timestamp, len(pkt.payload))}) differs"
+        assert _call_into(into, op, pkt) == want, f"operation {i} ({op}) differs through mux_into"
         assert (new.has_video, new.has_audio, new.pcr_pid) == (ref.has_video, ref.has_audio, ref.pcr_pid)
         total += len(got) if isinstance(got, bytes) else 0
     assert new.skipped == ref.skipped

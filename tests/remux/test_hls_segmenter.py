@@ -643,3 +643,21 @@ def test_a_playlist_another_worker_wrote_is_continued() -> None:
     odd.continue_after(parse_media_playlist("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-TARGETDURATION:1\n"
                                             "#EXTINF:1.000,\n../../etc/x.ts\n"))
     assert odd.segments == () and odd.playlist.media_sequence == 8
+
+
+def test_appends_carry_the_muxers_pieces_unchanged_after_they_are_handed_out() -> None:
+    """An append's pieces are what the muxer produced, not joined: their sizes add up to its ``size`` and the
+    offsets follow, and nothing fed later changes the bytes of an append already handed out."""
+    seg = HlsSegmenter(hls(hls_fragment=2), "v", "live", "s", buffer_bytes=4096)
+    seen: list[tuple[AppendSegment, bytes]] = []
+    offsets: dict[str, int] = {}
+    for pkt in av_stream(9):
+        for act in seg.feed(pkt):
+            if isinstance(act, AppendSegment):
+                assert act.size == sum(len(p) for p in act.pieces) > 0
+                assert act.offset == offsets.get(act.name, 0)
+                offsets[act.name] = act.offset + act.size
+                seen.append((act, bytes(act.data)))
+    seg.finish()
+    assert len(seen) > 10 and any(len(a.pieces) > 1 for a, _ in seen)
+    assert all(a.data == snapshot for a, snapshot in seen)

@@ -24,7 +24,7 @@ from livesrv.hub.keys import StreamKey
 from livesrv.hub.stream import StreamSettings
 from livesrv.media.packet import MediaPacket
 from livesrv.remux.hls import AppendSegment, CloseSegment, DeleteFile, WritePlaylist
-from livesrv.servers.hls.files import HlsWriter, relative_path
+from livesrv.servers.hls.files import DiskBatcher, HlsWriter, relative_path
 from livesrv.servers.hls.service import HlsService
 from livesrv.servers.hls.sessions import SESSION_TIMEOUT
 from livesrv.servers.http import Request, Response
@@ -135,6 +135,62 @@ async def test_writer_logs_a_run_of_failures_once(tmp_path: Path, log_lines: Any
     (back,) = log_lines.events("hls-write-recovered")
     assert back["file"] == "live/s5.ts" and back["unlogged"] == "14" and not writer.failing
     assert len(log_lines.events("hls-write-error")) == 1
+
+
+async def test_writers_share_thread_calls_and_keep_their_own_order(tmp_path: Path) -> None:
+    """The writers of one loop hand their batches to the worker thread together (far fewer thread calls than
+    batches), each writer's actions still run in order, and one writer's failing batch (a bug: not an
+    OSError) is that writer's alone."""
+    disk = DiskBatcher(window=0.01)
+    done: dict[int, list[str]] = {}
+
+    def recorder(i: int) -> Any:
+        return lambda acts, res: done.setdefault(i, []).extend(
+            f"{type(a).__name__}:{a.name}" for a, r in zip(acts, res) if r is None)
+
+    writers = [HlsWriter(str(tmp_path), f"w{i}", recorder(i), disk=disk) for i in range(8)]
+    broken = HlsWriter(str(tmp_path), "broken", disk=disk)
+
+    def explode(actions: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    broken.files.perform = explode  # type: ignore[method-assign]
+    batches = 0
+    for seg in range(3):
+        for part in range(4):
+            for i, w in enumerate(writers):
+                w.submit([AppendSegment(f"s{i}/{seg}.ts", b"\x47" * 188, part * 188)])
+                batches += 1
+            broken.submit([AppendSegment("b.ts", b"x", 0)])
+            await asyncio.sleep(0)
+        for i, w in enumerate(writers):
+            w.submit([CloseSegment(f"s{i}/{seg}.ts", 4 * 188), WritePlaylist(f"s{i}/p.m3u8", f"#{seg}\n")])
+            batches += 1
+    await asyncio.wait_for(asyncio.gather(*(w.flush() for w in [*writers, broken])), 10)
+    for i, w in enumerate(writers):
+        assert w.errors == 0
+        assert done[i] == [a for seg in range(3) for a in [f"AppendSegment:s{i}/{seg}.ts"] * 4
+                           + [f"CloseSegment:s{i}/{seg}.ts", f"WritePlaylist:s{i}/p.m3u8"]]
+        assert sorted(p.name for p in (tmp_path / f"s{i}").iterdir()) == ["0.ts", "1.ts", "2.ts", "p.m3u8"]
+        assert (tmp_path / f"s{i}/2.ts").stat().st_size == 4 * 188
+    assert disk.calls < batches / 4, (disk.calls, batches)
+    assert not broken.task.done()  # it logged the bug and goes on
+    for w in [*writers, broken]:
+        w.close()
+    await asyncio.wait_for(asyncio.gather(*(w.task for w in [*writers, broken])), 10)
+
+
+def test_the_writers_of_one_loop_share_one_batcher() -> None:
+    async def two() -> tuple[DiskBatcher, DiskBatcher]:
+        a, b = HlsWriter("/nonexistent", "a"), HlsWriter("/nonexistent", "b")
+        a.close()
+        b.close()
+        await asyncio.gather(a.task, b.task)
+        return a.disk, b.disk
+
+    first = asyncio.run(two())
+    second = asyncio.run(two())
+    assert first[0] is first[1] and second[0] is second[1] and first[0] is not second[0]
 
 
 async def test_writer_waits_for_the_previous_writer_of_its_key(tmp_path: Path) -> None:
@@ -647,3 +703,31 @@ async def test_workers_share_hls_path_one_writer_serves_disk_and_a_new_owner_con
             await svc.stop()
             await svc.hub.close()
             await svc.access.aclose()
+
+
+def test_pieces_are_written_whole_past_iov_max_and_after_short_writes(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An append's pieces go out with writev, IOV_MAX at a time; a short write (a filling disk, a signal) goes
+    on with what is left, so the part holds exactly the bytes, in order."""
+    from livesrv.servers.hls import files as files_mod
+
+    pieces = [bytes([i % 251]) * (i % 13 + 1) for i in range(2 * files_mod._IOV_MAX + 77)]
+    want = b"".join(pieces)
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers: Any) -> int:
+        calls.append(len(buffers))
+        assert len(buffers) <= files_mod._IOV_MAX
+        if len(calls) % 2:  # every other call writes only part of what it was given
+            head = b"".join(buffers)
+            return os.write(fd, head[: len(head) // 3])
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(files_mod.os, "writev", short_writev)
+    results = files_mod.perform_actions(str(tmp_path), [
+        AppendSegment("live/a.ts", tuple(pieces), 0), AppendSegment("live/a.ts", b"tail", len(want)),
+        CloseSegment("live/a.ts", len(want) + 4)])
+    assert results == [None, None, None]
+    assert (tmp_path / "live/a.ts").read_bytes() == want + b"tail"
+    assert len(calls) == 4  # three for the first append (1024 + 1024 + 77 pieces), one for the second

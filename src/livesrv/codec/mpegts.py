@@ -20,8 +20,10 @@ at 2 Mbit/s, so nothing is done per 188-byte packet in Python. A PES is built wi
 packet's header and adaptation field in front); one ``struct`` call cuts it into that first packet and the
 184-byte payloads after it; one join with the payload-only header as separator makes the full packets and
 one extended-slice assignment writes their continuity counters; only the stuffed last packet is built apart.
-Legacy AVC/HEVC and AAC frames skip the full FLV header parse. docs/performance.md ("MPEG-TS muxing: pure
-Python vs PyAV") has the figures, and why this is not FFmpeg's muxer through PyAV.
+Legacy AVC/HEVC and AAC frames skip the full FLV header parse, and a frame of one NAL unit skips splitting.
+:meth:`TSMuxer.mux_into` leaves a tag's pieces unjoined for a caller that gathers them anyway (HLS).
+docs/performance.md ("MPEG-TS muxing: pure Python vs PyAV") has the figures, and why this is not FFmpeg's
+muxer through PyAV.
 
 Bad input raises a :class:`~livesrv.codec.errors.ProtocolError` subclass (``FLVError``, ``AVCError``,
 ``AACError``, ``TSError``) and leaves the muxer usable; codecs TS cannot carry here (AV1, VP9, Opus, ...) are counted in
@@ -133,10 +135,10 @@ _PTS_BEFORE_DTS: Final = 0b0011 << 36 | _MARKERS
 _DTS: Final = 0b0001 << 36 | _MARKERS
 
 
-def _timestamp_field(t: int, constant_bits: int) -> int:
-    """A PES PTS/DTS field as a 40-bit integer (so the whole PES header is converted to bytes at once): the
-    low 33 bits of ``t`` split 3/15/15 between ``constant_bits`` (prefix and markers, e.g. ``_PTS_ONLY``)."""
-    return (t >> 30 & 7) << 33 | (t >> 15 & 0x7FFF) << 17 | (t & 0x7FFF) << 1 | constant_bits
+# A PES PTS/DTS field is a 40-bit integer (so the whole PES header is converted to bytes at once): the low 33
+# bits of the timestamp t split 3/15/15 between the constant bits (prefix and markers, e.g. _PTS_ONLY):
+# (t >> 30 & 7) << 33 | (t >> 15 & 0x7FFF) << 17 | (t & 0x7FFF) << 1 | constant_bits. TSMuxer._write_pes builds
+# it inline (a function call per field was a measurable part of a frame's cost).
 
 
 def _section(table_id: int, table_ext: int, version: int, body: bytes) -> bytes:
@@ -286,19 +288,36 @@ class TSMuxer:
 
     def mux(self, pkt: FLVPacket) -> bytes:
         """TS packets for one media packet (often empty: sequence headers, metadata, buffered audio)."""
-        kind = pkt.kind  # (mux_tag's dispatch, repeated: this is the per-packet entry point)
+        out: list[bytes | bytearray] = []
+        kind = pkt.kind
         if kind == flv.VIDEO:
-            return self._mux_video(pkt.timestamp, pkt.payload)
+            self._mux_video(out, pkt.timestamp, pkt.payload)
+        elif kind == flv.AUDIO:
+            self._mux_audio(out, pkt.timestamp, pkt.payload)
+        return b"".join(out) if out else b""
+
+    def mux_into(self, pkt: FLVPacket, out: list[bytes | bytearray]) -> int:
+        """:meth:`mux`, with the TS bytes appended to ``out`` as pieces (whole packets once joined) instead of
+        joined; returns how many bytes were appended.
+
+        For a caller that gathers many packets' output anyway (the HLS segmenter, which hands out its open
+        segment as pieces written with one ``writev``): each tag's join would be one more copy of the stream.
+        The pieces are never changed after they are appended.
+        """
+        kind = pkt.kind
+        if kind == flv.VIDEO:
+            return self._mux_video(out, pkt.timestamp, pkt.payload)
         if kind == flv.AUDIO:
-            return self._mux_audio(pkt.timestamp, pkt.payload)
-        return b""
+            return self._mux_audio(out, pkt.timestamp, pkt.payload)
+        return 0
 
     def mux_tag(self, kind: int, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+        out: list[bytes | bytearray] = []
         if kind == flv.VIDEO:
-            return self._mux_video(timestamp, payload)
-        if kind == flv.AUDIO:
-            return self._mux_audio(timestamp, payload)
-        return b""
+            self._mux_video(out, timestamp, payload)
+        elif kind == flv.AUDIO:
+            self._mux_audio(out, timestamp, payload)
+        return b"".join(out) if out else b""
 
     def psi(self, advance: bool = True) -> bytes:
         """PAT + PMT (two packets).
@@ -355,7 +374,7 @@ class TSMuxer:
 
     # ------------------------------------------------------------------ video
 
-    def _mux_video(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+    def _mux_video(self, out: list[bytes | bytearray], timestamp: int, payload: bytes | bytearray | memoryview) -> int:
         # Fast path for the tag nearly every publisher sends 30 times a second: a legacy AVC/HEVC coded frame
         # (no ExHeader, frame type 1..4, AVCPacketType 1). What parse_video would say about it is all in the
         # first five bytes, so the VideoInfo it builds is skipped.
@@ -364,6 +383,7 @@ class TSMuxer:
             codec_id = b0 & 0x8F
             if (codec_id == flv.VIDEO_CODEC_AVC or codec_id == flv.VIDEO_CODEC_HEVC) and 0x10 <= b0 & 0x70 <= 0x40:
                 return self._video_frame(
+                    out,
                     flv.CODEC_AVC if codec_id == flv.VIDEO_CODEC_AVC else flv.CODEC_HEVC,
                     timestamp,
                     int.from_bytes(payload[2:5], "big", signed=True),
@@ -371,20 +391,22 @@ class TSMuxer:
                 )
         info = flv.parse_video(payload)
         if info.command is not None or info.packet_type == flv.PACKET_METADATA or info.sequence_end:
-            return b""
+            return 0
         codec = info.codec
         if info.multitrack or codec not in (flv.CODEC_AVC, flv.CODEC_HEVC):
             self.skipped += 1
-            return b""
+            return 0
         body = memoryview(payload)[info.data_offset :]
         if info.sequence_header:
             self._video_config(codec, body, info.packet_type)
-            return b""
+            return 0
         if info.packet_type not in (flv.PACKET_CODED_FRAMES, flv.PACKET_CODED_FRAMES_X) or not body:
-            return b""
-        return self._video_frame(codec, timestamp, info.composition_time, body)
+            return 0
+        return self._video_frame(out, codec, timestamp, info.composition_time, body)
 
-    def _video_frame(self, codec: str, timestamp: int, composition_time: int, body: memoryview) -> bytes:
+    def _video_frame(
+        self, out: list[bytes | bytearray], codec: str, timestamp: int, composition_time: int, body: memoryview
+    ) -> int:
         """One access unit as one PES: AUD, parameter sets before a random access picture, NAL units in Annex B.
 
         The PES header and every piece of the elementary stream (views into the tag) go into one list
@@ -394,9 +416,12 @@ class TSMuxer:
         if track is None or track.codec != codec:
             # No sequence header yet: parameter sets may still be in band. Default AVCC length size.
             track = self._set_video(_VideoTrack(codec, STREAM_TYPE_H264 if codec == flv.CODEC_AVC else STREAM_TYPE_HEVC))
-        nals = avc.split_avcc(body, track.length_size)
-        if not nals:
-            return b""
+        if track.length_size == 4 and len(body) > 4 and int.from_bytes(body[:4], "big") == len(body) - 4:
+            nals: Sequence[memoryview] = (body[4:],)  # one NAL unit, as nearly every frame (split_avcc's answer)
+        else:
+            nals = avc.split_avcc(body, track.length_size)
+            if not nals:
+                return 0
         # parts[0] is the PES header, filled in once the elementary stream's length is known.
         parts: list[bytes | memoryview] = [b""]
         size = 0
@@ -434,11 +459,8 @@ class TSMuxer:
             size += len(aud)
         dts = timestamp * CLOCK_KHZ
         pts = max(dts, (timestamp + composition_time) * CLOCK_KHZ)
-        out: list[bytes | bytearray] = []
-        if self._abuf:
-            self._flush_audio(out)
-        self._write_pes(out, self.video_pid, STREAM_ID_VIDEO, pts, dts, parts, size, random_access, bounded=False)
-        return b"".join(out)
+        n = self._flush_audio(out) if self._abuf else 0
+        return n + self._write_pes(out, self.video_pid, STREAM_ID_VIDEO, pts, dts, parts, size, random_access, False)
 
     def _video_config(self, codec: str, body: memoryview, packet_type: int) -> None:
         if packet_type == flv.PACKET_MPEG2TS_SEQUENCE_START:
@@ -471,40 +493,40 @@ class TSMuxer:
 
     # ------------------------------------------------------------------ audio
 
-    def _mux_audio(self, timestamp: int, payload: bytes | bytearray | memoryview) -> bytes:
+    def _mux_audio(self, out: list[bytes | bytearray], timestamp: int, payload: bytes | bytearray | memoryview) -> int:
         # Fast path for a legacy AAC raw frame (SoundFormat 10, AACPacketType 1): parse_audio would accept it
         # whatever the other header bits say, so its AudioInfo is skipped.
         if len(payload) > 2 and payload[1] == flv.AUDIO_PACKET_CODED_FRAMES and payload[0] >> 4 == flv.SOUND_AAC:
-            return self._aac_frame(timestamp, memoryview(payload)[2:])
+            return self._aac_frame(out, timestamp, memoryview(payload)[2:])
         info = flv.parse_audio(payload)
         codec = info.codec
         if info.multitrack or codec not in (flv.CODEC_AAC, flv.CODEC_MP3):
             self.skipped += 1
-            return b""
+            return 0
         body = memoryview(payload)[info.data_offset :]
         if codec == flv.CODEC_AAC:
             if info.sequence_header:
                 asc = parse_asc(body)
                 self._set_audio(_AudioTrack(codec, STREAM_TYPE_AAC, asc, _adts_fixed(asc)))
-                return b""
+                return 0
             if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
-                return b""
-            return self._aac_frame(timestamp, body)
+                return 0
+            return self._aac_frame(out, timestamp, body)
         if info.packet_type != flv.AUDIO_PACKET_CODED_FRAMES or not body:
-            return b""
+            return 0
         if len(body) > _MAX_AUDIO_PES:  # (ADTS frames are at most 8 KiB)
             raise TSError(f"audio frame of {len(body)} bytes does not fit a PES packet")
         stream_type = _mp3_stream_type(body, info.sample_rate)
         if self._audio is None or self._audio.stream_type != stream_type:
             self._set_audio(_AudioTrack(codec, stream_type))
-        return self._buffer_audio(timestamp, bytes(body))
+        return self._buffer_audio(out, timestamp, bytes(body))
 
-    def _aac_frame(self, timestamp: int, body: memoryview) -> bytes:
+    def _aac_frame(self, out: list[bytes | bytearray], timestamp: int, body: memoryview) -> int:
         """A raw AAC frame behind its ADTS header, from the fixed part computed with the configuration."""
         track = self._audio
         if track is None or track.asc is None or track.codec != flv.CODEC_AAC:
             self.skipped += 1  # raw AAC cannot be framed without its AudioSpecificConfig
-            return b""
+            return 0
         size = len(body)
         length = size + ADTS_HEADER_SIZE
         fixed = track.adts_fixed
@@ -513,30 +535,28 @@ class TSMuxer:
         else:
             b0, b1, b2, b3 = fixed
             header = bytes((b0, b1, b2, b3 | length >> 11, (length >> 3) & 0xFF, (length & 7) << 5 | 0x1F, 0xFC))
-        return self._buffer_audio(timestamp, header + body)
+        return self._buffer_audio(out, timestamp, header + body)
 
-    def _buffer_audio(self, timestamp: int, frame: bytes) -> bytes:
-        """Gather ``frame`` into the audio PES being built; returns the PES written out to make room, if any."""
+    def _buffer_audio(self, out: list[bytes | bytearray], timestamp: int, frame: bytes) -> int:
+        """Gather ``frame`` into the audio PES being built; the PES written out to make room, if any, goes to
+        ``out`` (returns its size)."""
         pts = timestamp * CLOCK_KHZ
-        out: list[bytes | bytearray] | None = None
+        n = 0
         if self._abuf:
             if (
                 pts - self._abuf_pts >= self.audio_max_delay_ms * CLOCK_KHZ
                 or pts < self._abuf_pts
                 or self._abuf_size + len(frame) > _MAX_AUDIO_PES
             ):
-                out = []
-                self._flush_audio(out)
+                n = self._flush_audio(out)
                 self._abuf_pts = pts
         else:
             self._abuf_pts = pts
         self._abuf.append(frame)
         self._abuf_size += len(frame)
         if self.audio_max_delay_ms <= 0:
-            if out is None:
-                out = []
-            self._flush_audio(out)
-        return b"".join(out) if out else b""
+            n += self._flush_audio(out)
+        return n
 
     def _set_audio(self, track: _AudioTrack) -> None:
         old = self._audio
@@ -544,15 +564,15 @@ class TSMuxer:
             self._psi_dirty = True
         self._audio = track
 
-    def _flush_audio(self, out: list[bytes | bytearray]) -> None:
-        """Write the buffered audio frames as one PES, appending its pieces to ``out``."""
+    def _flush_audio(self, out: list[bytes | bytearray]) -> int:
+        """Write the buffered audio frames as one PES, appending its pieces to ``out``; returns its size."""
         parts: list[bytes | memoryview] = [b""]  # the PES header's place
         parts += self._abuf
         size = self._abuf_size
         self._abuf.clear()
         self._abuf_size = 0
         # Pure audio carries the PCR, and every PES of it is a random access point.
-        self._write_pes(
+        return self._write_pes(
             out, self.audio_pid, STREAM_ID_AUDIO, self._abuf_pts, self._abuf_pts, parts, size, self._video is None, True
         )
 
@@ -586,17 +606,19 @@ class TSMuxer:
         es_size: int,
         random_access: bool,
         bounded: bool,
-    ) -> None:
+    ) -> int:
         """One PES of ``parts[1:]`` (``es_size`` bytes) as transport packets appended to ``out``, after PAT/PMT
-        when the track set changed.
+        when the track set changed; returns the number of bytes appended.
 
         ``parts[0]`` is overwritten with the first packet's TS header and adaptation field followed by the
         PES header, so one join gives the first packet and the rest of the PES contiguously (see
         :meth:`_packetize`). The fixed-size fields are built as integers and converted once: this runs for
         every video frame and every audio PES, and the small objects added up.
         """
+        psi = 0
         if self._psi_dirty:
             out.append(self.psi())
+            psi = 2 * PACKET_SIZE
         if pts != dts:
             pes_header_size = 19
             length = 13 + es_size  # the PES_packet_length counts from the flags byte: 3 + PTS + DTS
@@ -609,13 +631,14 @@ class TSMuxer:
             length = 0  # unbounded: allowed for video only
         if pes_header_size == 19:
             pes_header = (
-                (0x000001 << 128 | stream_id << 120 | length << 104 | 0x84C00A << 80)
-                | _timestamp_field(pts, _PTS_BEFORE_DTS) << 40
-                | _timestamp_field(dts, _DTS)
-            ).to_bytes(19, "big")
+                (0x000001 << 128 | stream_id << 120 | length << 104 | 0x84C00A << 80 | _PTS_BEFORE_DTS << 40 | _DTS)
+                | ((pts >> 30 & 7) << 33 | (pts >> 15 & 0x7FFF) << 17 | (pts & 0x7FFF) << 1) << 40
+                | (dts >> 30 & 7) << 33 | (dts >> 15 & 0x7FFF) << 17 | (dts & 0x7FFF) << 1
+            ).to_bytes(19, "big")  # (the two timestamp fields, see _MARKERS)
         else:
             pes_header = (
-                0x000001 << 88 | stream_id << 80 | length << 64 | 0x848005 << 40 | _timestamp_field(pts, _PTS_ONLY)
+                0x000001 << 88 | stream_id << 80 | length << 64 | 0x848005 << 40 | _PTS_ONLY
+                | (pts >> 30 & 7) << 33 | (pts >> 15 & 0x7FFF) << 17 | (pts & 0x7FFF) << 1
             ).to_bytes(14, "big")
         # The first packet's adaptation field: PCR (with the discontinuity and random access flags) on the
         # PCR PID (pcr_pid without the property's cost: video's, or audio's when there is no video), else only
@@ -644,11 +667,11 @@ class TSMuxer:
         else:
             prefix = headers.start[cc]
         parts[0] = prefix + pes_header
-        self._packetize(out, pid, headers, (cc + 1) & 0xF, b"".join(parts))
+        return psi + self._packetize(out, pid, headers, (cc + 1) & 0xF, b"".join(parts))
 
-    def _packetize(self, out: list[bytes | bytearray], pid: int, headers: _PidHeaders, cc: int, buf: bytes) -> None:
+    def _packetize(self, out: list[bytes | bytearray], pid: int, headers: _PidHeaders, cc: int, buf: bytes) -> int:
         """Split ``buf`` (the first transport packet, then the rest of the PES) into packets appended to
-        ``out`` for one join; ``cc`` is the counter of the second packet.
+        ``out`` for one join; ``cc`` is the counter of the second packet. Returns the bytes appended.
 
         No Python-level work per packet: one ``struct`` call cuts the first packet and the 184-byte payloads
         of the full packets after it, one join puts the same 4-byte header (counter 0) between them, and one
@@ -659,7 +682,7 @@ class TSMuxer:
         if n <= PACKET_SIZE:  # one packet, stuffed to size by its adaptation field
             out.append(buf)
             self._cc[pid] = cc
-            return
+            return PACKET_SIZE
         full, tail = divmod(n - PACKET_SIZE, _PAYLOAD)
         if full:
             packets = headers.between.join(_cut_packets(buf, full))
@@ -674,7 +697,9 @@ class TSMuxer:
         if tail:
             out += (headers.af[cc], _STUFFING[_PAYLOAD - tail], buf[n - tail :])
             cc = (cc + 1) & 0xF
+            full += 1
         self._cc[pid] = cc
+        return (full + 1) * PACKET_SIZE
 
 
 def _adts_fixed(asc: AudioSpecificConfig) -> tuple[int, int, int, int] | None:

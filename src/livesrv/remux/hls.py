@@ -76,15 +76,32 @@ _VARIABLE: Final = "\x00"
 
 @dataclass(frozen=True, slots=True)
 class AppendSegment:
-    """The next bytes of the open segment ``name``, which start at byte ``offset`` of it.
+    """The next bytes of the open segment ``name``, which start at byte ``offset`` of it: ``pieces`` in order
+    (``size`` bytes in all).
 
     The first append of a segment has offset 0: the writer (re)creates its part file. The offset lets the
     writer check that nothing was lost in between, so it never renames a segment with a hole into place.
+
+    Pieces, not one ``bytes``: the segmenter hands out what the muxer produced as it is, and the writer gives
+    them to one ``writev``; joining them first would copy the whole stream once more in the event loop.
+    ``AppendSegment(name, data, offset)`` with one buffer is accepted too. The pieces are never modified.
     """
 
     name: str
-    data: bytes
+    pieces: tuple[bytes | bytearray | memoryview, ...] | bytes
     offset: int
+    size: int = -1  # computed when not given
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pieces, (bytes, bytearray, memoryview)):
+            object.__setattr__(self, "pieces", (self.pieces,))
+        if self.size < 0:
+            object.__setattr__(self, "size", sum(map(len, self.pieces)))
+
+    @property
+    def data(self) -> bytes:
+        """The bytes joined (a copy: for tests and tools, not for the writer)."""
+        return b"".join(self.pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +165,7 @@ class _OpenSegment:
     name: str
     start_ms: int
     discontinuity: bool
-    chunks: list[bytes] = field(default_factory=list)  # produced, not yet handed out (see ``pending``)
+    chunks: list[bytes | bytearray] = field(default_factory=list)  # produced, not handed out (``pending``)
     end_ms: int = 0
     frames: int = 0
     pending: int = 0  # bytes in ``chunks``
@@ -159,11 +176,10 @@ class _OpenSegment:
         self.pending += len(data)
 
     def take(self) -> list[HlsAction]:
-        """The buffered bytes as one append (none when empty)."""
+        """The buffered bytes as one append of their pieces (none when empty)."""
         if not self.pending:
             return []
-        data = b"".join(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
-        act = AppendSegment(self.name, data, self.written)
+        act = AppendSegment(self.name, tuple(self.chunks), self.written, self.pending)
         self.written += self.pending
         self.chunks.clear()
         self.pending = 0
@@ -271,30 +287,50 @@ class HlsSegmenter:
         without it the segment's stream timestamp is used."""
         kind = pkt.kind
         payload = pkt.payload
+        # Fast paths for what nearly every publisher sends (this runs for every frame of every stream): a
+        # legacy AVC/HEVC coded frame (codec 7 or 12, frame type 1..4, AVCPacketType 1: not a sequence header,
+        # a codec TS carries, a keyframe when its frame type is 1) and a legacy AAC raw frame. Anything else
+        # goes through flv's checks.
         if kind == flv.VIDEO:
             is_video = True
-            if flv.is_sequence_header(payload):
+            b0 = payload[0] if len(payload) > 5 else 0  # (0: too short for the fast path)
+            codec_id = b0 & 0x8F
+            if (
+                (codec_id == flv.VIDEO_CODEC_AVC or codec_id == flv.VIDEO_CODEC_HEVC)
+                and payload[1] == flv.PACKET_CODED_FRAMES
+                and 0x10 <= b0 & 0x70 <= 0x40
+            ):
+                keyframe = b0 & 0x70 == 0x10
+            elif flv.is_sequence_header(payload):
                 self._mux_aside(pkt)
                 return []
+            elif not self._muxer.has_video and not _ts_video(payload):
+                self._mux_aside(pkt)  # AV1, VP9...: the muxer counts and drops it; segmenting ignores it
+                return []
+            else:
+                keyframe = flv.is_keyframe(payload)
         elif kind == flv.AUDIO:
-            is_video = False
-            if flv.is_audio_sequence_header(payload):
+            is_video = keyframe = False
+            if not (len(payload) > 2 and payload[1] == flv.AUDIO_PACKET_CODED_FRAMES and payload[0] >> 4 == flv.SOUND_AAC) and (
+                flv.is_audio_sequence_header(payload)
+            ):
                 self._mux_aside(pkt)
                 return []
         else:
             return []
-        if is_video and not self._muxer.has_video and not _ts_video(payload):
-            self._mux_aside(pkt)  # AV1, VP9...: the muxer counts and drops it; segmenting ignores it
-            return []
         ts = pkt.timestamp
-        keyframe = is_video and flv.is_keyframe(payload)
         actions: list[HlsAction] = []
 
-        # A track going back in time, or any frame far ahead of everything seen: the clock restarted.
-        prev = self._track_last.get(kind)
-        newest = max(self._track_last.values(), default=None)
+        # A track going back in time, or any frame far ahead of everything seen (both tracks' last frames):
+        # the clock restarted.
+        last = self._track_last
+        prev = last.get(kind)
+        other = last.get(flv.VIDEO + flv.AUDIO - kind)
+        jump = self._forward_jump_ms
         if (prev is not None and ts < prev - MAX_BACKWARD_JUMP_MS) or (
-            newest is not None and ts > newest + self._forward_jump_ms
+            (prev is not None or other is not None)
+            and (prev is None or ts > prev + jump)
+            and (other is None or ts > other + jump)
         ):
             if self._open is not None:
                 actions += self._close(None)
@@ -324,21 +360,22 @@ class HlsSegmenter:
                 seg = self._start(ts, now_ms)
 
         try:
-            data = self._muxer.mux(pkt)
+            # (straight into the segment's pieces: no join per packet; see AppendSegment)
+            seg.pending += self._muxer.mux_into(pkt, seg.chunks)
         except ProtocolError:
             self.dropped += 1
+            seg.pending = sum(map(len, seg.chunks))  # (a muxer raises before it appends; in case one did not)
             return actions
-        if data:
-            seg.add(data)
         seg.frames += 1
         if seg.pending >= self._buffer_bytes:  # (only once a frame is in: a segment without one is never written)
             actions += seg.take()
         # Where this frame ends: its timestamp plus its track's typical frame duration, which is what
         # the segment lasts if it is closed by finish() rather than by the next segment's first frame.
-        delta = self._track_delta.get(kind, 0)
         if prev is not None and 0 < ts - prev < 1000:
             delta = self._track_delta[kind] = ts - prev
-        self._track_last[kind] = ts
+        else:
+            delta = self._track_delta.get(kind, 0)
+        last[kind] = ts
         if ts + delta > seg.end_ms:
             seg.end_ms = ts + delta
         return actions

@@ -2,7 +2,9 @@
 
 ONE :class:`HlsWriter` task per stream key performs the segmenter's file actions in order, a batch at a time in
 a worker thread. So writing never blocks the event loop, and files of one key are never written concurrently
-or out of order.
+or out of order. The writers of one event loop share a :class:`DiskBatcher`: their batches go to the worker
+thread together, one thread call every :data:`BATCH_WINDOW` seconds at most, because waking a thread costs the
+server more than the writes (50 streams at 2 Mbit/s hand over ~100 batches a second; bench/hlswrite.py).
 
 A segment is appended to its part file (:func:`~livesrv.remux.hls.part_name`: hidden, same directory) as the
 segmenter produces it, through one handle the writer keeps open per open segment, and renamed into place when
@@ -21,6 +23,7 @@ import posixpath
 import re
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Final
@@ -40,6 +43,10 @@ log = logging.getLogger("livesrv.hls")
 
 #: Mode of every file written: mkstemp's 0600 would hide the files from a web server of another user.
 FILE_MODE: Final = 0o644
+#: Seconds a :class:`DiskBatcher` gathers the writers' batches before handing them to a worker thread: delays
+#: a segment's arrival on disk by at most this (a small part of a fragment), and bounds the thread hand-offs
+#: to 1/BATCH_WINDOW a second whatever the number of streams.
+BATCH_WINDOW: Final = 0.05
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -81,7 +88,7 @@ class SegmentFiles:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self._parts: dict[str, BinaryIO] = {}
+        self._parts: dict[str, BinaryIO] = {}  # (unbuffered FileIO: written with os.writev)
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -146,7 +153,7 @@ class SegmentFiles:
             fd = os.open(self._part_path(act.name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
             try:
                 os.fchmod(fd, FILE_MODE)  # (whatever the umask, as write_atomic)
-                f = os.fdopen(fd, "wb")
+                f = os.fdopen(fd, "wb", buffering=0)  # (unbuffered: appends go out with writev)
             except BaseException:
                 os.close(fd)
                 raise
@@ -156,7 +163,7 @@ class SegmentFiles:
         try:
             if f.tell() != act.offset:
                 raise OSError(f"part of {act.name} has {f.tell()} bytes, the append starts at {act.offset}")
-            f.write(act.data)
+            _write_pieces(f.fileno(), act.pieces, act.size)
         except BaseException:
             self._discard(act.name)  # a segment with a hole is never renamed into place
             raise
@@ -201,6 +208,32 @@ class SegmentFiles:
     def _discard_all(self) -> None:
         for name in list(self._parts):
             self._discard(name)
+
+
+def _iov_max() -> int:
+    try:
+        n = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 16  # (POSIX's minimum)
+    return n if 0 < n <= 1024 else 1024
+
+
+#: Buffers one ``writev`` takes at most (IOV_MAX: 1024 on Linux).
+_IOV_MAX: Final = _iov_max()
+
+
+def _write_pieces(fd: int, pieces: Sequence[bytes | bytearray | memoryview], size: int) -> None:
+    """Write ``pieces`` (``size`` bytes) at the file's position: one ``writev`` per IOV_MAX pieces, so the
+    kernel gathers them and they are never joined in user space. A short write (a disk filling up, a signal)
+    goes on with what is left, until it is written or the system call raises."""
+    for i in range(0, len(pieces), _IOV_MAX):
+        batch = pieces[i : i + _IOV_MAX] if len(pieces) > _IOV_MAX else pieces
+        want = size if batch is pieces else sum(map(len, batch))
+        done = os.writev(fd, batch)
+        if done < want:
+            rest = memoryview(b"".join(batch))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
 
 
 def _unlink_strict(path: str) -> None:
@@ -298,8 +331,93 @@ def relative_path(path: str) -> str | None:
     return norm
 
 
+Job = tuple[SegmentFiles, Sequence[HlsAction], "asyncio.Future[list[OSError | None]]"]
+
+
+def _perform_jobs(jobs: list[Job]) -> list[list[OSError | None] | BaseException]:
+    """Worker thread: every job's actions, in order; a job that raises does not stop the others."""
+    out: list[list[OSError | None] | BaseException] = []
+    for files, actions, _ in jobs:
+        try:
+            out.append(files.perform(actions))
+        except BaseException as exc:  # noqa: BLE001 - the exception is the job's result, raised in its writer
+            out.append(exc)
+    return out
+
+
+class DiskBatcher:
+    """Hands the batches of every writer of one event loop to a worker thread together, one thread call at a
+    time, at most one every ``window`` seconds.
+
+    Why: each ``to_thread`` wakes a thread, which costs the event loop more than a page-cache write (and holds
+    the GIL against it); with one call per writer per batch, 50 streams cost ~100 hand-offs a second. Gathering
+    them makes that ~1/window whatever the number of streams, and the actions of one writer still run in order
+    (a writer waits for its batch before it hands over the next). A slow disk slows every stream's writing, as
+    the shared thread pool did, but never the event loop.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DiskBatcher] = weakref.WeakKeyDictionary()
+
+    def __init__(self, window: float = BATCH_WINDOW) -> None:
+        self.window = window
+        self.calls = 0  # thread calls made (for the tests and the bench)
+        self._jobs: list[Job] = []
+        self._busy = False
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> DiskBatcher:
+        """The batcher shared by the writers of ``loop``."""
+        batcher = cls._by_loop.get(loop)
+        if batcher is None:
+            batcher = cls._by_loop[loop] = cls()
+        return batcher
+
+    def perform(self, files: SegmentFiles, actions: Sequence[HlsAction]) -> asyncio.Future[list[OSError | None]]:
+        """``files.perform(actions)`` in the worker thread with the other writers' batches; its results."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[OSError | None]] = loop.create_future()
+        self._jobs.append((files, actions, fut))
+        if not self._busy:
+            self._busy = True
+            loop.call_later(self.window, self._start, loop)
+        return fut
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs, self._jobs = self._jobs, []
+        # (the job of a writer cancelled meanwhile is run too: its SegmentFiles was stopped when the writer
+        # ended, so every action of it returns WriterStopped and touches no file; see HlsWriter._run)
+        try:
+            call = loop.run_in_executor(None, _perform_jobs, jobs)
+        except RuntimeError as exc:  # the loop's executor is shut down (the server is stopping)
+            self._busy = False
+            for _, _, fut in jobs:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        self.calls += 1
+        call.add_done_callback(lambda done: self._done(loop, jobs, done))
+
+    def _done(self, loop: asyncio.AbstractEventLoop, jobs: list[Job], call: asyncio.Future[Any]) -> None:
+        exc = None if call.cancelled() else call.exception()
+        results = call.result() if exc is None and not call.cancelled() else None
+        for i, (_, _, fut) in enumerate(jobs):
+            if fut.done():
+                continue  # its writer was cancelled meanwhile
+            if results is None:
+                fut.set_exception(exc or asyncio.CancelledError())
+            elif isinstance(results[i], BaseException):
+                fut.set_exception(results[i])  # type: ignore[arg-type]
+            else:
+                fut.set_result(results[i])  # type: ignore[arg-type]
+        if self._jobs:
+            loop.call_later(self.window, self._start, loop)
+        else:
+            self._busy = False
+
+
 class HlsWriter:
-    """Performs one stream key's actions in order, a batch at a time in a worker thread.
+    """Performs one stream key's actions in order, a batch at a time in a worker thread (through ``disk``, by
+    default the :class:`DiskBatcher` of the running loop).
 
     ``on_written(actions, results)`` runs on the event loop after each batch, so the in-memory view (what
     may be served) only ever follows what is on disk. When the task ends (:meth:`close` performed, or
@@ -318,6 +436,7 @@ class HlsWriter:
         label: str,
         on_written: Callable[[Sequence[HlsAction], Sequence[OSError | None]], None] | None = None,
         after: asyncio.Future[Any] | None = None,
+        disk: DiskBatcher | None = None,
     ) -> None:
         self.root = root
         self.label = label
@@ -328,7 +447,9 @@ class HlsWriter:
         self.files = SegmentFiles(root)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
-        self.task = asyncio.get_running_loop().create_task(self._run(after), name=f"hls-writer {label}")
+        loop = asyncio.get_running_loop()
+        self.disk = disk if disk is not None else DiskBatcher.for_loop(loop)
+        self.task = loop.create_task(self._run(after), name=f"hls-writer {label}")
 
     def submit(self, actions: Sequence[HlsAction]) -> None:
         if actions and not self._closed:
@@ -381,7 +502,7 @@ class HlsWriter:
                     carry = nxt
                     break
             try:
-                results = await asyncio.to_thread(self.files.perform, batch)
+                results = await self.disk.perform(self.files, batch)
             except Exception:  # noqa: BLE001 - a bug here must not stop this key's output for good
                 event(log, "hls-writer-error", logging.ERROR, exc_info=True, writer=self.label)
                 continue
