@@ -3,6 +3,7 @@ the sans-IO code) and no import cycle anywhere in src/livesrv (type-checking imp
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -72,3 +73,19 @@ def test_a_cycle_is_found() -> None:
     assert _cycle(graph) is None
     graph.add_import(importer="livesrv.c", imported="livesrv.a")
     assert _cycle(graph) == ["livesrv.a", "livesrv.b", "livesrv.c", "livesrv.a"]
+
+
+def test_optional_stacks_are_imported_only_when_configured() -> None:
+    """WebRTC's stack (aiortc, aioice, PyAV) and redis-py are ~70 MiB of a process's memory: a server with
+    WebRTC off and no Redis registry (the embedded defaults) never imports them, every worker of a host neither."""
+    code = (
+        "import sys\n"
+        "from livesrv.app import App\n"
+        "from livesrv.config import load_config\n"
+        "App(load_config(None).config)\n"
+        "print(sorted(m for m in ('aiortc', 'aioice', 'av', 'redis') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from redis.exceptions import RedisError
 
 from livesrv.app import App
 from livesrv.clients.cluster import open_registry, parse_stream_name, stream_name
+from livesrv.clients.claims import RegistryError
 from livesrv.clients.edge import EdgePull
-from livesrv.clients.registry import RegistryError
 from livesrv.clients.registry_local import RegistryServer
 from livesrv.clients.rtmp import RtmpClient, RtmpClientError
 from livesrv.codec.rtmp import messages as m
@@ -334,7 +335,7 @@ async def test_claims_are_atomic_and_fenced(any_registry) -> None:  # type: igno
             while True:
                 try:
                     return await call()
-                except (OSError, asyncio.TimeoutError, RegistryError):
+                except (OSError, asyncio.TimeoutError, RegistryError, RedisError):
                     assert asyncio.get_running_loop().time() < deadline, "the client never reconnected"
                     await asyncio.sleep(0.05)
 

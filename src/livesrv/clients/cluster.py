@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from livesrv.clients.edge import EdgeService
-from livesrv.clients.registry import Registry, RegistryClient, RegistryError
+from livesrv.clients.claims import RegistryClient, RegistryError
 from livesrv.clients.registry_local import SCHEME as EMBEDDED_SCHEME, LocalRegistry
 from livesrv.config import ANY_HOST, Config
 from livesrv.hub.clients import HookContext
@@ -61,6 +61,8 @@ def open_registry(url: str, node: str, ttl: float, prefix: str = "livesrv") -> R
     calls and the same meaning."""
     if url.startswith(EMBEDDED_SCHEME):
         return LocalRegistry(url, node, ttl, prefix)
+    from livesrv.clients.registry import Registry  # (redis-py: imported only where Redis is configured)
+
     return Registry(url, node, ttl, prefix)
 
 
@@ -93,6 +95,8 @@ class ClusterService:
         self.access = access
         self.edge = edge
         self.registry: RegistryClient | None = None
+        #: What a registry call may raise when the registry is away or answers an error.
+        self._errors: tuple[type[Exception], ...] = (RegistryError, OSError, asyncio.TimeoutError)
         self.node = ""
         self.record: dict[str, Any] = {}
         self.claims: dict[StreamKey, _Claim] = {}
@@ -126,6 +130,7 @@ class ClusterService:
         self.record = {"id": self.node, "pid": os.getpid(), "started": time.time(),
                        **{name: f"{_bracket(host)}:{addrs[0][1]}" for name, addrs in addresses.items() if addrs}}
         self.registry = open_registry(cfg.registry, self.node, cfg.ttl, cfg.prefix)
+        self._errors = (RegistryError, OSError, asyncio.TimeoutError, *self.registry.errors)
         self.access.claim = self.claim
         self.edge.resolver = self.resolve
         self.hub.watchers.append(self._watch)
@@ -157,10 +162,10 @@ class ClusterService:
                 await registry.release(stream_name(key), claim.generation)
             await registry.unregister()
 
-        with contextlib.suppress(RegistryError, OSError, asyncio.TimeoutError):
+        with contextlib.suppress(*self._errors):
             await asyncio.wait_for(goodbye(), CLAIM_TIMEOUT)  # (the streams are free elsewhere at once)
         self.claims.clear()
-        with contextlib.suppress(RegistryError, OSError, asyncio.TimeoutError):
+        with contextlib.suppress(*self._errors):
             await asyncio.wait_for(registry.close(), CLAIM_TIMEOUT)
         self.registry = None
 
@@ -176,7 +181,7 @@ class ClusterService:
         try:
             claimed = await asyncio.wait_for(registry.claim(stream_name(ctx.key), stream.settings.takeover),
                                              CLAIM_TIMEOUT)
-        except (RegistryError, OSError, asyncio.TimeoutError) as exc:
+        except self._errors as exc:
             self._set_up(False, repr(exc))
             return f"cluster registry unreachable: {type(exc).__name__}"
         self._set_up(True)
@@ -207,7 +212,7 @@ class ClusterService:
             return
 
         async def release() -> None:
-            with contextlib.suppress(RegistryError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(*self._errors):
                 await asyncio.wait_for(registry.release(stream_name(key), generation), CLAIM_TIMEOUT)
                 event(log, "cluster-release", stream=key, node=self.node, generation=generation)
 
@@ -236,7 +241,7 @@ class ClusterService:
             return None
         try:
             owner = await asyncio.wait_for(registry.owner(stream_name(key)), CLAIM_TIMEOUT)
-        except (RegistryError, OSError, asyncio.TimeoutError) as exc:
+        except self._errors as exc:
             self._set_up(False, repr(exc))
             return None
         self._set_up(True)
@@ -262,7 +267,7 @@ class ClusterService:
                         self._stale(key, "taken over on another node (found by the heartbeat)")
             if time.monotonic() < self._view_wanted_until:  # (SCANs: only while the API is being read)
                 self.view = {"nodes": await registry.nodes(), "streams": await registry.streams(), "at": time.time()}
-        except (RegistryError, OSError, asyncio.TimeoutError) as exc:
+        except self._errors as exc:
             self._set_up(False, repr(exc))
             return
         self._set_up(True)
@@ -282,7 +287,7 @@ class ClusterService:
                     data = await subscription.get(1.0)
                     if data is not None:
                         self._on_claim(data)
-            except (RegistryError, OSError, asyncio.TimeoutError) as exc:
+            except self._errors as exc:
                 self._set_up(False, repr(exc))
             finally:
                 if subscription is not None:

@@ -19,22 +19,22 @@ alive, and accepted once that node's TTL ran out (a dead node never keeps a stre
 raises the counter to it, so a later claim elsewhere still gets a larger generation.
 
 The workers of one host share an embedded registry with the same calls and meaning instead
-(clients/registry_local.py); :class:`RegistryClient` is what the cluster needs of either.
+(clients/registry_local.py); clients/claims.py says what the cluster needs of either. This module (and
+redis-py, ~20 MiB) is only imported when a Redis registry is configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["Owner", "Claimed", "Registry", "RegistryClient", "RegistryError"]
+from livesrv.clients.claims import Claimed, Owner
 
-RegistryError = RedisError  # what every call may raise when Redis cannot be reached or answers an error
+__all__ = ["Registry", "RedisSubscription"]
 
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
@@ -88,24 +88,6 @@ return {cur, redis.call('GET', ARGV[1] .. owner) or ''}
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """A stream's owner as the registry has it; ``record`` is the node's record (empty: its TTL ran out)."""
-
-    node: str
-    generation: int
-    record: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """The result of a claim: ``ok``, and the generation (ours, or the owner's that refused it)."""
-
-    ok: bool
-    node: str
-    generation: int
-
-
 def _split(value: bytes | str) -> tuple[str, int]:
     text = value.decode() if isinstance(value, bytes) else value
     node, _, gen = text.rpartition(" ")
@@ -114,7 +96,10 @@ def _split(value: bytes | str) -> tuple[str, int]:
 
 class Registry:
     """One node's connection to the registry. Every call is bounded by ``timeout`` seconds and raises
-    :data:`RegistryError` when Redis does not answer."""
+    one of :attr:`errors` (or ``OSError``, ``TimeoutError``) when Redis does not answer."""
+
+    #: What a call raises when Redis cannot be reached or answers an error.
+    errors: ClassVar[tuple[type[Exception], ...]] = (RedisError,)
 
     def __init__(self, url: str, node: str, ttl: float, prefix: str = "livesrv", timeout: float = 2.0) -> None:
         if " " in node:
@@ -229,25 +214,3 @@ class RedisSubscription:
 
     async def aclose(self) -> None:
         await self._pubsub.aclose()
-
-
-class Subscription(Protocol):
-    async def get(self, timeout: float) -> bytes | None: ...
-    async def aclose(self) -> None: ...
-
-
-class RegistryClient(Protocol):
-    """What the cluster needs of a registry: :class:`Registry` (Redis) and the embedded one both are."""
-
-    node: str
-
-    async def close(self) -> None: ...
-    async def subscribe(self) -> Subscription: ...
-    async def register(self, record: dict[str, Any]) -> None: ...
-    async def unregister(self) -> None: ...
-    async def nodes(self) -> dict[str, dict[str, Any]]: ...
-    async def claim(self, stream: str, takeover: bool) -> Claimed: ...
-    async def renew(self, stream: str, generation: int) -> bool: ...
-    async def release(self, stream: str, generation: int) -> bool: ...
-    async def owner(self, stream: str) -> Owner | None: ...
-    async def streams(self) -> dict[str, tuple[str, int]]: ...

@@ -30,9 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.exceptions import RedisError
-
-from livesrv.clients.registry import Claimed, Owner
+from livesrv.clients.claims import Claimed, Owner, RegistryError
 from livesrv.log import event
 
 __all__ = ["SCHEME", "LocalRegistry", "LocalRegistryError", "LocalSubscription", "RegistryServer", "socket_path"]
@@ -52,9 +50,9 @@ SUBSCRIBER_BUFFER: Final = 1 << 20
 LINE_LIMIT: Final = 1 << 16
 
 
-class LocalRegistryError(RedisError):
-    """The embedded registry answered with an error (a bad request). The same family as Redis's errors, so the
-    cluster handles both alike; a lost connection raises :class:`ConnectionError` (an ``OSError``)."""
+class LocalRegistryError(RegistryError):
+    """The embedded registry answered with an error (a bad request); a lost connection raises
+    :class:`ConnectionError` (an ``OSError``)."""
 
 
 def socket_path(url: str) -> str:
@@ -317,6 +315,8 @@ class LocalRegistry:
     """A worker's connection to the master's registry: the same calls as
     :class:`livesrv.clients.registry.Registry`, each bounded by ``timeout`` seconds. A lost connection fails the
     calls in flight with ``ConnectionError`` and the next call connects again."""
+
+    errors: tuple[type[Exception], ...] = ()  # (only RegistryError, OSError and TimeoutError)
 
     def __init__(self, url: str, node: str, ttl: float, prefix: str = "livesrv", timeout: float = 2.0) -> None:
         if " " in node:

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import aioice.ice
-
 from livesrv.codec.webrtc import Offer, OfferError, check_offer
 from livesrv.config.model import VhostRtcConfig
 from livesrv.hub.clients import HookContext
@@ -26,12 +24,13 @@ from livesrv.hub.keys import StreamRequest, parse_rtmp_request, request_problem
 from livesrv.hub.settings import stream_settings
 from livesrv.log import client_event, event
 from livesrv.servers.http import HTTPConnection, Request, Response
-from livesrv.servers.rtc import ice
-from livesrv.servers.rtc.play import RtcSource, WhepViewer
-from livesrv.servers.rtc.publish import WhipPublisher
-from livesrv.servers.rtc.session import RtcSession
 
 if TYPE_CHECKING:
+    # The WebRTC stack (aiortc, aioice, PyAV: ~50 MiB of every process's memory) is imported only once WebRTC is
+    # on: by start(), or by the first request after a reload turned it on.
+    from livesrv.servers.rtc import ice
+    from livesrv.servers.rtc.play import WhepViewer
+    from livesrv.servers.rtc.session import RtcSession
     from livesrv.access import Access
     from livesrv.config import Config
     from livesrv.hub.hub import Hub
@@ -65,7 +64,7 @@ class RtcService:
         self.access = access
         self.sessions: dict[str, RtcSession] = {}  # token -> session
         self.tasks: set[asyncio.Task[None]] = set()
-        self.plan = ice.IcePlan(None, None)
+        self.plan: ice.IcePlan | None = None  # (set by start(), when WebRTC is on)
 
     # ---------------------------------------------------------------------------------- lifecycle
 
@@ -78,6 +77,10 @@ class RtcService:
         rs = cfg.rtc_server
         if not rs.enabled:
             return
+        import aioice.ice
+
+        from livesrv.servers.rtc import ice
+
         self.plan = ice.plan(rs.candidate, rs.ip_family)
         ice.install(self.plan, rs.ip_family)
         # SRS's stun_timeout: a peer whose ICE consent checks keep failing this long is closed. aioice checks
@@ -147,6 +150,8 @@ class RtcService:
     # ---------------------------------------------------------------------------------- common checks
 
     def _request(self, req: Request, method: str) -> tuple[StreamRequest, Any, ice.IcePlan]:
+        from livesrv.servers.rtc import ice
+
         cfg = self._config()
         if not cfg.rtc_server.enabled:
             raise RtcError(404, "WebRTC is off: rtc_server { enabled on; }")
@@ -175,12 +180,12 @@ class RtcService:
         denied = self.access.security(sreq.key.vhost, method, req.ip)
         if denied is not None:
             raise RtcError(403, denied)
-        plan = self.plan
+        plan = self.plan or ice.IcePlan(None, None)  # (None: turned on by a reload; aioice's own choice)
         eip = req.query.get("eip") or req.query.get("candidate") or ""
         if eip:  # SRS: announce this address for this session; what is bound stays as configured
             asked = ice.plan("*", eip=eip)
             announce = asked.announce or (asked.bind[0] if asked.bind else None)
-            plan = ice.IcePlan(self.plan.bind, announce if announce not in (self.plan.bind or ()) else None)
+            plan = ice.IcePlan(plan.bind, announce if announce not in (plan.bind or ()) else None)
         return sreq, vhost, plan
 
     async def _negotiate(self, session: RtcSession, req: Request) -> str:
@@ -201,6 +206,8 @@ class RtcService:
     # ---------------------------------------------------------------------------------- WHEP
 
     async def _play(self, req: Request) -> Response:
+        from livesrv.servers.rtc.play import RtcSource, WhepViewer
+
         sreq, vhost, plan = self._request(req, "play")
         offer, kinds = _checked_offer(req, sending=True)
         key = sreq.key
@@ -265,6 +272,8 @@ class RtcService:
     # ---------------------------------------------------------------------------------- WHIP
 
     async def _publish(self, req: Request) -> Response:
+        from livesrv.servers.rtc.publish import WhipPublisher
+
         sreq, vhost, plan = self._request(req, "publish")
         offer, kinds = _checked_offer(req, sending=False)
         key = sreq.key
