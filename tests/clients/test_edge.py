@@ -212,7 +212,9 @@ async def test_a_publisher_on_the_edge_goes_to_the_origin(make_server, procs, sa
 
 
 async def test_a_local_publisher_takes_over_a_pull_and_the_pull_comes_back(make_server, procs, sample_flv) -> None:  # type: ignore[no-untyped-def]
-    origin = await make_server()
+    # (takeover off at the origin: the edge forwards its local publisher there (edge publish), which with
+    # takeover on would close the origin's own publisher, and the pull that comes back would find no media.)
+    origin = await make_server(vhost="publish { takeover off; }")
     await procs.start(*ffmpeg_publish_args(sample_flv, f"rtmp://127.0.0.1:{origin.port('rtmp')}/live/test"))
     edge = await make_edge(make_server, f"127.0.0.1:{origin.port('rtmp')}")
     viewer = FlvViewer(flv_url(edge)).start()
