@@ -67,15 +67,6 @@ def publisher(rtmp_url: str, workdir: Path) -> list[str]:
             "-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-ac", "2", "-f", "flv", rtmp_url]
 
 
-def api_port(log_path: Path) -> int:
-    for line in log_path.read_text(errors="replace").splitlines():
-        if "event=ready" in line:
-            for kv in line.split("event=ready", 1)[1].split():
-                if kv.startswith("api="):
-                    return int(kv.split("=", 1)[1].split(",")[0].rsplit(":", 1)[1])
-    raise SystemExit("no api port in livesrv's ready line")
-
-
 def wait_live(api: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -134,7 +125,9 @@ def main() -> None:
     pub = None
     results: dict[str, dict] = {}  # type: ignore[type-arg]
     try:
-        api = api_port(server.log_path)
+        api = server.api_port
+        if api is None:
+            raise SystemExit("no api port in livesrv's ready line")
         pub = spawn(publisher(server.publish_url("live", "bench"), workdir), workdir / "ffmpeg.log", workdir)
         wait_live(api)
         for proto in [p.strip() for p in args.proto.split(",") if p.strip()]:

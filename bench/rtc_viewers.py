@@ -111,22 +111,15 @@ def wait_live(api: int, timeout: float = 20) -> None:
     raise SystemExit("the stream did not go live")
 
 
-def api_port(log_path: Path) -> int:
-    for line in log_path.read_text(errors="replace").splitlines():
-        if "event=ready" in line:
-            for kv in line.split("event=ready", 1)[1].split():
-                if kv.startswith("api="):
-                    return int(kv.split("=", 1)[1].split(",")[0].rsplit(":", 1)[1])
-    raise SystemExit("no api port in livesrv's ready line")
-
-
 def row(n: int, duration: float) -> dict:  # type: ignore[type-arg]
     workdir = Path(tempfile.mkdtemp(prefix="livesrv-rtc-viewers-"))
     rtc = "http_api { enabled on; listen 127.0.0.1:0; }\nrtc_server { enabled on; candidate 127.0.0.1; }"
     server = start_livesrv(workdir, vhost_extra="rtc { enabled on; rtmp_to_rtc on; }", global_extra=rtc)
     pub = gen = None
     try:
-        api = api_port(server.log_path)
+        api = server.api_port
+        if api is None:
+            raise SystemExit("no api port in livesrv's ready line")
         pub = spawn(publisher(server.publish_url("live", "bench")), workdir / "ffmpeg.log", workdir)
         wait_live(api)
         gen = popen([sys.executable, __file__, "--load", str(api), str(n), str(duration)], stdout=subprocess.PIPE)

@@ -64,6 +64,7 @@ class Server:
     protos: tuple[str, ...] = field(default=("rtmp",))
     tls_ports: dict[str, int] = field(default_factory=dict)  # "rtmps", "https": the TLS listeners, when on
     workers: int = 1  # livesrv's ``workers N``: a master and N worker processes
+    api_port: int | None = None  # livesrv's HTTP API (WHIP/WHEP too), when on
 
     @property
     def pid(self) -> int:
@@ -220,7 +221,8 @@ def start_livesrv(workdir: Path, vhost_extra: str = "", global_extra: str = "", 
                 ports = {k: int(v.split(",")[0].rsplit(":", 1)[1])
                          for k, v in (kv.split("=", 1) for kv in match.group(1).split())}
                 return Server("livesrv", proc, ports["rtmp"], ports.get("http"), log_path, SERVER_PROTOS["livesrv"],
-                              {k: v for k, v in ports.items() if k in ("rtmps", "https")}, workers)
+                              {k: v for k, v in ports.items() if k in ("rtmps", "https")}, workers,
+                              ports.get("api"))
             if proc.poll() is not None:
                 raise ServerUnavailable(f"livesrv exited with {proc.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
