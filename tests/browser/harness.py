@@ -124,6 +124,14 @@ async def start_live(app: App, procs: Procs, sample: Path) -> tuple[asyncio.subp
     return pub, next(iter(app.hub.streams.values()))
 
 
+async def republish(app: App, procs: Procs, sample: Path, old: Any) -> asyncio.subprocess.Process:
+    """A new ffmpeg publisher of the stream, once it is live in place of ``old`` (the publisher that vanished)."""
+    pub = await procs.start(*ffmpeg_publish_args(sample, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
+    await wait_until(lambda: any(s.live and s.publisher not in (None, old) for s in app.hub.streams.values()), 20,
+                     "the republish to go live")
+    return pub
+
+
 def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors

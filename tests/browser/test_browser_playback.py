@@ -14,8 +14,8 @@ import signal
 import pytest
 
 from tests.browser.harness import (WATCH, Harness, assert_clean, assert_heard, assert_watched, no_errors_logged,
-                                   start_live)
-from tests.helpers import ffmpeg_publish_args, wait_until
+                                   republish, start_live)
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +46,7 @@ async def test_http_flv_playback_resumes_after_republish(make_server, procs, bro
     (viewer,) = stream.viewers.values()
     old = stream.publisher
     pub.kill()  # SIGKILL: the publisher vanishes without unpublishing
-    await procs.start(*ffmpeg_publish_args(browser_sample, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
-    await wait_until(lambda: stream.live and stream.publisher not in (None, old), 20, "the republish to be accepted")
+    await republish(app, procs, browser_sample, old)
     player.proc.send_signal(signal.SIGUSR2)  # tells the harness: media from now on is the new publisher's
     await player.event("resumed", 40)
     assert list(stream.viewers.values()) == [viewer], "the browser's connection did not survive the republish"

@@ -20,9 +20,9 @@ import pytest
 from livesrv.app import App
 from livesrv.hub.clients import VIEWER
 from tests.browser.driver import Browser
-from tests.browser.harness import WATCH, Harness, assert_clean, assert_watched, no_errors_logged, start_live
+from tests.browser.harness import WATCH, Harness, assert_clean, assert_watched, no_errors_logged, republish, start_live
 from tests.browser.netns import private_network
-from tests.helpers import ffmpeg_publish_args, require_tool, wait_until
+from tests.helpers import require_tool, wait_until
 from tests.browser.test_web import assert_plays, base, clean, snapshot, wait_playing
 from tests.rtc.helpers import RTC_VHOST, ffprobe_streams
 
@@ -80,8 +80,7 @@ async def test_whep_plays_on_after_the_publisher_restarts(rtc_app, procs, browse
     (viewer,) = stream.viewers.values()
     old = stream.publisher
     pub.kill()  # SIGKILL: the publisher vanishes without unpublishing
-    await procs.start(*ffmpeg_publish_args(browser_sample, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
-    await wait_until(lambda: stream.live and stream.publisher not in (None, old), 20, "the republish to be accepted")
+    await republish(app, procs, browser_sample, old)
     player.proc.send_signal(signal.SIGUSR2)
     await player.event("resumed", 40)
     assert list(stream.viewers.values()) == [viewer], "the WebRTC session did not survive the republish"
@@ -162,9 +161,7 @@ async def test_player_page_plays_over_webrtc_and_after_the_publisher_returns(net
             await asyncio.sleep(1.0)
         at_drop = await snapshot(browser)
         old = stream.publisher
-        await procs.start(*ffmpeg_publish_args(browser_sample, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
-        await wait_until(lambda: any(s.live and s.publisher not in (None, old) for s in app.hub.streams.values()), 20,
-                         "the new publisher to go live")
+        await republish(app, procs, browser_sample, old)
         # A WebRTC <video>'s currentTime runs on regardless: 25 frames decoded past the drop are the new publisher's.
         await browser.wait(f"document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames > "
                            f"{at_drop['frames'] + 25} && livesrvPlayer.state === 'playing'", 40,

@@ -29,8 +29,8 @@ from livesrv.hub.clients import VIEWER
 from livesrv.servers.api.service import is_loopback
 from livesrv.servers.web import VENDOR_DIR, VENDOR_FILES
 from tests.browser.driver import Browser
-from tests.browser.harness import no_errors_logged, start_live
-from tests.helpers import FFMPEG, FlvViewer, Procs, ffmpeg_publish_args, require_tool, wait_until
+from tests.browser.harness import no_errors_logged, republish, start_live
+from tests.helpers import FFMPEG, FlvViewer, Procs, require_tool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -205,9 +205,7 @@ async def test_player_plays_on_after_the_publisher_drops_and_returns(make_server
         await asyncio.sleep(1.0)
     at_drop = await snapshot(browser)
     old = stream.publisher
-    await procs.start(*ffmpeg_publish_args(browser_sample, f"rtmp://127.0.0.1:{app.port('rtmp')}/live/test"))
-    await wait_until(lambda: any(s.live and s.publisher not in (None, old) for s in app.hub.streams.values()), 20,
-                     "the new publisher to go live")
+    await republish(app, procs, browser_sample, old)
     # Past what was buffered at the drop: media only the new publisher can have sent.
     target = at_drop["bufferedEnd"] + 1.0 if grace == "within-grace" else 1.0
     await browser.wait(f"livesrvPlayer.video.currentTime > {target} && livesrvPlayer.state === 'playing'", 40,
